@@ -1,0 +1,94 @@
+"""Save/load throughput of a ~100 MB Flux Chain as JLD2 vs np.save/np.load of the same arrays (one run).
+
+Run:  python benchmarks/bench_jld2.py [--mb 100]
+Prints MB/s for each and the ratio ours/anchor (target >= 0.5 both ways). Both writers fsync
+(pfc.save must, for atomicity; np.save files are fsynced too so the comparison is fair). Page cache is
+warm for both loads. Each figure is the best of 3 repetitions in the same run. Loading is reported three
+ways: ``jld2.load`` (arrays memory-mapped, lazy), ``jld2.load`` + reading every byte (sum), and
+``pfc.load`` (parses model_arch into a fresh Chain, then copies the arrays into it).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import pyflux_compress as pfc
+from pyflux_compress.io import jld2
+
+
+def timed(fn, repeat: int = 3):
+    """Best of ``repeat`` wall-clock timings (the machine is shared: the minimum is the least noisy)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def fsync_path(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=float, default=100.0, help="model size in MB (float32)")
+    args = ap.parse_args()
+    h = int(np.sqrt(args.mb * 1e6 / 4 / 1.6))        # Dense(h=>h) + Dense(h=>h/2) + ... ~ 1.6 h^2 params
+    model = pfc.Chain(pfc.Dense(h, h, pfc.relu), pfc.Dense(h, h // 2, pfc.relu), pfc.Dense(h // 2, h // 4),
+                      pfc.Dense(h // 4, 10))
+    arrays = [p for _, layer in model.walk() for p in layer.params().values()]
+    nbytes = sum(a.nbytes for a in arrays)
+    mb = nbytes / 1e6
+    print(f"model: {model}  ({mb:.1f} MB in {len(arrays)} arrays)")
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
+        d = Path(d)
+        jpath = d / "model.jld2"
+
+        def np_save():
+            for i, a in enumerate(arrays):
+                p = d / f"a{i}.npy"
+                np.save(p, a)
+                fsync_path(p)
+        t_np_save, _ = timed(np_save)
+        t_save, _ = timed(lambda: pfc.save(jpath, model))
+
+        t_np_load, loaded = timed(lambda: [np.load(d / f"a{i}.npy") for i in range(len(arrays))])
+        t_load_lazy, _ = timed(lambda: jld2.load(jpath))
+        t_load_touch, _ = timed(lambda: [float(np.sum(a)) for a in
+                                         [x for layer in jld2.load(jpath, "model_state").layers
+                                          for x in (layer.weight, layer.bias)]])
+        t_np_touch, _ = timed(lambda: [float(np.sum(np.load(d / f"a{i}.npy"))) for i in range(len(arrays))])
+        t_pfc_load, back = timed(lambda: pfc.load(jpath))
+        t_parse, _ = timed(lambda: pfc.parse(str(model)))     # part of pfc.load: fresh (random-init) model
+        assert all(np.array_equal(a, b) for a, b in zip(arrays, [p for _, layer in back.walk()
+                                                                   for p in layer.params().values()]))
+        size = jpath.stat().st_size
+    rows = [
+        ("save: np.save (+fsync)", t_np_save, None),
+        ("save: pfc.save (atomic, fsync)", t_save, t_np_save),
+        ("load: np.load", t_np_load, None),
+        ("load: jld2.load (memory-mapped, lazy)", t_load_lazy, t_np_load),
+        ("load: pfc.load (Chain rebuilt, arrays copied)", t_pfc_load, t_np_load),
+        ("  of which pfc.parse(model_arch) (random init)", t_parse, "part"),
+        ("load+sum: np.load", t_np_touch, None),
+        ("load+sum: jld2.load", t_load_touch, t_np_touch),
+    ]
+    print(f"JLD2 file: {size / 1e6:.1f} MB ({size / nbytes:.4f} x payload)")
+    print(f"{'operation':48s} {'seconds':>8s} {'MB/s':>8s} {'ratio vs anchor':>16s}")
+    for name, t, anchor in rows:
+        ratio = "(anchor)" if anchor is None else "(part of above)" if anchor == "part" else f"{anchor / t:.2f}x"
+        print(f"{name:48s} {t:8.3f} {mb / t:8.0f} {ratio:>16s}")
+
+
+if __name__ == "__main__":
+    main()
