@@ -1,0 +1,19 @@
+"""Flux-style models on NumPy: layers, activations, ``Chain``, Flux syntax (``parse``/``str``), ``summary``.
+
+Submodules: ``layers`` (Dense, Conv, ...), ``activations``, ``chain``, ``syntax`` (parse), ``summary``
+(``summary.summary(model, input_shape)``, also ``Chain.summary``),
+``init`` (Flux's glorot_uniform), ``_conv`` (vectorised convolution/pooling kernels).
+"""
+from __future__ import annotations
+
+from .activations import (ACTIVATIONS, Activation, elu, gelu, get_activation, identity, leakyrelu, relu,
+                          sigmoid, softmax, swish, tanh, σ)
+from .chain import Chain
+from .layers import (BatchNorm, Conv, CrossCor, Dense, Dropout, Flatten, GlobalMeanPool, Layer, MaxPool,
+                     MeanPool, SamePad, flatten)
+from .syntax import FluxSyntaxError, parse
+
+__all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool", "Flatten", "flatten",
+           "BatchNorm", "Dropout", "SamePad", "Chain", "Activation", "ACTIVATIONS", "get_activation", "relu",
+           "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish", "identity", "parse",
+           "FluxSyntaxError"]

@@ -1,0 +1,185 @@
+"""``Chain``: Flux's sequential container.
+
+``Chain(Dense(784, 128, relu), Dense(128, 10))`` applies its layers in order. It is itself a Layer, so chains
+nest. Python indexing is 0-based (``chain[0]`` is Flux's ``chain[1]``); paths reported to users by
+:meth:`Chain.walk` and in error messages are Flux-style and 1-based (``layers[3].layers[1]``), as Julia
+users read them.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from .layers import Conv, Dense, Grads, Layer
+
+__all__ = ["Chain"]
+
+
+class Chain(Layer):
+    """A sequence of layers (or activations) applied in order.
+
+    Attributes
+    ----------
+    layers : list of Layer
+    records : list of dict — what compression did to this model (``{"method", "settings", "per_layer"}``),
+        appended by compression functions on the copy they return.
+    """
+
+    flux_name = "Chain"
+    flux_fields = {"layers": "layers"}
+
+    def __init__(self, *layers: Any) -> None:
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):  # Chain([l1, l2]) like Flux's Chain(vec)
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ValueError(f"Chain: element layers[{i + 1}] must be a layer or activation "
+                                 f"(Dense, Conv, relu, flatten, ...); got {type(layer).__name__}: {layer!r}")
+        self.layers: list[Layer] = list(layers)
+        self.records: list[dict] = []
+
+    # ---- container protocol --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        """``chain[i]`` (0-based) -> layer; ``chain[a:b]`` -> a new Chain sharing the same layer objects."""
+        if isinstance(index, slice):
+            return type(self)._from_layers(self, self.layers[index])
+        if isinstance(index, (int, np.integer)):
+            n = len(self.layers)
+            if not -n <= index < n:
+                raise IndexError(f"Chain index {index} out of range for a Chain of {n} layers (0-based)")
+            return self.layers[index]
+        raise TypeError(f"Chain indices must be integers or slices, not {type(index).__name__}")
+
+    @classmethod
+    def _from_layers(cls, template: "Chain", layers: list[Layer]) -> "Chain":
+        # subclasses (e.g. QuantizedChain) may carry extra attributes: slice into a plain Chain of the
+        # same class when its constructor accepts layers, else a plain Chain
+        try:
+            return cls(*layers)
+        except TypeError:
+            return Chain(*layers)
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, Layer]]:
+        """Yield ``(path, layer)`` for every leaf layer in order; paths are Flux-style 1-based,
+        e.g. ``"layers[1]"``, ``"layers[3].layers[2]"``."""
+        for i, layer in enumerate(self.layers):
+            path = f"{prefix}layers[{i + 1}]"
+            if isinstance(layer, Chain):
+                yield from layer.walk(prefix=path + ".")
+            else:
+                yield path, layer
+
+    # ---- Layer interface -----------------------------------------------------------------------------
+    def params(self) -> dict[str, np.ndarray]:
+        """Every trainable array keyed ``"<path>.<name>"`` (e.g. ``"layers[1].weight"``), in order."""
+        out: dict[str, np.ndarray] = {}
+        for path, layer in self.walk():
+            for name, arr in layer.params().items():
+                out[f"{path}.{name}"] = arr
+        return out
+
+    def _dtype(self) -> np.dtype:
+        for _, layer in self.walk():
+            ps = layer.params()
+            if ps:
+                return next(iter(ps.values())).dtype
+        return np.dtype(np.float32)
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        """Per-sample output shape; a mismatch raises ``ValueError`` naming the layer by its Flux path."""
+        shape = tuple(int(s) for s in in_shape)
+        for path, layer in self.walk():
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except ValueError as err:
+                raise ValueError(f"{path} {err}") from None
+        return shape
+
+    def shapes(self, in_shape: tuple) -> list[tuple[str, Layer, tuple]]:
+        """``(path, layer, per-sample output shape)`` for every leaf layer, for a per-sample input shape."""
+        out = []
+        shape = tuple(int(s) for s in in_shape)
+        for path, layer in self.walk():
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except ValueError as err:
+                raise ValueError(f"{path} {err}") from None
+            out.append((path, layer, shape))
+        return out
+
+    def _prepare(self, x: Any) -> tuple[np.ndarray, bool]:
+        """Convert input, treat a 1-D array as one sample (Flux ``model(rand(784))``), validate shapes."""
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Chain input must be a numeric array ({err})") from None
+        if x.dtype.kind not in "fiub":
+            raise ValueError(f"Chain input must be a numeric array; got dtype {x.dtype}")
+        single = x.ndim == 1
+        if single:
+            x = x[None, :]
+        if x.ndim == 0:
+            raise ValueError("Chain input must be an array with a batch axis, e.g. (N, features)")
+        self.output_shape(x.shape[1:])  # cheap; names the failing layer before any numpy error
+        return x, single
+
+    def __call__(self, x: Any) -> np.ndarray:
+        """Inference forward. ``x`` is batch-first; a 1-D sample gives a 1-D output."""
+        x, single = self._prepare(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x[0] if single else x
+
+    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
+        x, single = self._prepare(x)
+        caches = []
+        for layer in self.layers:
+            x, cache = layer.forward(x, train=train, rng=rng)
+            caches.append(cache)
+        return (x[0] if single else x), (caches, single)
+
+    def backward(self, cache: Any, dy: np.ndarray, need_input_grad: bool = True
+                 ) -> tuple[np.ndarray | None, Grads]:
+        """Reverse pass. ``grads`` keys are the Flux paths of :meth:`params` (``"layers[2].weight"``).
+
+        ``need_input_grad=False`` (training loops) returns ``dx=None`` and lets the first Dense/Conv skip
+        computing its input gradient — a third of that layer's backward work.
+        """
+        caches, single = cache
+        dy = np.asarray(dy)
+        if single:
+            dy = dy[None]
+        grads: Grads = {}
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and not need_input_grad and isinstance(layer, (Chain, Dense, Conv)):
+                dy, g = layer.backward(caches[i], dy, need_input_grad=False)
+            else:
+                dy, g = layer.backward(caches[i], dy)
+            prefix = f"layers[{i + 1}]."
+            for name, arr in g.items():
+                grads[prefix + name] = arr
+        # restore forward order of keys (nice for printing; dicts keep insertion order)
+        ordered = {k: grads[k] for k in self.params() if k in grads}
+        ordered.update({k: v for k, v in grads.items() if k not in ordered})
+        if dy is None or not need_input_grad:
+            return None, ordered
+        return (dy[0] if single else dy), ordered
+
+    def __repr__(self) -> str:
+        return "Chain(" + ", ".join(repr(layer) for layer in self.layers) + ")"
+
+    __str__ = __repr__
+
+    def summary(self, input_shape: tuple | None = None) -> str:
+        """Flux-``show``-like multi-line description; see :func:`pyflux_compress.model.summary.summary`."""
+        from .summary import summary
+
+        return summary(self, input_shape)
