@@ -182,6 +182,10 @@ def _describe(v: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- load
+def _uninitialised(rng: Any, *dims: int) -> np.ndarray:
+    return np.zeros(dims, dtype=np.float32)  # calloc'd lazily: no pages touched until written
+
+
 def load(path: str | os.PathLike) -> Any:
     """Rebuild a Chain from a JLD2 file (see module docstring for the three supported forms)."""
     from ..model.syntax import parse
@@ -192,7 +196,8 @@ def load(path: str | os.PathLike) -> Any:
         arch = values["model_arch"]
         if not isinstance(arch, str):
             raise CheckpointError(f"{where}: model_arch is {type(arch).__name__}, expected a String")
-        model = parse(arch)
+        # every weight is overwritten from the file, so skip the random initialisation (most of the load time)
+        model = parse(arch, init=_uninitialised)
         return _load_tree(model, values["model_state"], in_place=False)
     structs = {k: v for k, v in values.items() if isinstance(v, JuliaStruct) and v.type_name.startswith("Flux.")}
     if structs:

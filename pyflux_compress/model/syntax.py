@@ -128,11 +128,12 @@ class _Colon:
 # ---- parser ------------------------------------------------------------------------------------------
 
 class _Parser:
-    def __init__(self, text: str, rng: np.random.Generator) -> None:
+    def __init__(self, text: str, rng: np.random.Generator, init: Any = None) -> None:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
         self.rng = rng
+        self.init = init  # weight initialiser for Dense/Conv; None means Flux's glorot_uniform
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -355,7 +356,7 @@ def _b_dense(p: _Parser, args: list, kwargs: dict) -> Dense:
     if len(rest) > 1:
         raise ValueError("too many positional arguments")
     act = _act(p, rest[0]) if rest else None
-    return Dense(n_in, n_out, act, bias=bias, rng=p.rng)
+    return Dense(n_in, n_out, act, bias=bias, init=p.init, rng=p.rng)
 
 
 def _b_conv(cls: type) -> Callable:
@@ -381,7 +382,7 @@ def _b_conv(cls: type) -> Callable:
             raise ValueError("bias must be true or false")
         kw = {key: (_pad_value(v) if key == "pad" else _ints(v, key)) for key, v in kwargs.items()
               if key in ("stride", "pad", "dilation", "groups")}
-        return cls(k, ch, act, bias=bias, rng=p.rng, **kw)
+        return cls(k, ch, act, bias=bias, init=p.init, rng=p.rng, **kw)
     return build
 
 
@@ -458,13 +459,16 @@ _BUILDERS: dict[str, Callable[[_Parser, list, dict], Any]] = {
 }
 
 
-def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = None) -> Layer:
+def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = None, *,
+          init: Any = None) -> Layer:
     """Build a model from Flux syntax with fresh Flux-default weights (glorot_uniform, zero bias, float32).
 
     Parameters
     ----------
     text : e.g. ``"Chain(Dense(784 => 128, relu), Dense(128 => 10))"`` — anything ``str(model)`` prints.
     seed, rng : make the weights deterministic (give at most one). Layers are initialised in text order.
+    init : optional weight initialiser ``init(rng, *dims) -> array`` for Dense/Conv/CrossCor (default Flux's
+        ``glorot_uniform``). Loaders that overwrite every weight pass a cheap one (no random draws).
 
     Returns
     -------
@@ -477,7 +481,7 @@ def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = 
     if not isinstance(text, str):
         raise ValueError(f"parse: text must be a str of Flux syntax; got {type(text).__name__}")
     gen = check_rng(seed, rng)
-    p = _Parser(text, gen)
+    p = _Parser(text, gen, init)
     if p.peek().kind == "end":
         raise p.error("empty model text")
     value = p.expr()
