@@ -1,0 +1,239 @@
+"""Quantized export of a ``QuantizedChain`` (compression/quantize.py) in the two forms onnxruntime runs fast.
+
+``format="qdq"`` (static, needs calibrated activations)
+    Every quantized layer's *input* goes through ``QuantizeLinear -> DequantizeLinear`` with the layer's
+    calibrated ``act_scale`` / ``act_zero_point`` (uint8 for the affine scheme, int8 for symmetric), and its
+    weight is an int8 initializer behind ``DequantizeLinear`` (per-channel: ``axis=0`` of the ONNX weight, which
+    is Gemm's ``B`` with ``transB=1`` ``(out, in)`` and Conv's ``(cout, cin, kh, kw)``). The bias is stored as
+    int32 with scale ``act_scale * w_scale`` (as ``onnxruntime.quantization.quantize_static`` does).
+    onnxruntime's graph optimizer fuses ``DQ -> Gemm/Conv -> Q`` into integer kernels (QGemm / QLinearConv).
+    A QDQ pair also goes in front of MaxPool / flatten / Dropout that precede the quantized layer: those commute
+    with the (monotone) quantization, so the result is unchanged while onnxruntime can run them on int8.
+    onnxruntime removes a Relu before ``QuantizeLinear`` only when the zero point is the type's minimum, i.e. for
+    the affine scheme (uint8, zero point 0 after relu); with symmetric int8 activations the layers after a relu
+    stay float Gemm/Conv on dequantized values (correct, not faster) -- quantize with ``scheme="affine"`` for speed.
+
+``format="dynamic"``
+    Dense: ``DynamicQuantizeLinear`` (uint8, per-batch scale) + ``MatMulInteger`` with the int8 weight, then
+    ``Cast``, ``Mul`` by ``x_scale * w_scale`` and ``Add`` bias -- the graph ``quantize_dynamic`` writes, which
+    onnxruntime fuses into ``DynamicQuantizeMatMul``. Conv is exported weight-only (int8 weight behind
+    ``DequantizeLinear``, float Conv), because onnxruntime's CPU provider has no u8s8 ``ConvInteger``.
+
+Bits below 8 are stored in int8 containers (exact values, int8 file size) -- except ``format="dynamic"`` with
+``opset=21``: Dense layers of 2..4 bits are written weight-only with packed INT4 weights (half the int8 file);
+onnxruntime 1.32 turned the activation-free last layer into its 4-bit ``MatMulNBits`` kernel but ran relu layers
+as dequantize + float FusedGemm, so int4 is a file-size option, not a speed one. QDQ and Conv keep int8
+containers (``MatMulInteger`` takes 8-bit inputs only; int4 QDQ fusion in onnxruntime was not verified).
+
+Agreement with the simulated forward: the QuantizedChain computes ``acc * (s_a * s_w) + bias`` in float64 on the
+integer operands; onnxruntime accumulates the same integers in int32 but rescales in float32 (and rounds the
+bias to int32), so an element may land on the other side of a rounding boundary at the next layer's input:
+at most one quantization step there.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto
+
+from ._export import (ExportState, UnsupportedLayerError, build_fp32, emit_activation, emit_conv, emit_dense,
+                      emit_layer, flux_conv_to_onnx, layer_kind, spatial_attrs)
+from ._graph import GraphBuilder
+
+QUANTIZED = ("QuantizedDense", "QuantizedConv")
+# layers a quantization commutes with (monotone / pure data movement): QDQ can move in front of them
+_COMMUTING = ("MaxPool", "Flatten", "flatten", "Dropout", "AlphaDropout")
+
+
+def dequantized_emitters() -> dict:
+    """Emitters writing a quantized layer as its float layer with the dequantized weight (fp32 export)."""
+
+    def dense(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+        emit_dense(b, layer.float_layer, st, where, weight=layer.weight_dequantized())
+
+    def conv(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+        emit_conv(b, layer.float_layer, st, where, weight=layer.weight_dequantized())
+
+    return {"QuantizedDense": dense, "QuantizedConv": conv}
+
+
+def build_quantized(model: Any, b: GraphBuilder, fmt: str) -> None:
+    """Append the quantized graph of ``model`` to ``b`` (only standard ONNX ops: no contrib domain needed)."""
+    if fmt == "qdq":
+        _build_qdq(model, b)
+    elif fmt == "dynamic":
+        build_fp32(model, b, {"QuantizedDense": _dynamic_dense, "QuantizedConv": _weight_only_conv})
+    else:  # pragma: no cover - validated by export_onnx
+        raise ValueError(f"format: unknown quantized format {fmt!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared pieces
+# ---------------------------------------------------------------------------------------------------
+def _weight_dq(b: GraphBuilder, p: str, q_onnx: np.ndarray, layer: Any) -> str:
+    """int8 weight initializer (ONNX layout, output channel on axis 0) behind ``DequantizeLinear``."""
+    scale = np.asarray(layer.w_scale, np.float32)
+    zp = np.asarray(layer.w_zero_point).astype(np.int8)
+    inputs = [b.const(f"{p}_Wq", q_onnx.astype(np.int8), allow_sparse=True), b.const(f"{p}_Ws", scale),
+              b.const(f"{p}_Wzp", zp)]
+    attrs = {"axis": 0} if scale.ndim else {}
+    (w,) = b.node("DequantizeLinear", inputs, prefix=f"{p}_Wdq", **attrs)
+    return w
+
+
+def _act_qdq(b: GraphBuilder, layer: Any) -> None:
+    """``current = DQ(Q(current))`` with the layer's calibrated input scale / zero point."""
+    zp_dtype = np.uint8 if layer.scheme == "affine" else np.int8  # affine: uint8 [0, 255]; symmetric: int8
+    p = b.fresh("act")
+    s = b.const(f"{p}_s", np.asarray(layer.act_scale, np.float32))
+    zp = b.const(f"{p}_zp", np.asarray(layer.act_zero_point).astype(zp_dtype))
+    b.apply("QuantizeLinear", s, zp, prefix=f"{p}_q")
+    b.apply("DequantizeLinear", s, zp, prefix=f"{p}_dq")
+
+
+def _int32_bias(b: GraphBuilder, p: str, layer: Any) -> str | None:
+    """Bias as int32 with scale ``act_scale * w_scale`` behind ``DequantizeLinear`` (QDQ convention)."""
+    bias = layer.float_layer.bias
+    if bias is None:
+        return None
+    scale = (np.asarray(layer.w_scale, np.float64) * np.float64(layer.act_scale)).astype(np.float32)
+    scale = np.broadcast_to(scale, np.shape(bias)).copy()
+    bq = np.clip(np.rint(np.asarray(bias, np.float64) / scale), -2 ** 31, 2 ** 31 - 1).astype(np.int32)
+    inputs = [b.const(f"{p}_bq", bq), b.const(f"{p}_bs", scale), b.const(f"{p}_bzp", np.zeros(bq.shape, np.int32))]
+    (out,) = b.node("DequantizeLinear", inputs, prefix=f"{p}_bdq", axis=0)
+    return out
+
+
+def _conv_q_onnx(layer: Any) -> np.ndarray:
+    return flux_conv_to_onnx(layer.qweight, flipped=layer_kind(layer.float_layer) != "CrossCor")
+
+
+# ---------------------------------------------------------------------------------------------------
+# QDQ (static)
+# ---------------------------------------------------------------------------------------------------
+def _qdq_dense(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+    if st.rank != 2:
+        raise UnsupportedLayerError(f"{where}: quantized Dense export needs 2-D (N, features) input")
+    p = b.fresh("qdense")
+    inputs = [b.current, _weight_dq(b, p, np.asarray(layer.qweight), layer)]
+    bias = _int32_bias(b, p, layer)
+    if bias is not None:
+        inputs.append(bias)
+    (y,) = b.node("Gemm", inputs, prefix=p, transB=1)
+    b.current = y
+    emit_activation(b, layer.float_layer.activation, where)
+
+
+def _qdq_conv(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+    fl = layer.float_layer
+    p = b.fresh("qconv")
+    inputs = [b.current, _weight_dq(b, p, _conv_q_onnx(layer), layer)]
+    bias = _int32_bias(b, p, layer)
+    if bias is not None:
+        inputs.append(bias)
+    attrs = spatial_attrs(fl, kernel=np.shape(layer.qweight)[:2])
+    (y,) = b.node("Conv", inputs, prefix=p, group=int(getattr(fl, "groups", 1) or 1), **attrs)
+    b.current = y
+    emit_activation(b, fl.activation, where)
+
+
+def _build_qdq(model: Any, b: GraphBuilder) -> None:
+    """Emit leaves in order with each quantized layer's input QDQ placed in front of the commuting layers
+    (MaxPool, flatten, Dropout) that precede it *and* again right before it. Re-quantizing a dequantized value
+    with the same scale and zero point gives the same integers, so the second pair changes nothing
+    numerically; it gives onnxruntime the ``DQ -> MaxPool -> Q`` and ``DQ -> Gemm`` patterns it fuses."""
+    from ._export import leaf_layers
+
+    leaves = list(leaf_layers(model))
+    paths = _leaf_paths(model)
+    st = ExportState(rank=1 + len(b.input_shape))
+    custom = {"QuantizedDense": _qdq_dense, "QuantizedConv": _qdq_conv}
+    first_qdq: dict[int, int] = {}  # quantized leaf index -> leaf index where its first QDQ went
+    for i, layer in enumerate(leaves):
+        target = _quantized_ahead(leaves, i)
+        if target is not None and (target not in first_qdq or i == target != first_qdq[target]):
+            _act_qdq(b, leaves[target])
+            first_qdq.setdefault(target, i)
+        emit_layer(b, layer, st, paths[i], custom)
+
+
+def _quantized_ahead(leaves: list, i: int) -> int | None:
+    """Index of the quantized layer reached from leaf ``i`` through commuting layers only (or None)."""
+    for j in range(i, len(leaves)):
+        kind = layer_kind(leaves[j])
+        if kind in QUANTIZED:
+            return j if getattr(leaves[j], "act_scale", None) is not None else None
+        if kind not in _COMMUTING:
+            return None
+    return None
+
+
+def _leaf_paths(model: Any, prefix: str = "") -> list[str]:
+    if layer_kind(model) not in ("Chain", "QuantizedChain"):
+        return [prefix or "model"]
+    out: list[str] = []
+    for i, sub in enumerate(model.layers):
+        out += _leaf_paths(sub, f"{prefix}.layers[{i + 1}]" if prefix else f"layers[{i + 1}]")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# dynamic
+# ---------------------------------------------------------------------------------------------------
+def _dynamic_dense(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+    """``DynamicQuantizeLinear`` + ``MatMulInteger`` (weight ``(in, out)`` int8, per-column zero point).
+
+    With ``bits <= 4`` and ``opset >= 21`` the layer is written weight-only with a packed INT4 weight instead
+    (see :func:`_int4_dense`)."""
+    if layer.bits <= 4 and b.opset >= 21 and layer.bits > 1:
+        _int4_dense(b, layer, st, where)
+        return
+    p = b.fresh("ddense")
+    x_q, x_s, x_zp = b.node("DynamicQuantizeLinear", [b.current], outputs=3, prefix=f"{p}_dql")
+    wq = np.ascontiguousarray(np.asarray(layer.qweight).astype(np.int8).T)  # (in, out)
+    w_scale = np.asarray(layer.w_scale, np.float32)
+    w_zp = np.asarray(layer.w_zero_point).astype(np.int8)
+    ins = [x_q, b.const(f"{p}_Wq", wq, allow_sparse=True), x_zp, b.const(f"{p}_Wzp", w_zp)]
+    (acc,) = b.node("MatMulInteger", ins, prefix=p)
+    (accf,) = b.node("Cast", [acc], prefix=p, to=TensorProto.FLOAT)
+    (scale,) = b.node("Mul", [x_s, b.const(f"{p}_Ws", w_scale)], prefix=f"{p}_scale")
+    (y,) = b.node("Mul", [accf, scale], prefix=p)
+    b.current = y
+    if layer.float_layer.bias is not None:
+        b.apply("Add", b.const(f"{p}_b", np.asarray(layer.float_layer.bias, np.float32)), prefix=p)
+    emit_activation(b, layer.float_layer.activation, where)
+
+
+def _weight_only_conv(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+    """Conv with an int8 weight behind ``DequantizeLinear`` and float activations (no ConvInteger u8s8 on CPU)."""
+    fl = layer.float_layer
+    p = b.fresh("wconv")
+    inputs = [b.current, _weight_dq(b, p, _conv_q_onnx(layer), layer)]
+    if fl.bias is not None:
+        inputs.append(b.const(f"{p}_b", np.asarray(fl.bias, np.float32)))
+    attrs = spatial_attrs(fl, kernel=np.shape(layer.qweight)[:2])
+    (y,) = b.node("Conv", inputs, prefix=p, group=int(getattr(fl, "groups", 1) or 1), **attrs)
+    b.current = y
+    emit_activation(b, fl.activation, where)
+
+
+def _int4_dense(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+    """Weight-only int4 Dense: packed INT4 weight ``(in, out)`` -> ``DequantizeLinear(axis=1)`` -> ``MatMul``.
+
+    INT4 tensors need opset 21. onnxruntime (checked with 1.32) can fuse ``DequantizeLinear(int4) -> MatMul`` into
+    its ``MatMulNBits`` kernel (seen for an activation-free layer; a MatMul + Add + Relu became a float FusedGemm).
+    Activations stay float: this equals the simulated forward of an uncalibrated (weight-only) layer.
+    """
+    import ml_dtypes  # shipped with onnx >= 1.16, which uses it for its 4-bit types
+
+    p = b.fresh("i4dense")
+    wq = b.const(f"{p}_Wq4", np.asarray(layer.qweight).T.astype(ml_dtypes.int4))  # (in, out), packed 2 per byte
+    zp = b.const(f"{p}_Wzp4", np.asarray(layer.w_zero_point).astype(ml_dtypes.int4))
+    scale = np.asarray(layer.w_scale, np.float32)
+    attrs = {"axis": 1} if scale.ndim else {}
+    (w,) = b.node("DequantizeLinear", [wq, b.const(f"{p}_Ws", scale), zp], prefix=f"{p}_Wdq", **attrs)
+    b.apply("MatMul", w, prefix=p)
+    if layer.float_layer.bias is not None:
+        b.apply("Add", b.const(f"{p}_b", np.asarray(layer.float_layer.bias, np.float32)), prefix=p)
+    emit_activation(b, layer.float_layer.activation, where)
