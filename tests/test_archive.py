@@ -1,0 +1,242 @@
+"""Compressed archive: codecs, relative positions, exact round trips, corruption detection, size report."""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import pyflux_compress as pfc
+from pyflux_compress.compression import archive as ar
+
+SMALL = "Chain(Dense(30 => 24, relu), Dense(24 => 12, tanh), Dense(12 => 5))"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# building blocks
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 7, 8, 11])
+def test_pack_bits_round_trip(rng, width):
+    s = rng.integers(0, 2 ** width, 1001)
+    data = ar.pack_bits(s, width)
+    assert len(data) == (1001 * width + 7) // 8
+    np.testing.assert_array_equal(ar.unpack_bits(data, 1001, width), s)
+
+
+@pytest.mark.parametrize("case", ["uniform", "skewed", "single", "two", "tiny"])
+def test_huffman_round_trip(rng, case):
+    s = {"uniform": rng.integers(0, 256, 5000),
+         "skewed": np.minimum(rng.geometric(0.2, 20000) - 1, 255),
+         "single": np.full(300, 7),
+         "two": rng.integers(0, 2, 999) * 200,
+         "tiny": np.array([3])}[case]
+    data = ar.huffman_encode(s)
+    np.testing.assert_array_equal(ar.huffman_decode(data, s.size), s)
+
+
+def test_huffman_beats_raw_on_skewed_symbols(rng):
+    s = np.minimum(rng.geometric(0.5, 20000) - 1, 255)  # entropy ~2 bits/symbol
+    assert len(ar.huffman_encode(s)) < 0.3 * s.size
+
+
+@pytest.mark.parametrize("codec", ar.CODECS)
+def test_each_codec_round_trips_and_encoder_picks_the_smallest(rng, codec, monkeypatch):
+    s = np.minimum(rng.geometric(0.3, 3000) - 1, 31)
+    monkeypatch.setattr(ar, "ENABLED_CODECS", (codec,))
+    chosen, data = ar.encode_symbols(s, 5)
+    assert chosen == codec
+    np.testing.assert_array_equal(ar.decode_symbols(chosen, data, s.size, 5), s)
+    monkeypatch.setattr(ar, "ENABLED_CODECS", ar.CODECS)
+    best_codec, best = ar.encode_symbols(s, 5)
+    assert len(best) <= len(data)
+
+
+@pytest.mark.parametrize("gap_bits", [2, 3, 4, 8])
+def test_relative_index_round_trip_with_long_gaps(gap_bits):
+    positions = np.array([0, 1, 2, 9, 10, 300, 301, 5000, 5015, 5016])
+    sym = ar.relative_index_symbols(positions, gap_bits)
+    assert sym.max() <= 2 ** gap_bits - 1
+    np.testing.assert_array_equal(ar.positions_from_symbols(sym, gap_bits), positions)
+    # the skip symbol (2**b - 1) stands for long gaps; no value is stored for it
+    assert np.count_nonzero(sym != 2 ** gap_bits - 1) == positions.size
+
+
+# ---------------------------------------------------------------------------------------------------------
+# round trips
+
+
+def _arrays(model):
+    out = {}
+    for path, layer in model.walk():
+        for name, value in vars(layer).items():
+            if isinstance(value, np.ndarray):
+                out[f"{path}.{name}"] = value
+        fl = getattr(layer, "float_layer", None)
+        if fl is not None and not hasattr(layer, "qweight"):  # shared: bias lives on the template
+            out[f"{path}.bias"] = fl.bias
+        for k, m in getattr(layer, "masks", {}).items():
+            out[f"{path}.masks.{k}"] = np.asarray(m)
+    return out
+
+
+def _assert_same(a, b, X):
+    assert type(a) is type(b) and str(a) == str(b)
+    aa, bb = _arrays(a), _arrays(b)
+    assert aa.keys() == bb.keys()
+    for k in aa:
+        assert aa[k].dtype == bb[k].dtype and aa[k].shape == bb[k].shape, k
+        np.testing.assert_array_equal(aa[k], bb[k], err_msg=k)
+    np.testing.assert_array_equal(a(X), b(X))
+
+
+@pytest.fixture
+def small():
+    return pfc.parse(SMALL, seed=5)
+
+
+@pytest.fixture
+def X30(rng):
+    return rng.normal(size=(40, 30)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["float", "pruned", "shared", "q8_affine_calibrated", "q4_pruned", "binary",
+                                  "mixed"])
+def test_round_trip_exact(tmp_path, small, X30, kind):
+    model = {
+        "float": lambda: small,
+        "pruned": lambda: pfc.prune(small, 0.7),
+        "shared": lambda: pfc.share_weights(pfc.prune(small, 0.6), bits=4),
+        "q8_affine_calibrated": lambda: pfc.quantize(small, 8, "affine", "per_channel", calibration=X30),
+        "q4_pruned": lambda: pfc.quantize(pfc.prune(small, 0.8), 4, "symmetric", "per_tensor"),
+        "binary": lambda: pfc.quantize(small, 1, granularity="per_channel"),
+        "mixed": lambda: pfc.quantize(small, {0: 4, 2: 8}, calibration=X30, method="percentile"),
+    }[kind]()
+    path = tmp_path / "m.pfcz"
+    n = pfc.save_compressed(path, model)
+    assert os.path.getsize(path) == n
+    back = pfc.load_compressed(path)
+    _assert_same(model, back, X30)
+    assert back.records == model.records
+
+
+def test_round_trip_conv_batchnorm(tmp_path, rng):
+    model = pfc.parse("Chain(Conv((3, 3), 1 => 4, relu), BatchNorm(4), MaxPool((2, 2)), flatten, Dense(36 => 3))",
+                      seed=1)
+    X = rng.random((6, 1, 8, 8)).astype(np.float32)
+    pfc.fit(model, X, rng.integers(0, 3, 6), epochs=1, batchsize=3, progress=False)  # running stats move
+    for m in (pfc.prune(model, 0.5), pfc.quantize(model, 8, granularity="per_channel", calibration=X),
+              pfc.share_weights(model, bits=3)):
+        pfc.save_compressed(tmp_path / "c.pfcz", m)
+        _assert_same(m, pfc.load_compressed(tmp_path / "c.pfcz"), X)
+
+
+def test_trained_pruned_shared_model_is_small_and_exact(tmp_path, trained_mlp, fmnist_flat):
+    _, _, Xte, _ = fmnist_flat
+    s = pfc.share_weights(pfc.prune(trained_mlp, 0.9, scope="global"), bits=5)
+    rep = pfc.size_report(s)
+    assert rep["archive"] < rep["sparse_csr"] < rep["fp32_dense"]
+    assert rep["ratio_archive"] > 25  # 10% weights, 5-bit indices, positions entropy-coded
+    pfc.save_compressed(tmp_path / "s.pfcz", s)
+    _assert_same(s, pfc.load_compressed(tmp_path / "s.pfcz"), Xte[:200])
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path, small):
+    path = tmp_path / "m.pfcz"
+    path.write_bytes(b"old content")
+    pfc.save_compressed(str(path), small)
+    assert sorted(os.listdir(tmp_path)) == ["m.pfcz"]
+    assert path.read_bytes()[:8] == ar.MAGIC
+
+
+# ---------------------------------------------------------------------------------------------------------
+# corruption
+
+
+def test_every_flipped_byte_is_detected(tmp_path, small, rng):
+    model = pfc.share_weights(pfc.prune(small, 0.5), bits=3)
+    path = tmp_path / "m.pfcz"
+    pfc.save_compressed(path, model)
+    data = path.read_bytes()
+    positions = set(rng.choice(len(data), size=min(150, len(data)), replace=False).tolist())
+    positions |= {0, 8, 12, 16, len(data) // 2, len(data) - 33, len(data) - 1}
+    bad = tmp_path / "bad.pfcz"
+    for pos in sorted(positions):
+        corrupted = bytearray(data)
+        corrupted[pos] ^= 1 << int(rng.integers(0, 8))
+        bad.write_bytes(bytes(corrupted))
+        with pytest.raises(ar.ArchiveError, match="bad.pfcz"):
+            pfc.load_compressed(bad)
+
+
+def test_flipping_any_byte_of_a_small_archive_is_detected(tmp_path):
+    """Exhaustive: every byte position of a (tiny) archive, flipped, gives ArchiveError."""
+    model = pfc.quantize(pfc.parse("Chain(Dense(4 => 3, relu), Dense(3 => 2))", seed=0), 4)
+    data = ar.encode_archive(model)
+    assert ar.decode_archive(data) is not None
+    for pos in range(len(data)):
+        corrupted = bytearray(data)
+        corrupted[pos] ^= 0x10
+        with pytest.raises(ar.ArchiveError):
+            ar.decode_archive(bytes(corrupted))
+
+
+def test_error_names_the_damaged_stream(tmp_path, small):
+    path = tmp_path / "m.pfcz"
+    pfc.save_compressed(path, small)
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0xFF  # inside the last stream of the payload
+    path.write_bytes(bytes(data))
+    with pytest.raises(ar.ArchiveError, match="stream 'layers\\[3\\]"):
+        pfc.load_compressed(path)
+
+
+def test_truncated_foreign_and_future_files(tmp_path, small):
+    path = tmp_path / "m.pfcz"
+    pfc.save_compressed(path, small)
+    data = path.read_bytes()
+    for content, pattern in [(data[:100], "checksum"), (data[:10], "not a pyflux-compress archive"),
+                             (b"PK\x03\x04" + data[4:], "not a pyflux-compress archive"), (b"", "not a")]:
+        path.write_bytes(content)
+        with pytest.raises(ar.ArchiveError, match=pattern):
+            pfc.load_compressed(path)
+    # a well-formed file from a future format version: clear message, not a crash
+    body = bytearray(data[:-32])
+    struct.pack_into("<H", body, 8, 99)
+    path.write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
+    with pytest.raises(ar.ArchiveError, match="version 99"):
+        pfc.load_compressed(path)
+    assert issubclass(ar.ArchiveError, ValueError)
+
+
+def test_bad_arguments(tmp_path, small):
+    with pytest.raises(ValueError, match="path"):
+        pfc.save_compressed(123, small)
+    with pytest.raises(ValueError, match="model"):
+        pfc.save_compressed(tmp_path / "x.pfcz", "nope")
+    with pytest.raises(ValueError, match="directory"):
+        pfc.save_compressed(tmp_path / "missing" / "x.pfcz", small)
+    with pytest.raises(FileNotFoundError):
+        pfc.load_compressed(tmp_path / "absent.pfcz")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# size report
+
+
+def test_size_report_values(small):
+    rep = pfc.size_report(small)
+    n = sum(l.weight.size + l.bias.size for _, l in small.walk() if hasattr(l, "weight"))
+    assert rep["params"] == n and rep["fp32_dense"] == 4 * n
+    rows = [30, 24, 12]
+    outs = [24, 12, 5]
+    assert rep["int8"] == sum(o * i + 4 * o + 4 * o for i, o in zip(rows, outs))
+    assert rep["archive"] == len(ar.encode_archive(small))
+    pruned = pfc.prune(small, 0.9)
+    rp = pfc.size_report(pruned)
+    assert rp["sparse_csr"] < rep["sparse_csr"] and rp["archive"] < rep["archive"]
+    text = repr(rp)
+    for form in ("fp32_dense", "sparse_csr", "int8", "archive"):
+        assert form in text

@@ -1,0 +1,62 @@
+"""Sensitivity analysis: one layer quantized or pruned at a time; table, suggestions, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyflux_compress as pfc
+
+
+@pytest.fixture(scope="module")
+def table(trained_mlp, fmnist_flat):
+    _, _, Xte, yte = fmnist_flat
+    return pfc.sensitivity(trained_mlp, Xte[:1500], yte[:1500], bits=(8, 2), sparsities=(0.5, 0.95))
+
+
+def test_table_shape_and_consistency(table, trained_mlp, fmnist_flat):
+    _, _, Xte, yte = fmnist_flat
+    X, y = Xte[:1500], yte[:1500]
+    assert table.layers() == ["layers[1]", "layers[2]", "layers[3]"]
+    assert len(table.rows) == 3 * (2 + 2)
+    assert table.baseline == pfc.accuracy(trained_mlp, X, y)
+    # each cell is exactly the accuracy of the model with that one layer changed
+    q = pfc.quantize(trained_mlp, bits={"layers[2]": 2}, scheme="symmetric", granularity="per_channel")
+    assert table.accuracy("layers[2]", "bits", 2) == pfc.accuracy(q, X, y)
+    p = pfc.prune(trained_mlp, 0.95, scope="layer", include="layers[3]")
+    assert table.accuracy("layers[3]", "sparsity", 0.95) == pfc.accuracy(p, X, y)
+    for r in table.rows:
+        assert r["drop"] == pytest.approx(table.baseline - r["accuracy"])
+
+
+def test_int8_is_harmless_and_extremes_hurt(table):
+    for layer in table.layers():
+        assert table.baseline - table.accuracy(layer, "bits", 8) <= 0.01
+    # 95% of the 640 output weights gone: the last layer is the most sensitive to pruning
+    assert table.accuracy("layers[3]", "sparsity", 0.95) < table.accuracy("layers[1]", "sparsity", 0.95)
+
+
+def test_suggestions_and_text(table):
+    bits = table.suggest_bits(max_drop=0.01)
+    assert set(bits) == set(table.layers()) and all(b in (2, 8, None) for b in bits.values())
+    assert all(b is not None for b in bits.values())  # int8 always qualifies at 1 point
+    sp = table.suggest_sparsity(max_drop=0.01)
+    assert all(v in (0.0, 0.5, 0.95) for v in sp.values())
+    text = repr(table)
+    assert "layers[1] Dense(784 => 128, relu)" in text and "int2" in text and "95%" in text
+    d = table.to_dict()
+    assert d["baseline"] == table.baseline and len(d["rows"]) == len(table.rows)
+
+
+def test_bad_arguments(trained_mlp, fmnist_flat):
+    _, _, Xte, yte = fmnist_flat
+    X, y = Xte[:50], yte[:50]
+    with pytest.raises(ValueError, match="bits"):
+        pfc.sensitivity(trained_mlp, X, y, bits=(8, 12))
+    with pytest.raises(ValueError, match="sparsities"):
+        pfc.sensitivity(trained_mlp, X, y, sparsities=(0.5, 1.0))
+    with pytest.raises(ValueError, match="X"):
+        pfc.sensitivity(trained_mlp, np.zeros((50, 100)), y)
+    with pytest.raises(ValueError, match="y"):
+        pfc.sensitivity(trained_mlp, X, y[:10])
+    with pytest.raises(ValueError, match="setting"):
+        pfc.sensitivity(trained_mlp, X, y, bits=(), sparsities=())
