@@ -94,13 +94,8 @@ class Chain(Layer):
 
     def output_shape(self, in_shape: tuple) -> tuple:
         """Per-sample output shape; a mismatch raises ``ValueError`` naming the layer by its Flux path."""
-        shape = tuple(int(s) for s in in_shape)
-        for path, layer in self.walk():
-            try:
-                shape = tuple(layer.output_shape(shape))
-            except ValueError as err:
-                raise ValueError(f"{path} {err}") from None
-        return shape
+        shapes = self.shapes(in_shape)
+        return shapes[-1][2] if shapes else tuple(int(s) for s in in_shape)
 
     def shapes(self, in_shape: tuple) -> list[tuple[str, Layer, tuple]]:
         """``(path, layer, per-sample output shape)`` for every leaf layer, for a per-sample input shape."""
