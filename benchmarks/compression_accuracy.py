@@ -1,0 +1,151 @@
+"""Accuracy of the compression techniques on Fashion-MNIST (the issue-4 acceptance numbers, full size).
+
+Trains the article MLP ``Chain(Dense(784 => 128, relu), Dense(128 => 64, relu), Dense(64 => 10))`` (3 epochs,
+Adam 1e-3, batch 128, seed 0 — the test fixture's recipe), then measures on the 10,000 test images:
+
+* global 90 % magnitude pruning, before and after fine-tuning (masks kept);
+* ``PolynomialDecay`` gradual pruning to 90 % during fine-tuning; ``prune_iteratively`` 50/75/90 %;
+* structured pruning of 50 % of the hidden neurons (dense parameter count and test accuracy);
+* 2:4 sparsity; low-rank at energy 0.9 and 0.95;
+* distillation into ``Chain(Dense(784 => 32, relu), Dense(32 => 10))`` vs the same student on labels alone;
+* a small CNN with structured filter pruning through pooling and flatten.
+
+Run: ``python benchmarks/compression_accuracy.py [--finetune-epochs 1] [--out benchmarks/results/prune_accuracy.md]``.
+Prints a Markdown table (and writes it with ``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import pyflux_compress as pfc
+
+ARTICLE = "Chain(Dense(784 => 128, relu), Dense(128 => 64, relu), Dense(64 => 10))"
+STUDENT = "Chain(Dense(784 => 32, relu), Dense(32 => 10))"
+CNN = ("Chain(Conv((3, 3), 1 => 8, relu), MaxPool((2, 2)), Conv((3, 3), 8 => 16, relu), MaxPool((2, 2)), "
+       "flatten, Dense(400 => 10))")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--distill-epochs", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--sections", default="prune,structured,sparsify,lowrank,distill,cnn",
+                    help="comma-separated subset of prune,structured,sparsify,lowrank,distill,cnn")
+    args = ap.parse_args()
+    sections = set(args.sections.split(","))
+
+    Xtr, ytr, Xte, yte = pfc.datasets.load("fashion-mnist")
+    Xtr_img, Xte_img = Xtr, Xte
+    Xtr, Xte = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
+    fit_kw = dict(batchsize=128, progress=False, seed=0)
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def acc(m, X=Xte):
+        return 100 * pfc.accuracy(m, X, yte)
+
+    def dense(m):
+        return pfc.count_params(m, nonzero=False)["total"]
+
+    def nnz(m):
+        return pfc.count_params(m, nonzero=True)["total"]
+
+    t0 = time.perf_counter()
+    base = pfc.parse(ARTICLE, seed=0)
+    pfc.fit(base, Xtr, ytr, epochs=3, opt=pfc.Adam(1e-3), **fit_kw)
+    a0 = acc(base)
+    rows.append(("article MLP (3 epochs)", f"{a0:.2f}", "-", f"{dense(base)}", f"{nnz(base)}"))
+    ft = args.finetune_epochs
+
+    def row(name, m, note=""):
+        a = acc(m)
+        rows.append((name, f"{a:.2f}", f"{a - a0:+.2f}", f"{dense(m)}", f"{nnz(m)}{note}"))
+        return a
+
+    if "prune" in sections:
+        prune_section(base, Xtr, ytr, ft, fit_kw, row)
+    if "structured" in sections:
+        s = pfc.prune_structured(base, 0.5)
+        row(f"structured 50% hidden neurons {s}", s)
+        pfc.fit(s, Xtr, ytr, epochs=ft, opt=pfc.Adam(1e-3), **fit_kw)
+        row(f"structured 50% + {ft} epoch fine-tune", s)
+    if "sparsify" in sections:
+        nm = pfc.sparsify(base, pattern="2:4")
+        row("sparsify 2:4, no fine-tune", nm)
+        pfc.fit(nm, Xtr, ytr, epochs=ft, opt=pfc.Adam(1e-3), **fit_kw)
+        row(f"sparsify 2:4 + {ft} epoch fine-tune", nm)
+    if "lowrank" in sections:
+        for e in (0.9, 0.95):
+            lr = pfc.lowrank(base, energy=e)
+            row(f"lowrank energy {e} ranks {lr.records[-1]['per_layer']}", lr)
+        lr = pfc.lowrank(base, energy=0.9)
+        pfc.fit(lr, Xtr, ytr, epochs=ft, opt=pfc.Adam(1e-3), **fit_kw)
+        row(f"lowrank energy 0.9 + {ft} epoch fine-tune", lr)
+    if "distill" in sections:
+        distill_section(base, Xtr, ytr, args.distill_epochs, fit_kw, row)
+    if "cnn" in sections:
+        cnn_section(Xtr_img, ytr, Xte_img, yte, fit_kw, rows, acc, dense, nnz)
+
+    lines = ["| model | test acc % | change (points) | dense params | nonzero params |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    text = "\n".join(lines) + f"\n\n(total run time {time.perf_counter() - t0:.0f} s)\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text)
+
+
+def prune_section(base, Xtr, ytr, ft, fit_kw, row):
+    # magnitude, global 90 %
+    g = pfc.prune(base, 0.9, scope="global")
+    row("prune global 90%, no fine-tune", g)
+    pfc.fit(g, Xtr, ytr, epochs=ft, opt=pfc.Adam(1e-3), **fit_kw)
+    row(f"prune global 90% + {ft} epoch fine-tune", g)
+    print("per-layer sparsity (global 90%):", pfc.sparsity(g)["per_layer"])
+
+    # gradual (Zhu & Gupta) during fine-tuning
+    steps = int(np.ceil(len(Xtr) / 128)) * ft
+    gd = base.copy()
+    sched = pfc.PolynomialDecay(0.0, 0.9, begin=0, end=int(0.8 * steps), frequency=max(1, steps // 40),
+                                scope="global")
+    pfc.fit(gd, Xtr, ytr, epochs=ft, opt=pfc.Adam(1e-3), pruning=sched, **fit_kw)
+    row(f"PolynomialDecay 0->90% over {ft} epoch", gd)
+
+    it = pfc.prune_iteratively(base, Xtr, ytr, [0.5, 0.75, 0.9], epochs=1, scope="global",
+                               opt=pfc.Adam(1e-3), **fit_kw)
+    row("prune_iteratively 50/75/90% (1 epoch each)", it)
+
+
+
+def distill_section(base, Xtr, ytr, de, fit_kw, row):
+    """Student vs labels-only, same init, epochs and seed: full data, then a 5,000-image labelled subset."""
+    for n, epochs in ((len(Xtr), de), (5000, 8)):
+        X, y = Xtr[:n], ytr[:n]
+        student = pfc.parse(STUDENT, seed=1)
+        ce = student.copy()
+        pfc.fit(ce, X, y, epochs=epochs, opt=pfc.Adam(1e-3), **fit_kw)
+        row(f"student 784-32-10, {n} images x {epochs} epochs, labels only", ce)
+        for T, a, loss in ((4.0, 0.9, "kl"), (2.0, 0.5, "kl"), (1.0, 0.5, "mse")):
+            kd = pfc.distill(base, student, X, y, temperature=T, alpha=a, loss=loss, epochs=epochs,
+                             batchsize=128, opt=pfc.Adam(1e-3), seed=0, progress=False)
+            row(f"student 784-32-10, {n} images x {epochs} epochs, distilled {loss} T={T} alpha={a}", kd)
+
+
+def cnn_section(Xtr_img, ytr, Xte_img, yte, fit_kw, rows, acc, dense, nnz):
+    cnn = pfc.parse(CNN, seed=0)
+    pfc.fit(cnn, Xtr_img[:20000], ytr[:20000], epochs=1, opt=pfc.Adam(1e-3), **fit_kw)
+    c0 = acc(cnn, Xte_img)
+    rows.append(("CNN (1 epoch on 20k)", f"{c0:.2f}", "-", f"{dense(cnn)}", f"{nnz(cnn)}"))
+    cs = pfc.prune_structured(cnn, 0.5)
+    a = acc(cs, Xte_img)
+    rows.append((f"CNN structured 50% filters {cs}", f"{a:.2f}", f"{a - c0:+.2f}", f"{dense(cs)}", f"{nnz(cs)}"))
+    pfc.fit(cs, Xtr_img[:20000], ytr[:20000], epochs=1, opt=pfc.Adam(1e-3), **fit_kw)
+    a = acc(cs, Xte_img)
+    rows.append(("CNN structured 50% + 1 epoch on 20k", f"{a:.2f}", f"{a - c0:+.2f}", f"{dense(cs)}", f"{nnz(cs)}"))
+
+
+if __name__ == "__main__":
+    main()

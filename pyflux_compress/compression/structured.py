@@ -1,0 +1,188 @@
+"""Structured pruning that physically shrinks the model: ``prune_structured``.
+
+Whole units are removed — Dense neurons (rows of ``weight``, entries of ``bias``) and Conv filters
+(``weight[:, :, :, o]``) — together with the inputs of the next weight layer that read them, so
+``Dense(128 => 64)`` followed by ``Dense(64 => 10)`` becomes ``Dense(128 => 32)`` and ``Dense(32 => 10)``.
+The smaller arrays are dense: fewer parameters, fewer FLOPs, a smaller file, a faster CPU forward pass.
+
+Dependency tracking along the Chain (leaves in ``walk()`` order). Between a unit-producing layer
+(Dense/Conv/CrossCor) and the next one, only these layers may appear:
+
+* activations, ``Dropout``, ``MaxPool``/``MeanPool``/``GlobalMeanPool`` — they keep channels apart;
+* ``BatchNorm`` — its ``beta``/``gamma``/``mu``/``sigma2`` are sliced to the kept channels;
+* ``flatten`` — channel ``c`` of an ``(N, C, H, W)`` tensor becomes the Dense input columns
+  ``c*H*W : (c+1)*H*W`` (our C-order flatten of NCHW is Flux's column-major flatten of WHCN), so a removed
+  filter removes that block of columns. ``H*W`` is inferred as ``in_features / C`` of the consuming Dense.
+
+A producer followed by anything else (or by nothing: the last weight layer, whose outputs are the model's
+outputs) is left as is; the record says why.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._validate import check_fraction, check_in
+from ..backend import dispatch
+from ._common import add_record, check_finite, check_model, leaves
+
+__all__ = ["prune_structured", "validate_prune_structured"]
+
+CRITERIA = ("l1", "l2")
+_PRODUCERS = ("Dense", "Conv", "CrossCor")
+_CHANNELWISE = ("MaxPool", "MeanPool", "GlobalMeanPool", "Dropout")
+
+
+def _kind(layer: Any) -> str:
+    from ..model.activations import Activation
+
+    if isinstance(layer, Activation):
+        return "activation"
+    return getattr(layer, "flux_name", type(layer).__name__)
+
+
+def _unit_norms(layer: Any, criterion: str) -> np.ndarray:
+    """Norm of each unit's incoming weights: Dense rows (axis 1), Conv filters (axes 0, 1, 2)."""
+    w = layer.weight.astype(np.float64)
+    axes = (1,) if w.ndim == 2 else (0, 1, 2)
+    return np.abs(w).sum(axis=axes) if criterion == "l1" else np.sqrt((w * w).sum(axis=axes))
+
+
+def _plan(model: Any, fraction: float, criterion: str) -> tuple[list[dict], dict[str, str]]:
+    """Decide, from the unmodified weights, which units every prunable producer keeps.
+
+    Returns ``(plans, skipped)``: one plan per producer to shrink (``producer``, ``between``, ``consumer``
+    indices into the leaf list, ``keep`` indices, ``block`` = Dense columns per channel across a flatten)
+    and ``{path: reason}`` for producers left alone.
+    """
+    items = leaves(model)
+    producers = [i for i, (_, layer) in enumerate(items) if _kind(layer) in _PRODUCERS]
+    plans, skipped = [], {}
+    for pi, ci in zip(producers, producers[1:] + [None]):
+        path, layer = items[pi]
+        if ci is None:
+            skipped[path] = "last weight layer: its outputs are the model's outputs"
+            continue
+        between = list(range(pi + 1, ci))
+        kinds = [_kind(items[i][1]) for i in between]
+        odd = [f"{items[i][0]} ({k})" for i, k in zip(between, kinds)
+               if k not in (*_CHANNELWISE, "activation", "BatchNorm", "flatten")]
+        if odd:
+            skipped[path] = f"followed by {', '.join(odd)}, which structured pruning cannot see through"
+            continue
+        if getattr(layer, "groups", 1) != 1:
+            skipped[path] = "grouped convolution"
+            continue
+        consumer = items[ci][1]
+        n_units = layer.weight.shape[0] if layer.weight.ndim == 2 else layer.weight.shape[3]
+        block = 1
+        if layer.weight.ndim == 4 and consumer.weight.ndim == 2:          # Conv -> ... -> flatten -> Dense
+            if "flatten" not in kinds:
+                skipped[path] = f"Conv output reaches {items[ci][0]} (Dense) without a flatten"
+                continue
+            block, rem = divmod(consumer.weight.shape[1], n_units)
+            if rem:
+                skipped[path] = (f"{items[ci][0]} has {consumer.weight.shape[1]} inputs, not a multiple of "
+                                 f"the {n_units} channels")
+                continue
+        elif layer.weight.ndim == 2 and consumer.weight.ndim == 4:
+            skipped[path] = "Dense feeding a Conv"
+            continue
+        elif layer.weight.ndim == 4 and "flatten" in kinds:
+            skipped[path] = "flatten between two convolutions"
+            continue
+        n_remove = int(np.floor(fraction * n_units + 0.5))
+        if n_remove >= n_units:
+            raise ValueError(f"fraction={fraction} would remove all {n_units} units of {path} ({layer!r}); "
+                             f"use a fraction below {(n_units - 0.5) / n_units:.3f}")
+        order = np.argsort(_unit_norms(layer, criterion), kind="stable")   # weakest first, ties by index
+        keep = np.sort(order[n_remove:])
+        plans.append({"path": path, "producer": pi, "between": between, "consumer": ci, "keep": keep,
+                      "block": block, "units": n_units})
+    return plans, skipped
+
+
+def _slice_param(layer: Any, name: str, index: Any, axis: int) -> None:
+    """``layer.<name> = take(layer.<name>, index, axis)``, and the same for its mask if it has one."""
+    arr = getattr(layer, name, None)
+    if arr is None:
+        return
+    setattr(layer, name, np.ascontiguousarray(np.take(arr, index, axis=axis)))
+    masks = getattr(layer, "masks", None)
+    if masks and name in masks:
+        masks[name] = np.ascontiguousarray(np.take(masks[name], index, axis=axis))
+
+
+def _apply(model: Any, plans: list[dict]) -> None:
+    """Slice producers' outputs, BatchNorm stats in between, and consumers' inputs (in place on ``model``)."""
+    items = leaves(model)
+    for plan in plans:
+        keep = plan["keep"]
+        producer = items[plan["producer"]][1]
+        out_axis = 0 if producer.weight.ndim == 2 else 3
+        _slice_param(producer, "weight", keep, out_axis)
+        _slice_param(producer, "bias", keep, 0)
+        for i in plan["between"]:
+            layer = items[i][1]
+            if _kind(layer) == "BatchNorm":
+                for name in ("beta", "gamma", "mu", "sigma2"):
+                    _slice_param(layer, name, keep, 0)
+                layer.chs = len(keep)
+        consumer = items[plan["consumer"]][1]
+        if consumer.weight.ndim == 2:
+            b = plan["block"]
+            cols = (keep[:, None] * b + np.arange(b)).reshape(-1)   # channel c -> columns c*b:(c+1)*b
+            _slice_param(consumer, "weight", cols, 1)
+        else:
+            _slice_param(consumer, "weight", keep, 2)
+
+
+def validate_prune_structured(model: Any, fraction: Any, criterion: Any = "l1") -> tuple[float, str]:
+    """Check the arguments of :func:`prune_structured`; return ``(fraction, criterion)``."""
+    check_model(model)
+    fraction = check_fraction("fraction", fraction, 0.0, 1.0, inclusive=(True, False))
+    criterion = check_in("criterion", criterion, CRITERIA)
+    check_finite(model)
+    return fraction, criterion
+
+
+@dispatch("prune_structured")
+def prune_structured(model: Any, fraction: float, criterion: str = "l1") -> Any:
+    """Remove the weakest ``fraction`` of neurons/filters of every hidden weight layer, physically.
+
+    Parameters
+    ----------
+    model : Chain (not modified)
+    fraction : float in [0, 1)
+        Fraction of the units (Dense outputs / Conv filters) removed from each layer that feeds another
+        weight layer: ``round(fraction * units)``. The last weight layer keeps all its outputs.
+    criterion : {"l1", "l2"}
+        Unit importance: L1 or L2 norm of the unit's incoming weights (row of a Dense, filter of a Conv).
+        Ties are broken by index (the lower index is removed first).
+
+    Returns
+    -------
+    Chain
+        A smaller copy. Kept units compute exactly what they computed before (same weights, same order),
+        so before fine-tuning the kept channels of every shrunk layer's output are bit-identical. Record:
+        ``{"method": "prune_structured", "settings", "per_layer": {path: fraction removed},
+        "kept": {path: [kept unit indices]}, "skipped": {path: reason}, "params_before", "params_after"}``.
+
+    Raises
+    ------
+    ValueError
+        fraction outside [0, 1) or so large that a layer would lose every unit; unknown criterion;
+        NaN/Inf weights.
+    """
+    fraction, criterion = validate_prune_structured(model, fraction, criterion)
+    result = model.copy()
+    before = sum(a.size for _, layer in leaves(model) for a in layer.params().values())
+    plans, skipped = _plan(result, fraction, criterion)
+    _apply(result, plans)
+    after = sum(a.size for _, layer in leaves(result) for a in layer.params().values())
+    per_layer = {p["path"]: float(1.0 - len(p["keep"]) / p["units"]) for p in plans}
+    add_record(result, "prune_structured", {"fraction": fraction, "criterion": criterion}, per_layer,
+               kept={p["path"]: p["keep"].tolist() for p in plans}, skipped=skipped,
+               params_before=int(before), params_after=int(after))
+    return result
