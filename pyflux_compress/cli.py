@@ -316,24 +316,10 @@ def read_model(path: str) -> Any:
     ext = p.suffix.lower()
     with _naming(p):
         if ext == ".jld2":
-            return _c_order(pfc.load(str(p)))
+            return pfc.load(str(p))
         if ext == ".onnx":
             return pfc.import_onnx(str(p))
         return pfc.load_compressed(str(p))
-
-
-def _c_order(model: Any) -> Any:
-    """Give every parameter array C order, in place; returns ``model``.
-
-    Workaround: ``pfc.load`` returns Fortran-ordered weights (Julia's layout, an F-ordered view of the bytes),
-    and ``pfc.prune`` / ``pfc.sparsify`` (compression/prune.py, ``_prune_arrays``) flatten with
-    ``reshape(-1)``, which copies such arrays, so their result is wrong. Remove when prune.py handles F order.
-    """
-    for _, layer in model.walk():
-        for name, arr in layer.params().items():
-            if isinstance(arr, np.ndarray) and not arr.flags.c_contiguous and hasattr(layer, name):
-                setattr(layer, name, np.ascontiguousarray(arr))
-    return model
 
 
 def write_model(model: Any, path: str, *, onnx_format: str | None = None) -> str:
@@ -867,7 +853,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tag = f"article-{name}-n{len(Xtr)}-e{args.epochs}-b{args.batchsize}-lr{args.lr:g}-s{args.seed}.jld2"
     cached = _cache_dir() / tag
     if cached.exists() and not args.no_cache:
-        model = _c_order(pfc.load(str(cached)))
+        model = pfc.load(str(cached))
         _say(f"loaded cached trained model {cached}")
     else:
         model = pfc.parse(arch, seed=args.seed)

@@ -145,14 +145,18 @@ def _prune_arrays(arrays: Sequence[np.ndarray], k: int, out: Sequence[np.ndarray
     """
     if out is None:
         out = arrays
+    # reshape(-1) of a non-C-contiguous array (Julia's memory order, as pfc.load returns weights) is a copy:
+    # fine for reading, but writes must go to C-ordered buffers that are copied back at the end
     flats = [a.reshape(-1) for a in arrays]
-    dsts = [o.reshape(-1) for o in out]
+    c_out = [o if o.flags.c_contiguous else np.empty(o.shape, dtype=o.dtype) for o in out]
+    dsts = [o.reshape(-1) for o in c_out]
     if k <= 0:
         if not all(np.isfinite(f).all() for f in flats):
             raise _NonFinite(flats)
         for f, d in zip(flats, dsts):
             if d is not f:
                 np.copyto(d, f)
+        _copy_back(out, c_out)
         return [np.ones(a.shape, dtype=bool) for a in arrays]
     t, n_less, ties = _kth_smallest_abs(flats, k)
     # ties in model order: the first (k - n_less) are pruned, the rest are kept
@@ -169,7 +173,14 @@ def _prune_arrays(arrays: Sequence[np.ndarray], k: int, out: Sequence[np.ndarray
     for a, i, value in kept_ties:
         dsts[a][i] = value
         masks[a].reshape(-1)[i] = True
+    _copy_back(out, c_out)
     return masks
+
+
+def _copy_back(out: Sequence[np.ndarray], c_out: Sequence[np.ndarray]) -> None:
+    for o, c in zip(out, c_out):
+        if c is not o:
+            np.copyto(o, c)
 
 
 def _prune_targets(targets: Sequence[Target], sparsity: float, scope: str, fresh: bool = False
@@ -180,7 +191,7 @@ def _prune_targets(targets: Sequence[Target], sparsity: float, scope: str, fresh
     copy whose target arrays are still shared with the input model), else the arrays are pruned in place.
     """
     arrays = [t.array() for t in targets]
-    out = [np.empty_like(a) for a in arrays] if fresh else arrays
+    out = [np.empty(a.shape, dtype=a.dtype) for a in arrays] if fresh else arrays  # fresh: C order
     try:
         if scope == "global":
             masks = _prune_arrays(arrays, n_to_prune(sparsity, sum(a.size for a in arrays)), out)

@@ -163,7 +163,6 @@ def sweep(model: Any, X: np.ndarray, y: np.ndarray, *, sparsities: Sequence[floa
         raise ValueError(f"sweep: bits must be positive integers or None, got {bits!r}")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"sweep: epochs must be a non-negative integer, got {epochs!r}")
-    model = _c_ordered_copy(model)
     X = prepare_input(model, X)
     y = np.asarray(y)
     if finetune is not None:
@@ -199,20 +198,6 @@ def sweep(model: Any, X: np.ndarray, y: np.ndarray, *, sparsities: Sequence[floa
                 "bits": [None if b is None else int(b) for b in bits],
                 "finetune_epochs": epochs if finetune is not None else 0, "model": str(model)}
     return SweepResult(points=points, baseline_accuracy=baseline, settings=settings)
-
-
-def _c_ordered_copy(model: Any) -> Any:
-    """A copy whose parameter arrays are C-ordered.
-
-    Workaround: models from ``pfc.load`` hold Fortran-ordered arrays (Julia's layout) and ``pfc.prune`` /
-    ``pfc.sparsify`` (compression/prune.py) give wrong weights for those; remove when prune.py handles F order.
-    """
-    out = model.copy()
-    for _, layer in out.walk():
-        for name, arr in layer.params().items():
-            if isinstance(arr, np.ndarray) and not arr.flags.c_contiguous and hasattr(layer, name):
-                setattr(layer, name, np.ascontiguousarray(arr))
-    return out
 
 
 def _compress(pfc: Any, model: Any, method: str, s: float, scope: str) -> Any:
