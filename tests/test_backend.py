@@ -1,4 +1,4 @@
-"""The backend seam (pyflux_compress.backend) and Julia detection (pyflux_compress.backends.detect).
+"""The backend seam (pyflux_compress.backends) and Julia detection (pyflux_compress.backends.detect).
 
 Everything here runs without Julia: detection is exercised with fake executables (small shell scripts that
 are never run — detection must not run them) in temporary directories.
@@ -18,7 +18,7 @@ import pytest
 import pyflux_compress as pfc
 import importlib
 
-B = importlib.import_module("pyflux_compress.backend")
+B = importlib.import_module("pyflux_compress.backends")
 from pyflux_compress.backends import detect
 
 JULIA_ENV = ("PYTHON_JULIAPKG_EXE", "PYTHON_JULIAPKG_PROJECT", "PYTHON_JULIAPKG_OFFLINE", "JULIA_DEPOT_PATH",
@@ -430,3 +430,14 @@ def test_bridge_glue_stats(fake_julia):
     model = pfc.prune(_mlp(), 0.5)
     assert fake_julia.sparsity(model) == pfc.sparsity.__wrapped_numpy__(model)
     assert fake_julia.count_params(model, False) == pfc.count_params.__wrapped_numpy__(model, False)
+
+
+def test_backend_function_survives_submodule_imports():
+    """pfc.backend is a function; importing the seam's package (as every compression module does) must not
+    replace it with a module object (it once did when the seam lived in a submodule named ``backend``)."""
+    import pyflux_compress as pfc
+    import pyflux_compress.backends  # noqa: F401
+    import pyflux_compress.compression.prune  # noqa: F401
+
+    assert callable(pfc.backend) and not isinstance(pfc.backend, type(importlib))
+    assert pfc.backend() in ("numpy", "julia")

@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import dispatch
+from ..backends import dispatch
 from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, dequantize_weight, map_leaves, qrange, \
     walk_layers
 from .sharing import SharedLayer

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._validate import check_bool, check_fraction, check_in, check_int, check_positive
-from ..backend import dispatch
+from ..backends import dispatch
 from ._common import add_record, check_finite, check_inputs, check_labels, check_model
 
 __all__ = ["distill", "validate_distill", "soft_targets"]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_fraction, check_int
-from ..backend import dispatch
+from ..backends import dispatch
 from ._common import add_record, check_finite, check_model, leaves
 
 __all__ = ["lowrank", "validate_lowrank", "rank_for_energy"]

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._validate import check_fraction, check_in, check_int
-from ..backend import dispatch
+from ..backends import dispatch
 from ._common import (Target, add_record, check_finite, check_model, copy_sharing, iter_chunks,
                       non_finite_message, prunable, retarget, set_mask)
 

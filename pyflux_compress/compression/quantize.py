@@ -64,7 +64,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..backend import dispatch
+from ..backends import dispatch
 from ..model import activations as A
 from ..model import layers as L
 from ..model.chain import Chain

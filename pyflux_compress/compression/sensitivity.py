@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backend import dispatch
+from ..backends import dispatch
 from ._common import check_inputs, check_labels
 from .quantize import SUPPORTED_BITS, _class_for, as_float_layer, quantize, walk_layers
 

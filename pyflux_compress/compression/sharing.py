@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..backend import dispatch
+from ..backends import dispatch
 from ..model.layers import Layer
 from .quantize import _class_for, _is_container, as_float_layer, map_leaves, resolve_layer_keys, walk_layers
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_fraction
-from ..backend import dispatch
+from ..backends import dispatch
 from ._common import add_record, check_finite, check_model, prunable, retarget, set_mask
 from .prune import SCOPES, _prune_targets
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_bool
-from ..backend import dispatch
+from ..backends import dispatch
 from ._common import array_sparsity, check_model, leaves, prunable
 
 __all__ = ["sparsity", "count_params"]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_fraction, check_in
-from ..backend import dispatch
+from ..backends import dispatch
 from ._common import add_record, check_finite, check_model, leaves
 
 __all__ = ["prune_structured", "validate_prune_structured"]
