@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_quantize)
     _io_args(p)
     p.add_argument("--bits", type=_bits_item, default=8, help="weight bits: 8, 4, 2 or 1 (default 8)")
-    p.add_argument("--scheme", choices=("symmetric", "affine"), default="symmetric")
+    p.add_argument("--scheme", choices=("symmetric", "affine"), default="affine",
+                   help="default affine: with calibrated activations it is the form onnxruntime fuses into "
+                        "integer kernels after relu; symmetric QDQ runs slower than fp32 (docs/deployment.md)")
     p.add_argument("--granularity", choices=("per_channel", "per_tensor"), default="per_channel")
     p.add_argument("--calibrate", type=_nonneg_int, default=256, metavar="N",
                    help="calibrate activation ranges on N training samples (0: weights only); default 256")
@@ -877,8 +879,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(_describe(pruned, "fine-tuned", data))
     pfc.save(str(out / "pruned.jld2"), pruned)
 
-    stage(f"quantize int{args.bits} per-channel (calibrated on 512 training images)")
-    q = pfc.quantize(pruned, bits=args.bits, granularity="per_channel", calibration=_inputs(pruned, Xtr[:512]))
+    stage(f"quantize int{args.bits} per-channel affine (calibrated on 512 training images)")
+    # affine: onnxruntime fuses QDQ into integer kernels only when the activations after relu are uint8 with
+    # zero point 0; symmetric int8 activations leave float Gemms behind and run slower than fp32 (measured)
+    q = pfc.quantize(pruned, bits=args.bits, scheme="affine", granularity="per_channel",
+                     calibration=_inputs(pruned, Xtr[:512]))
     _say(_describe(q, "quantized", data))
     _say(write_model(q, str(out / "compressed.pfcz")))
 
