@@ -11,7 +11,7 @@ from pyflux_compress.io import jld2
 from pyflux_compress.io.checkpoint import CheckpointError, chain_from_struct, state
 from pyflux_compress.io.jld2 import NamedTuple
 
-CORPUS = Path("/work/shared/corpus_jld2")
+from _corpus import CORPUS
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="JLD2 corpus not available")
 
 MODELS = [

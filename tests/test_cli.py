@@ -19,9 +19,7 @@ import pytest
 import pyflux_compress as pfc
 from pyflux_compress import cli
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus_jld2"
-if not CORPUS.is_dir():  # the repository may live elsewhere than /work/main
-    CORPUS = Path("/work/shared/corpus_jld2")
+from _corpus import CORPUS
 CORPUS_FILES = sorted(CORPUS.glob("*.jld2")) if CORPUS.is_dir() else []
 SUBCOMMANDS = ("inspect", "train", "prune", "sparsify", "quantize", "distill", "lowrank", "export", "bench",
                "report", "sweep", "demo")

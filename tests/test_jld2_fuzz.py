@@ -15,7 +15,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from pyflux_compress.io.jld2 import JLD2FormatError, loads  # noqa: E402
 
-CORPUS = Path("/work/shared/corpus_jld2")
+from _corpus import CORPUS
 SMALL = ["PavelNikolaichev__JuliaHEPNet__model.jld2", "MichalKobiela__reinforce-circuits__mymodel.jld2",
          "Lightglow51__777__model.jld2", "JonasIsensee__JLD2TestFiles__artifacts__readas_foo_sin.jld2",
          "JonasIsensee__JLD2TestFiles__artifacts__singleton_struct_fields.jld2",

@@ -9,7 +9,7 @@ import pytest
 from pyflux_compress.io import jld2
 from pyflux_compress.io.jld2 import MISSING, Ghost, JLD2FormatError, JuliaStruct, NamedTuple
 
-CORPUS = Path("/work/shared/corpus_jld2")
+from _corpus import CORPUS
 FILES = sorted(CORPUS.glob("*.jld2")) if CORPUS.is_dir() else []
 pytestmark = pytest.mark.skipif(not FILES, reason="JLD2 corpus not available")
 H5PY_CANNOT_OPEN = {"JonasIsensee__JLD2TestFiles__artifacts__readas_foo_sin.jld2"}

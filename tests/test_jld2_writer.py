@@ -11,7 +11,7 @@ from pyflux_compress.io import jld2
 from pyflux_compress.io.jld2 import MISSING, Ghost, JuliaType, NamedTuple
 from pyflux_compress.io.jld2._reader import open_file
 
-CORPUS = Path("/work/shared/corpus_jld2")
+from _corpus import CORPUS
 h5py = pytest.importorskip("h5py")
 
 
