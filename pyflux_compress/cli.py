@@ -644,14 +644,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_finetune_data(args: argparse.Namespace, data: Any) -> None:
+    if args.epochs and data is None:
+        raise UsageError("fine-tuning (--epochs > 0) needs a dataset (not --dataset none)")
+
+
+def _finetune(model: Any, data: Any, args: argparse.Namespace) -> None:
+    """Fine-tune a compressed model in place for ``--epochs`` (masks hold) and report its accuracy."""
+    if args.epochs:
+        _fit(model, data[1], data[2], args, args.epochs)
+        _say(_describe(model, f"fine-tuned {args.epochs} epoch(s)", data))
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
     model = read_model(args.input)
     _check_output(args.output)
     data = load_data(args)
-    if args.epochs and data is None:
-        raise UsageError("fine-tuning (--epochs > 0) needs a dataset (not --dataset none)")
+    _check_finetune_data(args, data)
     _say(_describe(model, "before", data))
     if args.structured:
         pruned = pfc.prune_structured(model, args.sparsity, criterion=args.criterion)
@@ -660,9 +671,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         pruned = pfc.prune(model, args.sparsity, scope=args.scope)
         _say(f"magnitude pruning ({args.scope}) to sparsity {args.sparsity}")
     _say(_describe(pruned, "pruned", data))
-    if args.epochs:
-        _fit(pruned, data[1], data[2], args, args.epochs)
-        _say(_describe(pruned, f"fine-tuned {args.epochs} epoch(s)", data))
+    _finetune(pruned, data, args)
     _say(write_model(pruned, args.output))
     return 0
 
@@ -717,9 +726,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     out = pfc.distill(teacher, student, _inputs(student, Xtr), ytr, temperature=args.temperature, alpha=args.alpha,
                       loss=args.loss, epochs=args.epochs, batchsize=args.batchsize, opt=pfc.Adam(args.lr),
                       seed=args.seed, progress=not args.quiet)
-    student = out
-    _say(_describe(student, "student", data))
-    _say(write_model(student, args.output))
+    _say(_describe(out, "student", data))
+    _say(write_model(out, args.output))
     return 0
 
 
@@ -729,15 +737,12 @@ def cmd_lowrank(args: argparse.Namespace) -> int:
     model = read_model(args.input)
     _check_output(args.output)
     data = load_data(args)
-    if args.epochs and data is None:
-        raise UsageError("fine-tuning (--epochs > 0) needs a dataset (not --dataset none)")
+    _check_finetune_data(args, data)
     _say(_describe(model, "before", data))
     out = pfc.lowrank(model, rank=args.rank) if args.rank else pfc.lowrank(model, energy=args.energy or 0.95)
     _say(f"low-rank: {out}")
     _say(_describe(out, "factorized", data))
-    if args.epochs:
-        _fit(out, data[1], data[2], args, args.epochs)
-        _say(_describe(out, f"fine-tuned {args.epochs} epoch(s)", data))
+    _finetune(out, data, args)
     _say(write_model(out, args.output))
     return 0
 
