@@ -47,11 +47,12 @@ _export(".compression.distill", "distill")
 _export(".compression.quantize", "quantize", "QuantizedChain")
 _export(".compression.sensitivity", "sensitivity")
 _export(".compression.sharing", "share_weights")
-_export(".compression.archive", "save_compressed", "load_compressed", "size_report")
+_export(".compression.archive", "save_compressed", "load_compressed", "size_report", "ArchiveError")
 _export(".io.checkpoint", "load", "save", "load_state")
 _export(".io.onnx", "export_onnx", "import_onnx")
 _export(".deploy.predictor", "Predictor")
 _export(".deploy.report", "report")
+_export(".deploy.sweep", "sweep")
 
 # submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2
 _SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2"}
