@@ -124,8 +124,8 @@ def check_array(name: str, x: Any, ndim: int | Sequence[int] | None = None,
         arr = np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be a numeric array; got {type(x).__name__} ({err})") from None
-    if arr.dtype == object:
-        raise ValueError(f"{name} must be a numeric array; got an array of Python objects")
+    if arr.dtype.kind not in "fiub":  # strings, Python objects, complex, datetimes
+        raise ValueError(f"{name} must be a numeric array; got dtype {arr.dtype}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, numbers.Integral) else tuple(ndim)
         if arr.ndim not in allowed:

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .._validate import check_array
 from .layers import Conv, Dense, Grads, Layer
 
 __all__ = ["Chain"]
@@ -111,12 +112,7 @@ class Chain(Layer):
 
     def _prepare(self, x: Any) -> tuple[np.ndarray, bool]:
         """Convert input, treat a 1-D array as one sample (Flux ``model(rand(784))``), validate shapes."""
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"Chain input must be a numeric array ({err})") from None
-        if x.dtype.kind not in "fiub":
-            raise ValueError(f"Chain input must be a numeric array; got dtype {x.dtype}")
+        x = check_array("Chain input", x)
         single = x.ndim == 1
         if single:
             x = x[None, :]

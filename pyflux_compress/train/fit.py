@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .._validate import check_bool, check_int
+from .._validate import check_array, check_bool, check_int
 from . import losses as _losses
 from .optimisers import Adam
 
@@ -108,12 +108,7 @@ def _expected_input(model: Any) -> str | None:
 
 def _check_X(name: str, X: Any, model: Any, dtype: np.dtype) -> tuple[np.ndarray, tuple]:
     """Convert ``X`` to the model dtype (a copy only if the dtype differs); returns it and the output shape."""
-    try:
-        arr = np.asarray(X)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a numeric array; got {type(X).__name__} ({err})") from None
-    if arr.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must be a numeric array; got dtype {arr.dtype}")
+    arr = check_array(name, X)
     if arr.ndim < 2:
         want = _expected_input(model) or "(N, features...)"
         raise ValueError(f"{name} must be a batch shaped {want}; got shape {arr.shape}")
