@@ -514,10 +514,12 @@ def _children(items: list, total: int, depth: int, lines: list[str], stats: dict
 
 
 def _type_name(value: Any) -> str:
-    for attr in ("julia_type", "type_name", "typename", "jl_type"):
-        t = getattr(value, attr, None)
-        if isinstance(t, str) and t:
-            return t
+    from .io.jld2 import Ghost, JuliaStruct, NamedTuple
+
+    if isinstance(value, (JuliaStruct, Ghost)):
+        return value.type_name
+    if isinstance(value, NamedTuple):
+        return "NamedTuple"
     if isinstance(value, dict):
         return "Dict"
     if isinstance(value, tuple):
@@ -528,31 +530,15 @@ def _type_name(value: Any) -> str:
 
 
 def _items(value: Any) -> list[tuple[Any, Any]] | None:
-    """Children of a container/struct as (name, value) pairs (tuples 1-based, as Julia indexes them)."""
-    if isinstance(value, dict):
+    """Children of a JLD2 value as (name, value) pairs (tuples 1-based, as Julia indexes them); None for a leaf."""
+    from .io.jld2 import JuliaStruct, NamedTuple
+
+    if isinstance(value, (dict, NamedTuple)):
         return list(value.items())
+    if isinstance(value, JuliaStruct):
+        return list(value.fields.items())
     if isinstance(value, (tuple, list)):
         return [(f"[{i}]", v) for i, v in enumerate(value, 1)]
-    for attr in ("_asdict", "as_dict", "to_dict"):
-        fn = getattr(value, attr, None)
-        if callable(fn):
-            try:
-                d = fn()
-            except Exception:  # noqa: BLE001 - a reader object that cannot convert: fall through
-                continue
-            if isinstance(d, dict):
-                return list(d.items())
-    fields = getattr(value, "fields", None)
-    if isinstance(fields, dict):
-        return list(fields.items())
-    keys = getattr(value, "keys", None)
-    if callable(keys):
-        try:
-            return [(k, value[k]) for k in keys()]
-        except Exception:  # noqa: BLE001
-            pass
-    if hasattr(value, "__dict__") and vars(value):
-        return [(k, v) for k, v in vars(value).items() if not k.startswith("_")]
     return None
 
 
