@@ -154,7 +154,7 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, temperature: floa
     """
     a = validate_distill(teacher, student, X, y, temperature, alpha, loss, epochs, batchsize, opt, seed,
                          progress)
-    from ..train.fit import _apply_masks, _mask_targets, _progress_bar
+    from ..train.fit import apply_masks, mask_targets, progress_bar
     from ..train.optimisers import Adam
 
     X, y, T = a["X"], a["y"], a["temperature"]
@@ -170,8 +170,8 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, temperature: floa
     history = []
     for epoch in range(1, a["epochs"] + 1):
         order = rng.permutation(n)
-        masks = _mask_targets(net)
-        bar = _progress_bar(a["progress"], steps, f"distill {epoch}/{a['epochs']}")
+        masks = mask_targets(net)
+        bar = progress_bar(a["progress"], steps, f"distill {epoch}/{a['epochs']}")
         total = 0.0
         for b in range(steps):
             idx = order[b * bs:(b + 1) * bs]
@@ -181,7 +181,7 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, temperature: floa
             params = net.params()
             keys = [k for k in params if grads.get(k) is not None]
             opt.step([params[k] for k in keys], [grads[k] for k in keys])
-            _apply_masks(masks)
+            apply_masks(masks)
             total += value * len(idx)
             if bar is not None:
                 bar.update(1)

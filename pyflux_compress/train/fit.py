@@ -164,7 +164,7 @@ def _has_classes(y: np.ndarray) -> bool:
     return y.dtype.kind == "i" or (y.ndim == 2 and y.shape[1] > 1)
 
 
-def _mask_targets(model: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+def mask_targets(model: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """(param array, bool mask) for every mask of every leaf layer, checked against the parameter shapes."""
     pairs = []
     for path, layer in _leaves(model):
@@ -185,7 +185,8 @@ def _mask_targets(model: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def _apply_masks(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+def apply_masks(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Zero the masked entries of each parameter in place (``pairs`` from :func:`mask_targets`)."""
     for param, mask in pairs:
         np.multiply(param, mask, out=param)  # masked entries become exactly 0 (also -0.0 -> 0 is fine)
 
@@ -264,8 +265,8 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
 
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n) if shuffle else None
-        masks = _mask_targets(model)
-        bar = _progress_bar(progress, steps_per_epoch, f"epoch {epoch}/{epochs}")
+        masks = mask_targets(model)
+        bar = progress_bar(progress, steps_per_epoch, f"epoch {epoch}/{epochs}")
         loss_sum, correct = 0.0, 0
         postfix_every = max(1, steps_per_epoch // 50)
         t0 = time.perf_counter()
@@ -278,7 +279,7 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
                 xb, yb = X[idx], y[idx]  # one gather per batch
             if pruning is not None:
                 pruning.on_step(model, step)
-                masks = _mask_targets(model)  # the hook may have changed masks or replaced arrays
+                masks = mask_targets(model)  # the hook may have changed masks or replaced arrays
             out, value = _train_step(model, xb, yb, loss_fn, opt, masks, rng, backward_kw)
             step += 1
 
@@ -327,11 +328,12 @@ def _train_step(model: Any, xb: np.ndarray, yb: np.ndarray, loss_fn: Any, opt: A
     params = model.params()
     keys = [k for k in params if grads.get(k) is not None]  # a layer may leave a parameter frozen
     opt.step([params[k] for k in keys], [grads[k] for k in keys])
-    _apply_masks(masks)
+    apply_masks(masks)
     return out, value
 
 
-def _progress_bar(enabled: bool, total: int, desc: str):
+def progress_bar(enabled: bool, total: int, desc: str):
+    """A tqdm bar over ``total`` minibatches, or None when disabled (shared by fit and distill)."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
