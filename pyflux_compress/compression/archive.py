@@ -62,12 +62,12 @@ import json
 import lzma
 import os
 import struct
-import tempfile
 import zlib
 from typing import Any
 
 import numpy as np
 
+from .._files import jsonable, write_atomic
 from ..backends import dispatch
 from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, dequantize_weight, map_leaves, qrange, \
     walk_layers
@@ -500,20 +500,6 @@ def _encode_quantized(w: _Writer, path: str, layer: QuantizedLayer) -> dict[str,
     return entry
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
-
-
 def encode_archive(model: Any) -> bytes:
     """The archive bytes of ``model`` (what :func:`save_compressed` writes)."""
     w = _Writer()
@@ -529,7 +515,7 @@ def encode_archive(model: Any) -> bytes:
     header = {"format": "pyflux-compress archive", "version": VERSION,
               "architecture": str(_float_chain(model)),
               "chain_class": "QuantizedChain" if isinstance(model, QuantizedChain) else "Chain",
-              "records": _jsonable(getattr(model, "records", [])),
+              "records": jsonable(getattr(model, "records", [])),
               "layers": layers, "streams": w.streams}
     hbytes = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     flags = 0
@@ -557,20 +543,7 @@ def save_compressed(path: str | os.PathLike, model: Any) -> int:
     if not hasattr(model, "layers"):
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
     data = encode_archive(model)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"path: directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".pfcz-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data)
     return len(data)
 
 

@@ -27,6 +27,8 @@ from typing import Any, Iterable, Sequence, TextIO
 
 import numpy as np
 
+from .._files import jsonable, write_atomic
+
 __all__ = ["ModelMetrics", "Report", "report", "storage_bytes", "count_weights", "render_table",
            "peak_memory_mb", "prepare_input", "plain_table", "p50_and_throughput"]
 
@@ -269,15 +271,15 @@ class Report:
             "ratios": {f: self.ratio(f) for f in STORAGE_FORMS},
             "accuracy_drop_points": self.accuracy_drop,
             "peak_memory_mb": self.peak_memory_mb,
-            "records": _jsonable(self.records),
+            "records": jsonable(self.records),
             "notes": list(self.notes),
         }
 
     def to_json(self, path: str | os.PathLike | None = None, indent: int = 2) -> str:
         """The report as JSON; also written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_json_default)
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=lambda o: jsonable(o, max_array=64))
         if path is not None:
-            _atomic_write(path, text + "\n")
+            write_atomic(path, text + "\n")
         return text
 
     def to_markdown(self, path: str | os.PathLike | None = None) -> str:
@@ -288,11 +290,11 @@ class Report:
         lines += ["", f"- original: `{self.original.architecture}`",
                   f"- compressed: `{self.compressed.architecture}`"]
         for rec in self.records:
-            lines.append(f"- compression step: {rec.get('method', '?')} {json.dumps(_jsonable(rec.get('settings', {})))}")
+            lines.append(f"- compression step: {rec.get('method', '?')} {json.dumps(jsonable(rec.get('settings', {})))}")
         lines += [f"- note: {n}" for n in self.notes]
         text = "\n".join(lines) + "\n"
         if path is not None:
-            _atomic_write(path, text)
+            write_atomic(path, text)
         return text
 
     def to_text(self) -> str:
@@ -409,44 +411,6 @@ def _times(a: int, b: int) -> str:
     return f"{a / b:.2f}x fewer" if b and a != b else ""
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return _json_default(obj) if not isinstance(obj, (str, int, float, bool, type(None))) else obj
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist() if obj.size <= 64 else f"array{obj.shape}"
-    return str(obj)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8") if isinstance(text, str) else text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def plain_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

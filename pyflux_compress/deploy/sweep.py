@@ -20,7 +20,8 @@ from typing import Any, Sequence, TextIO
 
 import numpy as np
 
-from .report import _atomic_write, count_weights, prepare_input, render_table, storage_bytes
+from .._files import write_atomic
+from .report import count_weights, prepare_input, render_table, storage_bytes
 
 __all__ = ["SweepPoint", "SweepResult", "sweep", "METHODS"]
 
@@ -69,7 +70,7 @@ class SweepResult:
         """The points as JSON (written atomically to ``path`` when given)."""
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         if path is not None:
-            _atomic_write(path, text + "\n")
+            write_atomic(path, text + "\n")
         return text
 
     def print(self, file: TextIO | None = None) -> None:
@@ -115,7 +116,7 @@ class SweepResult:
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
-        _atomic_write(path, buf.getvalue())
+        write_atomic(path, buf.getvalue())
 
 
 def _check_fraction(name: str, values: Sequence[float]) -> tuple[float, ...]:

@@ -19,11 +19,10 @@ commits them (members first, then the type, then its ``julia_type`` parameters).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 
 import numpy as np
 
+from ..._files import atomic_write
 from ._hdf5 import lookup3
 from ._types import (DATATYPE_BYTES, OPAQUE1_BYTES, REF_BYTES, VLEN_STRING_BYTES, Ghost, JULIA_NUMBER, MISSING,
                      NamedTuple, atomic_bytes, compound_bytes, fixed_bytes)
@@ -530,47 +529,13 @@ def _validate(values: dict, depth: int = 0) -> None:
             type_of(v)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make the rename durable (POSIX); silently skipped where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_file(path: str, values: dict) -> None:
     """Write ``values`` (top-level name -> value) to ``path`` atomically (temp file, fsync, os.replace)."""
     for name in values:
         if not isinstance(name, str) or not name or "/" in name or name == "_types":
             raise ValueError(f"dataset name {name!r} is not allowed (non-empty str without '/', not '_types')")
     _validate(values)               # everything is checked before touching the disk
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jld2", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            w = Writer(f)
-            links = {name: w.dataset(v) for name, v in values.items()}
-            w.close(links)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-        _fsync_dir(directory)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as f:
+        w = Writer(f)
+        links = {name: w.dataset(v) for name, v in values.items()}
+        w.close(links)

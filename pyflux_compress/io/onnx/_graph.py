@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
+
+from ..._files import write_atomic
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "input"
@@ -211,17 +212,5 @@ def _make_sparse(name: str, array: np.ndarray):
 def save_model_atomic(model, path: str | os.PathLike) -> str:
     """Serialize ``model`` to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"path: folder {folder!r} does not exist")
-    data = model.SerializeToString()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, model.SerializeToString())
     return path
