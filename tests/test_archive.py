@@ -240,3 +240,30 @@ def test_size_report_values(small):
     text = repr(rp)
     for form in ("fp32_dense", "sparse_csr", "int8", "archive"):
         assert form in text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# compatibility: archives written by earlier format versions still load, bit for bit
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+V1_VARIANTS = ["pruned", "q8_affine_pruned", "q4_symmetric", "shared4_pruned", "cnn_q8_pruned"]
+
+
+@pytest.mark.parametrize("variant", V1_VARIANTS)
+def test_version_1_archives_still_load(variant):
+    """tests/data/archive_v1/*.pfcz were written by the version-1 writer (make_fixtures.py); expected.npz holds
+    every array of each model and its output on a fixed input."""
+    folder = os.path.join(DATA, "archive_v1")
+    path = os.path.join(folder, f"{variant}.pfcz")
+    with open(path, "rb") as f:
+        assert struct.unpack_from("<H", f.read(10), 8)[0] == 1  # really a version-1 file
+    with np.load(os.path.join(folder, "expected.npz")) as npz:
+        expected = {k.split("/", 1)[1]: npz[k] for k in npz.files if k.startswith(variant + "/")}
+    model = pfc.load_compressed(path)
+    got = _arrays(model)
+    want = {k: v for k, v in expected.items() if k not in ("input", "output")}
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    np.testing.assert_array_equal(model(expected["input"]), expected["output"])
