@@ -10,6 +10,7 @@ import pytest
 
 import pyflux_compress as pfc
 from pyflux_compress.compression import archive as ar
+from pyflux_compress.compression import codecs as C
 
 SMALL = "Chain(Dense(30 => 24, relu), Dense(24 => 12, tanh), Dense(12 => 5))"
 
@@ -21,9 +22,9 @@ SMALL = "Chain(Dense(30 => 24, relu), Dense(24 => 12, tanh), Dense(12 => 5))"
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 7, 8, 11])
 def test_pack_bits_round_trip(rng, width):
     s = rng.integers(0, 2 ** width, 1001)
-    data = ar.pack_bits(s, width)
+    data = C.pack_bits(s, width)
     assert len(data) == (1001 * width + 7) // 8
-    np.testing.assert_array_equal(ar.unpack_bits(data, 1001, width), s)
+    np.testing.assert_array_equal(C.unpack_bits(data, 1001, width), s)
 
 
 @pytest.mark.parametrize("case", ["uniform", "skewed", "single", "two", "tiny"])
@@ -33,35 +34,67 @@ def test_huffman_round_trip(rng, case):
          "single": np.full(300, 7),
          "two": rng.integers(0, 2, 999) * 200,
          "tiny": np.array([3])}[case]
-    data = ar.huffman_encode(s)
-    np.testing.assert_array_equal(ar.huffman_decode(data, s.size), s)
+    data = C.huffman_encode(s)
+    np.testing.assert_array_equal(C.huffman_decode(data, s.size), s)
 
 
 def test_huffman_beats_raw_on_skewed_symbols(rng):
     s = np.minimum(rng.geometric(0.5, 20000) - 1, 255)  # entropy ~2 bits/symbol
-    assert len(ar.huffman_encode(s)) < 0.3 * s.size
+    assert len(C.huffman_encode(s)) < 0.3 * s.size
 
 
-@pytest.mark.parametrize("codec", ar.CODECS)
-def test_each_codec_round_trips_and_encoder_picks_the_smallest(rng, codec, monkeypatch):
+@pytest.mark.parametrize("codec", C.V1_CODECS)
+def test_each_version_1_codec_round_trips(rng, codec):
     s = np.minimum(rng.geometric(0.3, 3000) - 1, 31)
-    monkeypatch.setattr(ar, "ENABLED_CODECS", (codec,))
-    chosen, data = ar.encode_symbols(s, 5)
-    assert chosen == codec
-    np.testing.assert_array_equal(ar.decode_symbols(chosen, data, s.size, 5), s)
-    monkeypatch.setattr(ar, "ENABLED_CODECS", ar.CODECS)
-    best_codec, best = ar.encode_symbols(s, 5)
-    assert len(best) <= len(data)
+    data = C.encode_v1(s, 5, codec)
+    np.testing.assert_array_equal(C.decode_v1(codec, data, s.size, 5), s)
+
+
+@pytest.mark.parametrize("codec", ["packed+zlib", "bytes+zlib", "packed+lzma", "bytes+lzma"])
+def test_version_1_decoders_refuse_streams_larger_than_stated(codec):
+    data = C.encode_v1(np.zeros(100_000, np.uint8), 1, codec)  # a few hundred bytes that inflate 100x
+    with pytest.raises(C.CodecError):
+        C.decode_v1(codec, data, 1000, 1)
+
+
+def test_huffman_estimate_predicts_zstd(rng):
+    """The cheap rule: the Huffman size from a histogram is within a few % of zstd's output on i.i.d. bytes."""
+    for p in (0.05, 0.3):
+        bitmap = np.packbits(rng.random(400_000) < p)
+        est = C.huffman_bytes(np.bincount(bitmap, minlength=256))
+        enc = C.zstd_compressor(bitmap.size)
+        real = len(enc.compress(bitmap.tobytes()) + enc.flush())
+        assert abs(real - est) < 0.05 * est
+
+
+def test_zstd_decoder_is_bomb_safe():
+    enc = C.zstd_compressor(50_000_000)
+    bomb = b"".join(enc.compress(bytes(5_000_000)) for _ in range(10)) + enc.flush()
+    assert len(bomb) < 10_000
+    with pytest.raises(C.CodecError, match="more than"):
+        C.zstd_decompress(bomb, 1000)  # would allocate 50 MB if the frame's content size were trusted
+    with pytest.raises(C.CodecError):
+        C.zstd_decompress(bomb[:-10], 50_000_000)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.uint8])
+def test_shuffle_round_trip(rng, dtype):
+    a = (rng.normal(size=3000) * 100).astype(dtype)
+    np.testing.assert_array_equal(C.unshuffle_bytes(C.shuffle_bytes(a), a.dtype, a.size), a)
+    blocks = b"".join(C.shuffle_bytes(a[i:i + 1024]) for i in range(0, a.size, 1024))
+    np.testing.assert_array_equal(C.unshuffle_blocks(blocks, a.dtype, a.size, 1024), a)
 
 
 @pytest.mark.parametrize("gap_bits", [2, 3, 4, 8])
 def test_relative_index_round_trip_with_long_gaps(gap_bits):
     positions = np.array([0, 1, 2, 9, 10, 300, 301, 5000, 5015, 5016])
-    sym = ar.relative_index_symbols(positions, gap_bits)
+    sym = C.gap_symbols(positions, gap_bits)
     assert sym.max() <= 2 ** gap_bits - 1
-    np.testing.assert_array_equal(ar.positions_from_symbols(sym, gap_bits), positions)
+    np.testing.assert_array_equal(C.gap_positions(sym, gap_bits), positions)
     # the skip symbol (2**b - 1) stands for long gaps; no value is stored for it
     assert np.count_nonzero(sym != 2 ** gap_bits - 1) == positions.size
+    if gap_bits == 8:
+        np.testing.assert_array_equal(C.gap_histogram(positions), np.bincount(sym, minlength=256))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -187,10 +220,19 @@ def test_error_names_the_damaged_stream(tmp_path, small):
     path = tmp_path / "m.pfcz"
     pfc.save_compressed(path, small)
     data = bytearray(path.read_bytes())
-    data[-40] ^= 0xFF  # inside the last stream of the payload
+    last = _header(bytes(data))["streams"][-1]
+    data[12 + last["offset"] + last["length"] // 2] ^= 0xFF  # inside the last stream of the payload
     path.write_bytes(bytes(data))
     with pytest.raises(ar.ArchiveError, match="stream 'layers\\[3\\]"):
         pfc.load_compressed(path)
+
+
+def _header(data: bytes) -> dict:
+    """The JSON header of a version-2 archive (it sits after the payload, before the 52-byte trailer)."""
+    import json
+
+    plen, hlen, rlen, _ = struct.unpack_from("<QIII", data, len(data) - 52)
+    return json.loads(C.zstd_decompress(data[12 + plen:12 + plen + hlen], rlen))
 
 
 def test_truncated_foreign_and_future_files(tmp_path, small):
