@@ -309,3 +309,185 @@ def test_version_1_archives_still_load(variant):
         assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
     np.testing.assert_array_equal(model(expected["input"]), expected["output"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hostile archives: validated and budgeted before anything is built or decoded; only ArchiveError escapes
+
+
+def _repack(data: bytes, header: dict, payload: bytes | None = None) -> bytes:
+    """A version-2 archive with ``header`` (and ``payload``) and valid CRC/SHA-256: only content checks can fail."""
+    import json
+    import zlib
+
+    import zstandard
+
+    plen = struct.unpack_from("<Q", data, len(data) - 52)[0]
+    payload = data[12:12 + plen] if payload is None else payload
+    raw = json.dumps(header).encode()
+    hbytes = zstandard.ZstdCompressor().compress(raw)
+    body = data[:12] + payload + hbytes
+    body += struct.pack("<QIII", len(payload), len(hbytes), len(raw), zlib.crc32(hbytes, zlib.crc32(data[:12])))
+    return body + hashlib.sha256(body).digest()
+
+
+def _peak_kib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def test_header_naming_a_huge_architecture_fails_fast_without_allocating(tmp_path, small):
+    """Issue 15: Dense(20000 => 20000) twice in the header with tiny arrays cost 12 s and 3 GB."""
+    import time
+
+    data = ar.encode_archive(small)
+    h = _header(data)
+    h["architecture"] = "Chain(Dense(20000 => 20000, relu), Dense(20000 => 20000, tanh), Dense(12 => 5))"
+    path = tmp_path / "huge.pfcz"
+    path.write_bytes(_repack(data, h))
+    before = _peak_kib()
+    t0 = time.perf_counter()
+    with pytest.raises(ar.ArchiveError, match=r"huge\.pfcz.*do not match"):
+        pfc.load_compressed(path)
+    assert time.perf_counter() - t0 < 2.0
+    assert _peak_kib() - before < 100_000  # KiB: nothing near the 3.2 GB the weights would take
+
+
+@pytest.mark.parametrize("key, value", [("bits", 2 ** 31), ("bits", 0), ("bits", "8"), ("scheme", "exotic"),
+                                        ("class", "os.system")])
+def test_hostile_quantized_fields_are_refused(tmp_path, small, key, value):
+    import time
+
+    q = pfc.quantize(pfc.prune(small, 0.5), 8)
+    data = ar.encode_archive(q)
+    h = _header(data)
+    h["layers"][0][key] = value
+    t0 = time.perf_counter()
+    with pytest.raises(ar.ArchiveError, match=key):
+        ar.decode_archive(_repack(data, h))
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_stream_sizes_must_match_their_arrays(small):
+    data = ar.encode_archive(pfc.prune(small, 0.8))
+    for field, value in [("size", 10 ** 12), ("offset", 10 ** 9), ("length", 10 ** 9), ("codec", "lzma")]:
+        h = _header(data)
+        h["streams"][0][field] = value
+        with pytest.raises(ar.ArchiveError, match="invalid archive"):
+            ar.decode_archive(_repack(data, h))
+    h = _header(data)
+    h["layers"][0]["arrays"]["weight"]["shape"] = [24, 31]  # the architecture says (24, 30)
+    with pytest.raises(ar.ArchiveError):
+        ar.decode_archive(_repack(data, h))
+
+
+def test_zstd_bomb_stream_is_refused_before_inflating(tmp_path):
+    """A stream whose zstd frame expands to 200 MB, declared as the few bytes its array needs."""
+    import zstandard
+
+    model = pfc.parse("Chain(Dense(4 => 3))", seed=0)
+    data = ar.encode_archive(model)
+    h = _header(data)
+    cobj = zstandard.ZstdCompressor(level=1).compressobj(size=200_000_000)
+    bomb = b"".join(cobj.compress(bytes(10_000_000)) for _ in range(20)) + cobj.flush()
+    bias = h["layers"][0]["arrays"]["bias"]["stream"]
+    plen = struct.unpack_from("<Q", data, len(data) - 52)[0]
+    payload = data[12:12 + plen] + bomb
+    h["streams"][bias].update(offset=plen, length=len(bomb), crc32=__import__("zlib").crc32(bomb))
+    path = tmp_path / "bomb.pfcz"
+    path.write_bytes(_repack(data, h, payload))
+    before = _peak_kib()
+    with pytest.raises(ar.ArchiveError, match=r"bomb\.pfcz.*more than"):
+        pfc.load_compressed(path)
+    assert _peak_kib() - before < 50_000
+
+
+def test_decoding_budget_keyword_and_environment(tmp_path, small, monkeypatch):
+    path = tmp_path / "m.pfcz"
+    pfc.save_compressed(path, small)
+    with pytest.raises(ar.ArchiveError, match="max_bytes=.*PYFLUX_ARCHIVE_MAX_BYTES"):
+        pfc.load_compressed(path, max_bytes=1000)
+    monkeypatch.setenv(ar.MAX_BYTES_ENV, "1000")
+    with pytest.raises(ar.ArchiveError, match="more than 1,000 bytes"):
+        pfc.load_compressed(path)
+    assert str(pfc.load_compressed(path, max_bytes=10 ** 7)) == str(small)  # the keyword wins
+    monkeypatch.setenv(ar.MAX_BYTES_ENV, "lots")
+    with pytest.raises(ValueError, match="PYFLUX_ARCHIVE_MAX_BYTES"):
+        pfc.load_compressed(path)
+    monkeypatch.delenv(ar.MAX_BYTES_ENV)
+    for bad in (0, -5, 1.5, "10", True):
+        with pytest.raises(ValueError, match="max_bytes"):
+            pfc.load_compressed(path, max_bytes=bad)
+
+
+def test_only_archive_error_escapes_from_mutated_headers(small, rng):
+    """Random edits of header values (with valid checksums): every failure is an ArchiveError."""
+    data = ar.encode_archive(pfc.share_weights(pfc.prune(small, 0.6), bits=3))
+    base = _header(data)
+    leaves = []
+
+    def walk(obj, path):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, path + [k])
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                walk(v, path + [i])
+        else:
+            leaves.append(path)
+
+    walk(base, [])
+    replacements = [-1, 0, 1, 2 ** 31, 2 ** 64, 1e300, None, "x", [], {}, True, [10 ** 6] * 3]
+    import copy
+
+    for trial in range(150):
+        h = copy.deepcopy(base)
+        path = leaves[int(rng.integers(len(leaves)))]
+        node = h
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = replacements[int(rng.integers(len(replacements)))]
+        try:
+            ar.decode_archive(_repack(data, h))
+        except ar.ArchiveError:
+            pass
+
+
+def test_missing_file_is_an_archive_error_and_a_file_not_found_error(tmp_path):
+    with pytest.raises(ar.ArchiveNotFoundError, match="absent.pfcz"):
+        pfc.load_compressed(tmp_path / "absent.pfcz")
+    assert issubclass(ar.ArchiveNotFoundError, FileNotFoundError)
+    assert issubclass(ar.ArchiveNotFoundError, ar.ArchiveError)
+    with pytest.raises(ar.ArchiveError, match="cannot"):
+        pfc.load_compressed(tmp_path)  # a folder
+
+
+def test_version_1_hostile_bits_is_refused_fast(small):
+    """Issue 15: a version-1 header with bits = 2**31 kept the loader busy > 20 s."""
+    import json
+    import time
+    import zlib
+
+    with open(os.path.join(DATA, "archive_v1", "q4_symmetric.pfcz"), "rb") as f:
+        data = f.read()
+    _, _, flags, hlen = struct.unpack_from("<8sHHI", data, 0)
+    header = json.loads(zlib.decompress(data[16:16 + hlen], -15))
+    header["layers"][0]["bits"] = 2 ** 31
+    raw = json.dumps(header).encode()
+    head = struct.pack("<8sHHI", b"PFCZARCH", 1, 0, len(raw)) + raw
+    body = head + struct.pack("<I", zlib.crc32(head)) + data[16 + hlen + 4:-32]
+    t0 = time.perf_counter()
+    with pytest.raises(ar.ArchiveError, match="bits"):
+        ar.decode_archive(body + hashlib.sha256(body).digest())
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_archive_size_equals_written_bytes_and_negative_zero_round_trips(tmp_path, small):
+    m = pfc.prune(small, 0.7)
+    m[0].weight[m[0].weight == 0] = -0.0  # a pruned weight multiplied by a mask can be -0.0
+    m[0].weight[0, 0] = -0.0
+    path = tmp_path / "z.pfcz"
+    assert ar.archive_size(m) == pfc.save_compressed(path, m) == os.path.getsize(path)
+    back = pfc.load_compressed(path)
+    assert np.array_equal(np.signbit(back[0].weight), np.signbit(m[0].weight))

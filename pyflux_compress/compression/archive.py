@@ -1026,15 +1026,15 @@ def _load_v2(src: _Source, limit: int) -> Any:
     _need(flags == 0, f"unknown flags {flags:#06x}")
     plen, hlen, rlen, crc = _TRAILER.unpack(src.read(end - _TRAILER.size, _TRAILER.size))
     _need(_PREFIX.size + plen + hlen + _TRAILER.size == end, "payload/header lengths do not add up to the file size")
-    _need(rlen <= min(HEADER_MAX_BYTES, limit), f"header of {rlen:,} bytes exceeds the limit")
+    _need(rlen <= HEADER_MAX_BYTES, f"header of {rlen:,} bytes exceeds {HEADER_MAX_BYTES:,}")
+    budget = _Budget(limit)
+    budget.add(rlen, "the header")
     hbytes = src.read(_PREFIX.size + plen, hlen)
     _need(zlib.crc32(hbytes, zlib.crc32(src.read(0, _PREFIX.size))) == crc, "the header (CRC32 mismatch)")
     try:
         header = _json(C.zstd_decompress(hbytes, rlen))
     except C.CodecError as err:
         raise _Invalid(f"header: {err}") from None
-    budget = _Budget(limit)
-    budget.add(rlen, "the header")
     hv = _HeaderV2(header, plen, budget)
     layers = header.get("layers")
     _need(isinstance(layers, list), "header has no layer list")
