@@ -59,15 +59,9 @@ def error(model, X, y) -> float:
     return 100.0 * (1.0 - pfc.accuracy(model, X, y))
 
 
-def archive_bytes(model, codecs=None) -> int:
-    """Archive size with all codecs (default) or restricted ones (to show the stage before entropy coding)."""
-    saved = archive.ENABLED_CODECS
-    try:
-        if codecs is not None:
-            archive.ENABLED_CODECS = codecs
-        return len(archive.encode_archive(model))
-    finally:
-        archive.ENABLED_CODECS = saved
+def archive_bytes(model, entropy_coding: bool = True) -> int:
+    """Archive size with entropy coding (default) or without (every stream raw, codes bit-packed)."""
+    return archive.archive_size(model, entropy_coding=entropy_coding)
 
 
 def main() -> None:
@@ -143,7 +137,7 @@ def main() -> None:
           f"{share_err:.2f}% after centroid fine-tuning ({time.perf_counter() - t:.0f} s)")
 
     # 4. archive: packed only (no entropy coding), then the real archive (entropy coding measured per stream)
-    packed = archive_bytes(shared, codecs=("packed",))
+    packed = archive_bytes(shared, entropy_coding=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "lenet300100.pfcz")
         t = time.perf_counter()
@@ -215,10 +209,7 @@ class _Both:
 
 
 def _codecs_used(data: bytes) -> dict[str, int]:
-    import struct
-
-    (hlen,) = struct.unpack_from("<I", data, 12)
-    header = archive._read_header(data[16:16 + hlen], struct.unpack_from("<H", data, 10)[0])
+    header = archive.archive_header(data)
     out: dict[str, int] = {}
     for s in header["streams"]:
         out[s["codec"]] = out.get(s["codec"], 0) + 1

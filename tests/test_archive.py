@@ -229,10 +229,7 @@ def test_error_names_the_damaged_stream(tmp_path, small):
 
 def _header(data: bytes) -> dict:
     """The JSON header of a version-2 archive (it sits after the payload, before the 52-byte trailer)."""
-    import json
-
-    plen, hlen, rlen, _ = struct.unpack_from("<QIII", data, len(data) - 52)
-    return json.loads(C.zstd_decompress(data[12 + plen:12 + plen + hlen], rlen))
+    return ar.archive_header(data)
 
 
 def test_truncated_foreign_and_future_files(tmp_path, small):
@@ -481,6 +478,14 @@ def test_version_1_hostile_bits_is_refused_fast(small):
     with pytest.raises(ar.ArchiveError, match="bits"):
         ar.decode_archive(body + hashlib.sha256(body).digest())
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_without_entropy_coding_the_archive_is_larger_and_still_exact(small, X30):
+    m = pfc.share_weights(pfc.prune(small, 0.8), bits=4)
+    raw = ar.encode_archive(m, entropy_coding=False)
+    assert {s["codec"] for s in ar.archive_header(raw)["streams"]} == {"raw"}
+    assert len(raw) == ar.archive_size(m, entropy_coding=False) > ar.archive_size(m)
+    _assert_same(m, ar.decode_archive(raw), X30)
 
 
 def test_archive_size_equals_written_bytes_and_negative_zero_round_trips(tmp_path, small):

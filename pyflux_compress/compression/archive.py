@@ -101,6 +101,7 @@ from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, dequantize
 from .sharing import SharedLayer
 
 __all__ = ["save_compressed", "load_compressed", "size_report", "encode_archive", "decode_archive", "archive_size",
+           "archive_header",
            "ArchiveError", "ArchiveNotFoundError", "SizeReport", "MAX_BYTES_ENV", "DEFAULT_MAX_BYTES"]
 
 MAGIC = b"PFCZARCH"
@@ -237,10 +238,10 @@ class _Spec:
         self.sparse_ok = sparse_ok and arr.ndim >= 2
 
 
-def _codes_pack(spec: _Spec, hist: np.ndarray, n: int) -> tuple[str, int]:
+def _codes_pack(spec: _Spec, hist: np.ndarray, n: int, entropy: bool) -> tuple[str, int]:
     """``("bytes", est)`` or ``("bits", bytes)`` for ``n`` codes with histogram ``hist`` (the cheap rule)."""
     packed = (n * spec.width + 7) // 8
-    if spec.width > 8:
+    if spec.width > 8 or not entropy:
         return "bits", packed
     est = C.huffman_bytes(hist)
     return ("bytes", est) if est < packed else ("bits", packed)
@@ -249,8 +250,10 @@ def _codes_pack(spec: _Spec, hist: np.ndarray, n: int) -> tuple[str, int]:
 class _Writer:
     """Encodes arrays into streams written to a :class:`_Sink`; collects the header's stream table."""
 
-    def __init__(self, sink: _Sink) -> None:
+    def __init__(self, sink: _Sink, entropy: bool = True) -> None:
         self.sink, self.streams, self.payload = sink, [], 0  # type: ignore[var-annotated]
+        self.entropy = entropy  # False: every stream raw (bit-packed codes), to measure what zstd adds
+        self.coded = "zstd" if entropy else "raw"
 
     def add(self, name: str, enc: _StreamEncoder) -> int:
         crc = length = 0
@@ -268,7 +271,7 @@ class _Writer:
         """A float/int array stored whole: little-endian bytes, shuffled in blocks, zstd."""
         arr = np.asarray(arr)
         dtype = arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1 else arr.dtype
-        enc = _StreamEncoder(arr.size * dtype.itemsize, "zstd")
+        enc = _StreamEncoder(arr.size * dtype.itemsize, self.coded)
         blocks = _Blocks(enc, C.shuffle_bytes)
         for (piece,) in _chunks("C", arr):
             blocks.push(piece.astype(dtype, copy=True))
@@ -310,13 +313,13 @@ class _Writer:
                         last = int(idx[-1])
                 base += v.size
             if spec.sparse_ok:
-                bm = min(C.huffman_bytes(bitmap.result()), (n + 7) // 8)
-                gp = C.huffman_bytes(gaps)
+                bm = min(C.huffman_bytes(bitmap.result()) if self.entropy else n, (n + 7) // 8)
+                gp = C.huffman_bytes(gaps) if self.entropy else int(gaps.sum())
                 pos_est[order] = (bm, "bitmap", (n + 7) // 8) if bm <= gp else (gp, "gaps", int(gaps.sum()))
         isz = arr.dtype.itemsize
         if spec.codes:
-            dense_pack, dense_cost = _codes_pack(spec, hist_all, n)  # type: ignore[arg-type]
-            sparse_pack, sparse_vals = _codes_pack(spec, hist_p, k)  # type: ignore[arg-type]
+            dense_pack, dense_cost = _codes_pack(spec, hist_all, n, self.entropy)  # type: ignore[arg-type]
+            sparse_pack, sparse_vals = _codes_pack(spec, hist_p, k, self.entropy)  # type: ignore[arg-type]
         else:
             dense_pack = sparse_pack = "shuffle"
             dense_cost, sparse_vals = (n - zeros) * isz + zeros * isz // 8, k * isz
@@ -333,11 +336,11 @@ class _Writer:
         """Encoder for ``count`` values: floats shuffled, codes as bytes or bit-packed."""
         if not spec.codes:  # the unsigned view of the floats: same bytes
             dtype = spec.dtype.newbyteorder("<") if spec.dtype.itemsize > 1 else spec.dtype
-            enc = _StreamEncoder(count * dtype.itemsize, "zstd")
+            enc = _StreamEncoder(count * dtype.itemsize, self.coded)
             return enc, _Blocks(enc, C.shuffle_bytes), {"enc": "dense", "dtype": dtype.str, "shape": [count]}
         w, off = spec.width, spec.offset
         if pack == "bytes":
-            enc = _StreamEncoder(count, "zstd")
+            enc = _StreamEncoder(count, self.coded)
             fn: Callable[[np.ndarray], bytes] = lambda b: (b.astype(np.int64) - off).astype(np.uint8).tobytes()
         else:
             enc = _StreamEncoder((count * w + 7) // 8, "raw")
@@ -348,10 +351,10 @@ class _Writer:
                 mask_is_p: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
         arr, mask = spec.arr, spec.mask
         _, kind, pos_size = pos
-        pos_enc = _StreamEncoder(pos_size, "zstd")
+        pos_enc = _StreamEncoder(pos_size, self.coded)
         bitmap = _Blocks(pos_enc, lambda b: np.packbits(b).tobytes()) if kind == "bitmap" else None
         val_enc, values, vdesc = self._value_encoder(spec, pack, k) if not spec.implied else (None, None, None)
-        subset_enc = _StreamEncoder((k + 7) // 8, "zstd") if mask is not None and not mask_is_p else None
+        subset_enc = _StreamEncoder((k + 7) // 8, self.coded) if mask is not None and not mask_is_p else None
         subset = _Blocks(subset_enc, lambda b: np.packbits(b).tobytes()) if subset_enc else None
         base, last = 0, -1
         for v, bg, m in _chunks(order, arr, spec.background, mask if mask is not None else np.bool_(False)):
@@ -490,12 +493,12 @@ def _architecture(model: Any) -> str:
     return str(map_leaves(model, lambda p, l: _template(l), Chain))
 
 
-def _write_archive(model: Any, fh: IO[bytes] | None) -> int:
+def _write_archive(model: Any, fh: IO[bytes] | None, entropy: bool = True) -> int:
     """Stream the archive of ``model`` to ``fh`` (``None``: only count); returns its size in bytes."""
     sink = _Sink(fh)
     prefix = _PREFIX.pack(MAGIC, VERSION, 0)
     sink.write(prefix)
-    w = _Writer(sink)
+    w = _Writer(sink, entropy)
     layers = []
     for path, layer in walk_layers(model):
         if isinstance(layer, QuantizedLayer):
@@ -525,18 +528,22 @@ def _check_model(model: Any) -> None:
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
 
 
-def encode_archive(model: Any) -> bytes:
-    """The archive bytes of ``model`` (what :func:`save_compressed` writes)."""
+def encode_archive(model: Any, *, entropy_coding: bool = True) -> bytes:
+    """The archive bytes of ``model`` (what :func:`save_compressed` writes).
+
+    ``entropy_coding=False`` stores every stream raw (codes bit-packed, positions/floats as bytes): a valid
+    archive that shows what the entropy coder adds (benchmarks); ``save_compressed`` always codes.
+    """
     _check_model(model)
     buf = io.BytesIO()
-    _write_archive(model, buf)
+    _write_archive(model, buf, bool(entropy_coding))
     return buf.getvalue()
 
 
-def archive_size(model: Any) -> int:
+def archive_size(model: Any, *, entropy_coding: bool = True) -> int:
     """Bytes :func:`save_compressed` would write for ``model``: encoded once, nothing kept or written."""
     _check_model(model)
-    return _write_archive(model, None)
+    return _write_archive(model, None, bool(entropy_coding))
 
 
 def _check_path(path: Any, name: str = "path") -> str:
@@ -1224,6 +1231,25 @@ def _load_v1(data: bytes, limit: int) -> Any:
 
 
 # -- entry points -------------------------------------------------------------------------------------------------
+
+def archive_header(data: bytes) -> dict[str, Any]:
+    """The JSON header of archive bytes (version 1 or 2) without decoding any stream: which encodings and
+    codecs the writer chose, per stream (for tools and benchmarks). :class:`ArchiveError` if unreadable."""
+    try:
+        (version,) = struct.unpack_from("<H", data, 8)
+        if data[:8] != MAGIC or version not in SUPPORTED_VERSIONS:
+            raise _Invalid("not a supported archive")
+        if version == 1:
+            _, _, flags, hlen = _V1_PREFIX.unpack_from(data, 0)
+            raw = data[_V1_PREFIX.size:_V1_PREFIX.size + hlen]
+            raw = zlib.decompressobj(-15).decompress(raw, HEADER_MAX_BYTES) if flags & V1_FLAG_HEADER_DEFLATE else raw
+            return _json(raw)
+        plen, hlen, rlen, _ = _TRAILER.unpack_from(data, len(data) - _SHA - _TRAILER.size)
+        _need(rlen <= HEADER_MAX_BYTES, "header too large")
+        return _json(C.zstd_decompress(data[_PREFIX.size + plen:_PREFIX.size + plen + hlen], rlen))
+    except (_Invalid, C.CodecError, struct.error, zlib.error) as err:
+        raise ArchiveError(f"cannot read the archive header: {err}") from None
+
 
 def _load(src: _Source, where: str, limit: int) -> Any:
     head = src.read(0, min(src.size, _V1_PREFIX.size)) if src.size else b""
