@@ -496,3 +496,16 @@ def test_archive_size_equals_written_bytes_and_negative_zero_round_trips(tmp_pat
     assert ar.archive_size(m) == pfc.save_compressed(path, m) == os.path.getsize(path)
     back = pfc.load_compressed(path)
     assert np.array_equal(np.signbit(back[0].weight), np.signbit(m[0].weight))
+
+
+@pytest.mark.parametrize("shape, per_channel", [((7, 5), True), ((7, 5), False), ((3, 3, 2, 4), True)])
+def test_in_place_dequantize_equals_the_quantize_module(rng, shape, per_channel):
+    from pyflux_compress.compression.quantize import dequantize_weight
+
+    q = rng.integers(-128, 128, shape).astype(np.int8)
+    c = shape[0] if len(shape) == 2 else shape[-1]
+    scale = (rng.random(c if per_channel else ()) * 0.1).astype(np.float32)
+    zp = rng.integers(-5, 5, c if per_channel else ()).astype(np.int32)
+    want = dequantize_weight(q, scale, zp)
+    got = ar._dequantize(q, scale, zp)
+    assert got.dtype == want.dtype and np.array_equal(got.view(np.uint32), want.view(np.uint32))
