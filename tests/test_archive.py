@@ -391,7 +391,7 @@ def test_zstd_bomb_stream_is_refused_before_inflating(tmp_path):
     bias = h["layers"][0]["arrays"]["bias"]["stream"]
     plen = struct.unpack_from("<Q", data, len(data) - 52)[0]
     payload = data[12:12 + plen] + bomb
-    h["streams"][bias].update(offset=plen, length=len(bomb), crc32=__import__("zlib").crc32(bomb))
+    h["streams"][bias].update(codec="zstd", offset=plen, length=len(bomb), crc32=__import__("zlib").crc32(bomb))
     path = tmp_path / "bomb.pfcz"
     path.write_bytes(_repack(data, h, payload))
     before = _peak_kib()

@@ -149,14 +149,19 @@ class _Sink:
 
 class _StreamEncoder:
     """One stream being encoded: pushed bytes are compressed as they come; the output waits in memory until
-    :meth:`_Writer.add` writes it (streams stay contiguous while one pass feeds several of them)."""
+    :meth:`_Writer.add` writes it (streams stay contiguous while one pass feeds several of them). A small
+    stream (<= ``codecs.ZSTD_SMALL_BYTES``) that zstd does not shrink is stored raw (its frame would only add
+    ~10 bytes: biases, scales and tiny layers are often incompressible)."""
 
     def __init__(self, raw_size: int, codec: str) -> None:
         self.raw_size, self.codec, self.got, self.out = raw_size, codec, 0, []  # type: ignore[var-annotated]
         self.cobj = C.zstd_compressor(raw_size) if codec == "zstd" else None
+        self.raw: list[bytes] | None = [] if codec == "zstd" and raw_size <= C.ZSTD_SMALL_BYTES else None
 
     def push(self, data: bytes) -> None:
         self.got += len(data)
+        if self.raw is not None:
+            self.raw.append(data)
         out = self.cobj.compress(data) if self.cobj is not None else data
         if out:
             self.out.append(out)
@@ -166,6 +171,8 @@ class _StreamEncoder:
             raise RuntimeError(f"archive writer: stream got {self.got} bytes, planned {self.raw_size}")
         if self.cobj is not None:
             self.out.append(self.cobj.flush())
+            if self.raw is not None and sum(map(len, self.out)) >= self.raw_size:
+                self.codec, self.out = "raw", self.raw
         return self.out
 
 
