@@ -509,3 +509,48 @@ def test_in_place_dequantize_equals_the_quantize_module(rng, shape, per_channel)
     want = dequantize_weight(q, scale, zp)
     got = ar._dequantize(q, scale, zp)
     assert got.dtype == want.dtype and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def _kept_zero(model, path_index=0):
+    """A copy whose first layer has a kept (mask True) weight that is exactly 0: mask != nonzero pattern."""
+    m = model.copy()
+    layer = m[path_index]
+    w = layer.weight
+    kept = np.flatnonzero(np.asarray(layer.masks["weight"]).ravel())
+    w.reshape(-1)[kept[:3]] = 0.0
+    return m
+
+
+@pytest.mark.parametrize("kind", ["float64", "no_bias", "shared_10bit", "kept_zero_float", "kept_zero_quantized",
+                                  "dense_quantized_with_mask", "conv_pruned_shared", "fortran_ordered"])
+def test_round_trip_edge_cases(tmp_path, small, X30, rng, kind):
+    conv = "Chain(Conv((3, 3), 2 => 5, relu), flatten, Dense(180 => 4))"
+    X = X30
+    if kind == "float64":
+        model = pfc.prune(small, 0.6).astype(np.float64)
+        X = X30.astype(np.float64)
+    elif kind == "no_bias":
+        model = pfc.prune(pfc.parse("Chain(Dense(30 => 16, relu; bias=false), Dense(16 => 3))", seed=2), 0.5)
+    elif kind == "shared_10bit":
+        model = pfc.share_weights(pfc.parse("Chain(Dense(30 => 64, relu), Dense(64 => 5))", seed=3), bits=10)
+    elif kind == "kept_zero_float":
+        model = _kept_zero(pfc.prune(small, 0.7))
+    elif kind == "kept_zero_quantized":
+        model = pfc.quantize(_kept_zero(pfc.prune(small, 0.7)), 8, "affine", "per_channel")
+    elif kind == "fortran_ordered":  # as loaded from a JLD2 checkpoint: the layout comes back too
+        model = pfc.prune(small, 0.8)
+        for layer in model.layers:
+            layer.weight = np.asfortranarray(layer.weight)
+    elif kind == "dense_quantized_with_mask":
+        model = pfc.quantize(pfc.prune(small, 0.1), 4, granularity="per_channel")
+    else:
+        model = pfc.share_weights(pfc.prune(pfc.parse(conv, seed=4), 0.7), bits=3)
+        X = rng.random((3, 2, 8, 8)).astype(np.float32)
+    back = ar.decode_archive(ar.encode_archive(model))
+    _assert_same(model, back, X)
+    for (_, a), (_, b) in zip(model.walk(), back.walk()):
+        for name in ("weight", "qweight", "index"):
+            if isinstance(getattr(a, name, None), np.ndarray):
+                assert getattr(a, name).flags.f_contiguous == getattr(b, name).flags.f_contiguous, name
+        for k, m in getattr(a, "masks", {}).items():
+            np.testing.assert_array_equal(np.asarray(m), np.asarray(b.masks[k]))

@@ -380,7 +380,7 @@ class _Writer:
         for b in (bitmap, values, subset):
             if b is not None:
                 b.close()
-        desc = {"enc": "sparse", "shape": list(arr.shape), "order": order, "count": k,
+        desc = {"enc": "sparse", "shape": list(arr.shape), "order": order, "layout": _layout(arr), "count": k,
                 "positions": {"enc": kind, "stream": self.add(f"{name}/positions", pos_enc)}}
         desc["values"] = dict(vdesc, stream=self.add(f"{name}/values", val_enc)) if val_enc else None
         mdesc = None
@@ -396,7 +396,7 @@ class _Writer:
         for (v,) in _chunks("C", arr):
             blocks.push(v.copy())
         blocks.close()
-        desc = dict(vdesc, shape=list(arr.shape), stream=self.add(name, enc))
+        desc = dict(vdesc, shape=list(arr.shape), layout=_layout(arr), stream=self.add(name, enc))
         mdesc = None
         if mask is not None:
             if mask_is_nz:
@@ -408,6 +408,12 @@ class _Writer:
 
 
 # -- layers ---------------------------------------------------------------------------------------------------
+
+def _layout(arr: np.ndarray) -> str:
+    """The memory order the loader must give back ("F" for Fortran-ordered arrays, e.g. loaded from JLD2): BLAS
+    sums in a layout-dependent order, so the same values in another layout can change a forward's last bits."""
+    return "F" if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+
 
 def _array_fields(layer: Any) -> list[str]:
     return [attr for attr in layer.flux_fields.values() if isinstance(getattr(layer, attr, None), np.ndarray)]
@@ -687,7 +693,7 @@ class _HeaderV2:
         shape = _shape(d)
         n = _size(shape)
         if d.get("enc") == "sparse":
-            _need(d.get("order") in ("C", "F"), f"bad order {d.get('order')!r}")
+            _need(d.get("order") in ("C", "F") and d.get("layout", "C") in ("C", "F"), "bad order or layout")
             k = _int(d, "count", 0, n)
             pos = d.get("positions")
             _need(isinstance(pos, dict) and pos.get("enc") in ("bitmap", "gaps"), "bad positions")
@@ -702,6 +708,7 @@ class _HeaderV2:
             self.values(d.get("values"), k, codes, max_width)
             self.budget.add(n * 2, "a sparse array")
             return shape, k
+        _need(d.get("layout", "C") in ("C", "F"), "bad layout")
         if codes:
             _need(d.get("enc") == "codes", f"unknown array encoding {d.get('enc')!r}")
             self.values(dict(d, count=n) if "count" not in d else d, n, True, max_width)
@@ -890,15 +897,18 @@ class _ReaderV2:
             vals = vals.astype(np.int64) + offset
             _need(valid is None or vals.size == 0 or (int(vals.min()) >= valid[0] and int(vals.max()) <= valid[1]),
                   "integer code outside its range")
+        layout = d.get("layout", "C")
         if d["enc"] != "sparse":
-            return vals.astype(dtype, copy=False).reshape(shape), None
-        order = d["order"]
+            out = vals.astype(dtype, copy=False).reshape(shape)
+            return (np.asfortranarray(out) if layout == "F" else out), None
         flat = self.positions(d, n, k)
-        out = np.empty(shape, dtype=dtype, order=order)
+        if d["order"] != layout and len(shape) > 1:  # positions were listed in the other order
+            flat = np.ravel_multi_index(np.unravel_index(flat, shape, order=d["order"]), shape, order=layout)
+        out = np.empty(shape, dtype=dtype, order=layout)
         out[...] = background
-        view = out.ravel(order=order)  # a view: ``out`` is laid out in ``order``
+        view = out.ravel(order=layout)  # a view: ``out`` is laid out in ``layout``
         view[flat] = vals
-        return out, (flat, order)
+        return out, (flat, layout)
 
     def mask(self, d: dict, arr: np.ndarray, background: Any, where: Any) -> np.ndarray:
         enc = d["enc"]
