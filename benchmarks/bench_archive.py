@@ -225,9 +225,9 @@ def main() -> None:
     for s in chosen["streams"]:
         streams[s["codec"]] = streams.get(s["codec"], 0) + 1
     encodings = [(l["path"], l["qweight"]["enc"], l["qweight"].get("order"),
-                  l["qweight"].get("positions", {}).get("enc"), l["qweight"].get("values", {}).get("pack"))
+                  l["qweight"].get("positions", {}).get("enc"), (l["qweight"].get("values") or l["qweight"]).get("bits"))
                  for l in chosen["layers"]]
-    print(f"streams by codec: {streams}; qweight encodings (path, form, order, positions, codes): {encodings}")
+    print(f"streams by codec: {streams}; qweight encodings (path, form, order, positions, bits per code): {encodings}")
 
 
 if __name__ == "__main__":

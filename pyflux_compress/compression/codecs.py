@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CodecError", "pack_bits", "unpack_bits", "shuffle_bytes", "unshuffle_bytes", "unshuffle_blocks", "gap_symbols",
+__all__ = ["CodecError", "container_bits", "pack_bits", "unpack_bits", "shuffle_bytes", "unshuffle_bytes", "unshuffle_blocks", "gap_symbols",
            "gap_positions", "gap_histogram", "huffman_lengths", "huffman_bytes", "huffman_encode",
            "huffman_decode", "zstd_level", "zstd_compressor", "zstd_decompress", "V1_CODECS", "encode_v1",
            "decode_v1", "ZSTD_FAST_LEVEL", "ZSTD_SMALL_LEVEL", "ZSTD_SMALL_BYTES", "ZSTD_HUFFMAN_MAX_LEN"]
@@ -48,6 +48,15 @@ class CodecError(ValueError):
 # bit packing, byte shuffle
 # --------------------------------------------------------------------------------------------------------------
 
+def container_bits(width: int) -> int | None:
+    """The smallest of 1, 2, 4, 8 bits that holds a ``width``-bit code (None above 8): codes packed this way
+    stay aligned to bytes (8 / c per byte), so a byte-level entropy coder sees whole codes."""
+    for c in (1, 2, 4, 8):
+        if width <= c:
+            return c
+    return None
+
+
 def pack_bits(symbols: np.ndarray, width: int) -> bytes:
     """Pack unsigned ``symbols`` (each < 2**width, width 1..32) MSB-first into bytes, zero-padded to a byte."""
     s = np.asarray(symbols).ravel()
@@ -55,6 +64,15 @@ def pack_bits(symbols: np.ndarray, width: int) -> bytes:
         return s.astype(np.uint8).tobytes()
     if width == 1:
         return np.packbits(s.astype(bool)).tobytes()
+    if width in (2, 4):  # whole codes per byte: shifts instead of a bit matrix
+        per = 8 // width
+        pad = (-s.size) % per
+        b = np.concatenate([s.astype(np.uint8), np.zeros(pad, np.uint8)]) if pad else s.astype(np.uint8)
+        b = b.reshape(-1, per)
+        out = np.zeros(b.shape[0], dtype=np.uint8)
+        for j in range(per):
+            out |= b[:, j] << np.uint8(8 - width * (j + 1))
+        return out.tobytes()
     s = s.astype(np.uint32)
     shifts = np.arange(width - 1, -1, -1, dtype=np.uint32)
     out = []
@@ -74,6 +92,11 @@ def unpack_bits(data: bytes, n: int, width: int) -> np.ndarray:
         return raw[:n].astype(np.uint32)
     if width == 1:
         return np.unpackbits(raw, count=n).astype(np.uint32)
+    if width in (2, 4):
+        per = 8 // width
+        shifts = np.arange(8 - width, -1, -width, dtype=np.uint8)
+        codes = (raw[:(n + per - 1) // per, None] >> shifts) & np.uint8((1 << width) - 1)
+        return codes.reshape(-1)[:n].astype(np.uint32)
     bits = np.unpackbits(raw, count=n * width).reshape(n, width).astype(np.uint32)
     return bits @ (np.uint32(1) << np.arange(width - 1, -1, -1, dtype=np.uint32))
 
