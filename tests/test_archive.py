@@ -488,14 +488,19 @@ def test_without_entropy_coding_the_archive_is_larger_and_still_exact(small, X30
     _assert_same(m, ar.decode_archive(raw), X30)
 
 
-def test_archive_size_equals_written_bytes_and_negative_zero_round_trips(tmp_path, small):
+def test_archive_size_equals_written_bytes_and_zeros(tmp_path, small):
     m = pfc.prune(small, 0.7)
-    m[0].weight[m[0].weight == 0] = -0.0  # a pruned weight multiplied by a mask can be -0.0
-    m[0].weight[0, 0] = -0.0
+    w = m[0].weight
+    w[~m[0].masks["weight"]] = -0.0  # a pruned weight multiplied by its mask can be -0.0: background all the same
+    kept = np.flatnonzero(m[0].masks["weight"].ravel())[:2]
+    w.reshape(-1)[kept] = [-0.0, np.nan]  # kept values round-trip bit for bit
     path = tmp_path / "z.pfcz"
     assert ar.archive_size(m) == pfc.save_compressed(path, m) == os.path.getsize(path)
-    back = pfc.load_compressed(path)
-    assert np.array_equal(np.signbit(back[0].weight), np.signbit(m[0].weight))
+    back = pfc.load_compressed(path)[0]
+    assert np.array_equal(back.weight, w, equal_nan=True)
+    assert np.signbit(back.weight.reshape(-1)[kept[0]]) and np.isnan(back.weight.reshape(-1)[kept[1]])
+    assert not np.signbit(back.weight[~m[0].masks["weight"]]).any()  # pruned zeros come back as +0.0
+    assert ar.archive_size(m) < ar.archive_size(pfc.prune(small, 0.3))
 
 
 @pytest.mark.parametrize("shape, per_channel", [((7, 5), True), ((7, 5), False), ((3, 3, 2, 4), True)])

@@ -237,8 +237,9 @@ class _Spec:
                  mask: np.ndarray | None = None, sparse_ok: bool = True, implied: bool = False) -> None:
         arr = np.asarray(arr)
         self.dtype = arr.dtype
-        # floats are compared and stored by their bits: -0.0 is not the background 0 and round-trips exactly
-        self.arr = arr if codes else arr.view(f"u{arr.dtype.itemsize}")
+        # floats are compared by value (a pruned weight times its 0 mask may be -0.0: still background, comes
+        # back as +0.0) and stored by their bytes (a kept -0.0 or NaN round-trips bit for bit)
+        self.arr = arr
         self.codes, self.width, self.offset, self.implied = codes, width, offset, implied
         self.background, self.mask = background, mask
         self.sparse_ok = sparse_ok and arr.ndim >= 2
