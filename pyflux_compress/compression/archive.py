@@ -804,13 +804,20 @@ def _layer_shapes_v2(hv: _HeaderV2, e: Any) -> dict[str, tuple[int, ...]]:
         hv.mask(d, shape if pname == "weight" else _shape(d.get("array", {})), count if pname == "weight" else -1)
     for key in ("activations", "weight_clip"):
         _need(e.get(key) is None or (isinstance(e[key], str) and len(e[key]) <= 32), f"bad {key}")
-    act = e.get("act")
-    if act is not None:
-        _need(isinstance(act, dict) and isinstance(act.get("scale"), (int, float)) and
-              isinstance(act.get("zero_point"), int) and isinstance(act.get("qmin"), int) and
-              isinstance(act.get("qmax"), int), "bad activation quantization")
+    _check_act(e.get("act"))
     shapes["weight"] = shape
     return shapes
+
+
+def _check_act(act: Any) -> None:
+    """A quantized layer's calibrated input activation (scale, zero point, integer range) or None."""
+    if act is None:
+        return
+    _need(isinstance(act, dict) and isinstance(act.get("scale"), (int, float)) and
+          0 < act["scale"] < float(np.finfo(np.float32).max), "bad activation scale")
+    for key in ("zero_point", "qmin", "qmax"):
+        _int(act, key, -(1 << 16), 1 << 16)
+    _need(act.get("method") is None or isinstance(act["method"], str), "bad activation method")
 
 
 def _no_alloc(rng: Any, *dims: int) -> np.ndarray:
@@ -1188,6 +1195,7 @@ def _shapes_v1(e: Any) -> dict[str, tuple[int, ...]]:
     elif e["kind"] == "quantized":
         _int(e, "bits", 1, 8)
         _need(e.get("scheme") in ("symmetric", "affine"), f"unknown scheme {e.get('scheme')!r}")
+        _check_act(e.get("act"))
         shapes["weight"] = _shape(e.get("qweight", {}))
     return shapes
 
