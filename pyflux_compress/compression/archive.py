@@ -318,7 +318,12 @@ class _Writer:
         box = C.container_bits(spec.width) if spec.codes else None
         hist_p, hist_all = (_PackHist(box), _PackHist(box)) if box else (None, None)
         pos_est: dict[str, tuple[int, str, int]] = {}
+        shape = arr.shape
+        first = np.zeros(shape[0] if arr.ndim else 1, np.int64)  # kept entries per first-axis slice (C's runs)
+        lastc = np.zeros(shape[-1] if arr.ndim else 1, np.int64)  # ... per last-axis slice (F's runs)
         for order in orders:
+            if order == "F" and not np.mean(lastc == 0) > np.mean(first == 0):
+                break  # Fortran order only pays with more empty last-axis slices (inputs, filters) than rows
             bitmap, gaps, base, last = _BitHist(), np.zeros(256, np.int64), 0, -1
             for v, bg, m in _chunks(order, arr, spec.background, m_op):
                 nz = v != bg
@@ -340,6 +345,9 @@ class _Writer:
                     gaps += C.gap_histogram(idx, start=last)
                     if idx.size:
                         last = int(idx[-1])
+                    if order == "C":
+                        first += np.bincount(idx // (n // shape[0]), minlength=first.size)
+                        lastc += np.bincount(idx % shape[-1], minlength=lastc.size)
                 base += v.size
             if spec.sparse_ok:
                 bm = min(C.huffman_bytes(bitmap.result()) if self.entropy else n, (n + 7) // 8)
