@@ -157,9 +157,18 @@ def gap_symbols(positions: np.ndarray, gap_bits: int = 8, start: int = -1) -> np
 def gap_positions(symbols: np.ndarray, gap_bits: int = 8, start: int = -1) -> np.ndarray:
     """Inverse of :func:`gap_symbols` (int64 positions)."""
     M = (1 << gap_bits) - 1
-    s = np.asarray(symbols, dtype=np.int64)
-    advance = np.where(s == M, M, s + 1)
-    return (np.cumsum(advance) + start)[s != M]
+    s = np.asarray(symbols)
+    # int32 arithmetic when the positions fit (half the memory traffic of int64 on a large decode)
+    dtype = np.int32 if s.size * (M + 1) + abs(start) < 2 ** 31 else np.int64
+    advance = s.astype(dtype)
+    advance += 1
+    skips = s == M
+    any_skip = bool(skips.any())
+    if any_skip:
+        advance[skips] = M
+    pos = np.cumsum(advance, dtype=dtype)
+    pos += dtype(start)
+    return pos[~skips] if any_skip else pos
 
 
 def gap_histogram(positions: np.ndarray, start: int = -1) -> np.ndarray:
