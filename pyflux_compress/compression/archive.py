@@ -829,7 +829,11 @@ def _check_act(act: Any) -> None:
 
 
 def _no_alloc(rng: Any, *dims: int) -> np.ndarray:
-    """A weight placeholder that allocates nothing (zero strides): replaced by the stored array before use."""
+    """A weight placeholder, replaced by the stored array before use: small ones are ordinary zeros (calloc'd,
+    writable, in case a layer's constructor edits its weight), large ones a zero-stride view that allocates
+    nothing — so a header naming huge layers costs nothing before its shapes are refused."""
+    if math.prod(dims) <= 1 << 22:
+        return np.zeros(dims, dtype=np.float32)
     return np.broadcast_to(np.float32(0), dims)
 
 
