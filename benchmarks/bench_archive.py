@@ -224,9 +224,11 @@ def main() -> None:
     streams = {}
     for s in chosen["streams"]:
         streams[s["codec"]] = streams.get(s["codec"], 0) + 1
-    encodings = [(l["path"], l["qweight"]["enc"], l["qweight"].get("order"),
-                  l["qweight"].get("positions", {}).get("enc"), (l["qweight"].get("values") or l["qweight"]).get("bits"))
-                 for l in chosen["layers"]]
+    encodings = []
+    for e in chosen["layers"]:
+        qw = e["qweight"]
+        encodings.append((e["path"], qw["enc"], qw.get("order"), qw.get("positions", {}).get("enc"),
+                          (qw.get("values") or qw).get("bits")))
     print(f"streams by codec: {streams}; qweight encodings (path, form, order, positions, bits per code): {encodings}")
 
 

@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CodecError", "container_bits", "pack_bits", "unpack_bits", "shuffle_bytes", "unshuffle_bytes", "unshuffle_blocks", "gap_symbols",
-           "gap_positions", "gap_histogram", "huffman_lengths", "huffman_bytes", "huffman_encode",
-           "huffman_decode", "zstd_level", "zstd_compressor", "zstd_decompress", "V1_CODECS", "encode_v1",
-           "decode_v1", "ZSTD_FAST_LEVEL", "ZSTD_SMALL_LEVEL", "ZSTD_SMALL_BYTES", "ZSTD_HUFFMAN_MAX_LEN"]
+__all__ = ["CodecError", "container_bits", "pack_bits", "unpack_bits", "shuffle_bytes", "unshuffle_bytes",
+           "unshuffle_blocks", "gap_symbols", "gap_positions", "gap_histogram", "huffman_lengths", "huffman_bytes",
+           "huffman_encode", "huffman_decode", "zstd_level", "zstd_compressor", "zstd_decompress", "V1_CODECS",
+           "encode_v1", "decode_v1", "ZSTD_FAST_LEVEL", "ZSTD_SMALL_LEVEL", "ZSTD_SMALL_BYTES",
+           "ZSTD_HUFFMAN_MAX_LEN"]
 
 ZSTD_FAST_LEVEL = 1  # measured on 90%-pruned int8 codes/gaps/bitmaps: levels 3-9 were *larger* (spurious matches)
 ZSTD_SMALL_LEVEL = 19
