@@ -23,18 +23,25 @@ The choice is made by a cheap rule, not by trying encodings: one pass over the a
 ``CHUNK`` elements) collects the histograms of the candidate byte streams, and :func:`codecs.huffman_bytes`
 predicts what zstd's Huffman stage makes of each (within ~1-2 % on such data). Sparse wins when positions +
 values cost less than dense values. Positions are a **bitmap** or **delta-coded** gaps (one byte per gap,
-symbol 255 = "skip 255 positions"), in C order or, for arrays of >= 2 dims, Fortran order (Julia's; groups the
-weights of one Dense input), whichever histogram predicts smaller. Integer codes are ``q - qmin`` (quantized) or
-the codebook index (shared), ``w = bit_length(qmax - qmin)`` bits: stored one byte per code through zstd, or
-bit-packed (``w`` bits, MSB first, no entropy coder) when that is smaller than the Huffman estimate (near-uniform
-codes). Float values are byte-shuffled in blocks of ``BLOCK`` elements (sign/exponent bytes apart from
-mantissa bytes) and zstd-coded. A quantized layer's QAT *shadow* weight is training state and is not stored:
-on load ``float_layer.weight`` is the dequantized weight, so the loaded model's forward is bit-identical.
+symbol 255 = "skip 255 positions"), in C order or, for arrays of >= 2 dims, Fortran order (Julia's; a Dense
+input's or a Conv filter's weights become one run) when the C pass saw more empty last-axis slices than empty
+rows; whichever histogram predicts smaller. Floats are compared with the background by value (a pruned -0.0
+is background and comes back as +0.0) and stored by their bytes (a kept -0.0 or NaN round-trips exactly).
+Integer codes are ``q - qmin`` (quantized) or the codebook index (shared), ``w = bit_length(qmax - qmin)`` bits:
+packed in a byte-aligned container of ``bits`` = 1, 2, 4 or 8 bits (whole codes per byte, so zstd's byte
+Huffman models pairs/quads of narrow codes) through zstd, or packed at exactly ``w`` bits without an entropy
+coder when the Huffman estimate of the container bytes is not smaller (near-uniform codes; and always for
+``w > 8``). Packing is MSB first. Float values are byte-shuffled in blocks of ``BLOCK`` elements
+(sign/exponent bytes apart from mantissa bytes). Every array records its memory layout (``"layout"``: C or
+Fortran, e.g. a weight loaded from JLD2) and comes back in it (BLAS results depend on the layout). A quantized
+layer's QAT *shadow* weight is training state and is not stored: on load ``float_layer.weight`` is the
+dequantized weight, so the loaded model's forward is bit-identical.
 
 Streams: every stream is ``"zstd"`` (one zstd frame; level 19 up to 64 KiB decoded, level 1 above: on this kind
-of data matches rarely pay, the Huffman stage does the work) or ``"raw"`` (bit-packed codes). Bitmaps are
-``np.packbits`` (MSB first); bit-packing and shuffling run in blocks of ``BLOCK`` elements (a multiple of 8, so
-the concatenated blocks equal packing the whole stream; shuffling is per block).
+of data matches rarely pay, the Huffman stage does the work) or ``"raw"`` (codes packed at exactly ``w`` bits,
+small streams zstd did not shrink, and everything with ``encode_archive(..., entropy_coding=False)``). Bitmaps
+are ``np.packbits``; packing and shuffling run in blocks of ``BLOCK`` elements (a multiple of 8, so the
+concatenated blocks equal packing the whole stream; shuffling is per block).
 
 Byte format, version 2 (integers little-endian)
 -----------------------------------------------
