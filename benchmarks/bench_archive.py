@@ -76,8 +76,10 @@ def _status_kib() -> dict[str, int]:
 
 
 def child_peak(what: str, path: str) -> None:
-    """Subprocess entry: build the model (or nothing), reset the high-water mark, run ``what``, print KiB."""
+    """Subprocess entry: build the model (or nothing), reset the high-water mark, run ``what``, print KiB; then
+    run it again under ``tracemalloc`` (numpy reports its buffers to it) for the peak of live allocations."""
     import gc
+    import tracemalloc
 
     q = model_14m() if what == "save" else None
     gc.collect()
@@ -89,17 +91,28 @@ def child_peak(what: str, path: str) -> None:
     else:
         q = pfc.load_compressed(path)
     peak = _status_kib()["VmHWM"]
-    print(json.dumps({"before_kib": before, "peak_kib": peak}))
+    del q
+    q = model_14m() if what == "save" else None
+    gc.collect()
+    tracemalloc.start()
+    if what == "save":
+        pfc.save_compressed(path, q)
+    else:
+        q = pfc.load_compressed(path)
+    traced = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(json.dumps({"before_kib": before, "peak_kib": peak, "traced_peak_bytes": traced}))
 
 
-def peak_rise(what: str, path: str) -> int | None:
-    """Bytes the peak resident set rose by during ``what`` ("save" / "load"), in a fresh subprocess."""
+def peak_rise(what: str, path: str) -> tuple[int, int] | tuple[None, None]:
+    """(bytes the peak resident set rose by, peak bytes allocated) during ``what`` ("save" / "load"), measured
+    in a fresh subprocess."""
     if not os.path.exists("/proc/self/clear_refs"):
-        return None
+        return None, None
     out = subprocess.run([sys.executable, __file__, "--child", what, path], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), check=True)
     d = json.loads(out.stdout.strip().splitlines()[-1])
-    return 1024 * (d["peak_kib"] - d["before_kib"])
+    return 1024 * (d["peak_kib"] - d["before_kib"]), d["traced_peak_bytes"]
 
 
 def sweep_vs_hand(rounds: int) -> tuple[float, float]:
@@ -191,8 +204,8 @@ def main() -> None:
                     for (_, a), (_, b) in zip(q.walk(), back.walk()))
         chosen = archive.archive_header(open(pfcz, "rb").read())
         del back
-        save_peak = peak_rise("save", pfcz)
-        load_peak = peak_rise("load", pfcz)
+        save_peak, save_traced = peak_rise("save", pfcz)
+        load_peak, load_traced = peak_rise("load", pfcz)
     med = statistics.median
     enc, ld, ldz, ldr = med(t_save), med(t_load), med(t_npload), med(t_npload_raw)
     load_ratio = med([a / b for a, b in zip(t_load, t_npload)])  # median of paired ratios
@@ -203,6 +216,9 @@ def main() -> None:
         ("peak memory of save (bytes) vs 2x int8 model", f"{save_peak:,}" if save_peak is not None else "n/a",
          f"{2 * int8_bytes:,}", f"{save_peak / (2 * int8_bytes):.2f}" if save_peak is not None else "n/a",
          save_peak is not None and save_peak <= 2 * int8_bytes),
+        ("peak bytes allocated by save (tracemalloc) vs 2x int8 model", f"{save_traced:,}" if save_traced else "n/a",
+         f"{2 * int8_bytes:,}", f"{save_traced / (2 * int8_bytes):.2f}" if save_traced else "n/a",
+         save_traced is not None and save_traced <= 2 * int8_bytes),
         ("load: load_compressed vs 2x np.load(savez_compressed npz) (s; ratio = median of paired rounds)",
          f"{ld:.3f}", f"{2 * ldz:.3f}", f"{load_ratio / 2:.2f}", load_ratio <= 2),
     ]
@@ -219,8 +235,9 @@ def main() -> None:
     print(f"also measured: archive_size (size without a file) {med(t_size):.2f} s; zstd-19 anchor itself "
           f"{t_z:.2f} s (together {together:,} B, apart {apart:,} B); np.savez_compressed {t_savez:.2f} s; "
           f"np.load of an uncompressed npz {ldr:.3f} s (load / that = {ld / ldr:.1f}x); peak memory of load "
-          f"{load_peak if load_peak is None else f'{load_peak:,}'} B (the loaded QuantizedChain holds float32 "
-          f"dequantized and float64 kernel weights: ~13 B per weight); round trip exact: {exact}")
+          f"{load_peak if load_peak is None else f'{load_peak:,}'} B (allocated: {load_traced} B; the loaded "
+          f"QuantizedChain holds float32 dequantized and float64 kernel weights: ~13 B per weight); round trip "
+          f"exact: {exact}")
     streams = {}
     for s in chosen["streams"]:
         streams[s["codec"]] = streams.get(s["codec"], 0) + 1
