@@ -949,8 +949,11 @@ class _ReaderV2:
         flat = self.positions(d, n, k)
         if d["order"] != layout and len(shape) > 1:  # positions were listed in the other order
             flat = np.ravel_multi_index(np.unravel_index(flat, shape, order=d["order"]), shape, order=layout)
-        out = np.empty(shape, dtype=dtype, order=layout)
-        out[...] = background
+        if np.all(np.asarray(background) == 0):
+            out = np.zeros(shape, dtype=dtype, order=layout)  # calloc: no separate fill pass
+        else:
+            out = np.empty(shape, dtype=dtype, order=layout)
+            out[...] = background
         view = out.ravel(order=layout)  # a view: ``out`` is laid out in ``layout``
         view[flat] = vals
         return out, (flat, layout)
