@@ -12,7 +12,7 @@ Pipeline (all through the public API):
    2017, one schedule per layer, a pruning step every 100 optimiser steps), then fine-tuning with the masks held.
    ``--schedule steps`` uses ``pfc.prune_iteratively`` instead (global threshold, prune -> fine-tune -> repeat);
 3. ``pfc.share_weights(bits=5)`` (k-means codebook per layer, linear init) and fine-tune the centroids;
-4. ``pfc.save_compressed`` (relative-index positions, packed codebook indices, entropy coding) and reload.
+4. ``pfc.save_compressed`` (delta-coded positions, packed codebook indices, zstd) and reload.
 
 Hyper-parameters (learning rates, L2 1e-4, epochs, per-layer rates) were chosen on a validation split (the last
 5,000 training images) before this script's fixed schedule was run on the full training set; the test set is only
@@ -136,7 +136,7 @@ def main() -> None:
     print(f"weight sharing ({2 ** args.bits} centroids/layer): error {share0_err:.2f}% before, "
           f"{share_err:.2f}% after centroid fine-tuning ({time.perf_counter() - t:.0f} s)")
 
-    # 4. archive: packed only (no entropy coding), then the real archive (entropy coding measured per stream)
+    # 4. archive: every stream raw (no entropy coding), then the real archive (zstd, encodings chosen by rule)
     packed = archive_bytes(shared, entropy_coding=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "lenet300100.pfcz")
