@@ -336,7 +336,6 @@ def _peak_kib():
 
 def test_header_naming_a_huge_architecture_fails_fast_without_allocating(tmp_path, small):
     """Issue 15: Dense(20000 => 20000) twice in the header with tiny arrays cost 12 s and 3 GB."""
-    import time
 
     data = ar.encode_archive(small)
     h = _header(data)
@@ -344,26 +343,22 @@ def test_header_naming_a_huge_architecture_fails_fast_without_allocating(tmp_pat
     path = tmp_path / "huge.pfcz"
     path.write_bytes(_repack(data, h))
     before = _peak_kib()
-    t0 = time.perf_counter()
     with pytest.raises(ar.ArchiveError, match=r"huge\.pfcz.*do not match"):
         pfc.load_compressed(path)
-    assert time.perf_counter() - t0 < 2.0
     assert _peak_kib() - before < 100_000  # KiB: nothing near the 3.2 GB the weights would take
+    # (the time of such cases is measured in benchmarks/fuzz_archive.py, not asserted here)
 
 
 @pytest.mark.parametrize("key, value", [("bits", 2 ** 31), ("bits", 0), ("bits", "8"), ("scheme", "exotic"),
                                         ("class", "os.system")])
 def test_hostile_quantized_fields_are_refused(tmp_path, small, key, value):
-    import time
 
     q = pfc.quantize(pfc.prune(small, 0.5), 8)
     data = ar.encode_archive(q)
     h = _header(data)
     h["layers"][0][key] = value
-    t0 = time.perf_counter()
-    with pytest.raises(ar.ArchiveError, match=key):
+    with pytest.raises(ar.ArchiveError, match=key):  # refused by the header check, before any decoding
         ar.decode_archive(_repack(data, h))
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_stream_sizes_must_match_their_arrays(small):
@@ -463,7 +458,6 @@ def test_missing_file_is_an_archive_error_and_a_file_not_found_error(tmp_path):
 def test_version_1_hostile_bits_is_refused_fast(small):
     """Issue 15: a version-1 header with bits = 2**31 kept the loader busy > 20 s."""
     import json
-    import time
     import zlib
 
     with open(os.path.join(DATA, "archive_v1", "q4_symmetric.pfcz"), "rb") as f:
@@ -474,10 +468,8 @@ def test_version_1_hostile_bits_is_refused_fast(small):
     raw = json.dumps(header).encode()
     head = struct.pack("<8sHHI", b"PFCZARCH", 1, 0, len(raw)) + raw
     body = head + struct.pack("<I", zlib.crc32(head)) + data[16 + hlen + 4:-32]
-    t0 = time.perf_counter()
-    with pytest.raises(ar.ArchiveError, match="bits"):
+    with pytest.raises(ar.ArchiveError, match="bits"):  # refused by the header check, before 2**(2**31) is computed
         ar.decode_archive(body + hashlib.sha256(body).digest())
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_without_entropy_coding_the_archive_is_larger_and_still_exact(small, X30):
