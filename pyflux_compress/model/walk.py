@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-__all__ = ["modules", "map_layers", "ROOT", "join"]
+__all__ = ["modules", "map_layers", "ROOT", "join", "first_weight"]
 
 ROOT = "model"
 
@@ -45,3 +45,17 @@ def map_layers(f: Callable[[str, Any], Any], model: Any, *, as_type: type | None
         return f(path, model)
     new = {k: map_layers(f, c, path=join(path, k)) for k, c in model.children().items()}
     return model.with_children(new, as_type=as_type) if as_type is not None else model.with_children(new)
+
+
+def first_weight(model: Any) -> tuple[Any, int, int] | None:
+    """``(leaf, input channels, weight ndim)`` of the model's first weight layer, read from its declared
+    ``in_axes["weight"]`` (quantized/shared wrappers: their ``float_layer``); parameter-free channel-wise leaves
+    before it (activations, pooling, dropout) are skipped. None when the first other leaf has no such weight."""
+    for _, leaf in modules(model):
+        layer = getattr(leaf, "float_layer", leaf)
+        w = getattr(layer, "weight", None)
+        if w is None and not layer.params() and getattr(layer, "structured", None) == "channelwise":
+            continue
+        axis = getattr(layer, "in_axes", {}).get("weight")
+        return None if w is None or axis is None else (leaf, int(w.shape[axis]), w.ndim)
+    return None

@@ -100,17 +100,20 @@ def import_onnx(path: str | os.PathLike):
     return _imp(path)
 
 
-def _is_quantized(model: Any) -> bool:
-    from ._export import layer_kind, leaf_layers
+def _quantized_leaves(model: Any) -> list:
+    """Leaves carrying integer weights (``qweight``: QuantizedDense / QuantizedConv)."""
+    from ...model.walk import modules
 
-    return any(layer_kind(l) in ("QuantizedDense", "QuantizedConv") for l in leaf_layers(model))
+    return [layer for _, layer in modules(model) if hasattr(layer, "qweight")]
+
+
+def _is_quantized(model: Any) -> bool:
+    return bool(_quantized_leaves(model))
 
 
 def _has_act_scales(model: Any) -> bool:
-    from ._export import layer_kind, leaf_layers
-
-    q = [l for l in leaf_layers(model) if layer_kind(l) in ("QuantizedDense", "QuantizedConv")]
-    return bool(q) and all(getattr(l, "act_scale", None) is not None for l in q)
+    q = _quantized_leaves(model)
+    return bool(q) and all(getattr(layer, "act_scale", None) is not None for layer in q)
 
 
 def _validate(model: Any, opset: Any, format: str | None, sparse: Any, dynamic_batch: Any) -> str:

@@ -16,11 +16,11 @@ import numpy as np
 from ...model import registry
 from ...model.layers import Layer
 from ...model.layers.conv import flux_conv_to_onnx, onnx_conv_to_flux, spatial_attrs
-from ...model.walk import map_layers, modules
+from ...model.walk import first_weight, map_layers
 from ._graph import INPUT_NAME, GraphBuilder
 
 __all__ = ["UnsupportedLayerError", "supported_layers", "SUPPORTED_ACTIVATIONS", "build_fp32", "emit_layer",
-           "emit_dense", "emit_conv", "emit_activation", "ExportState", "layer_kind", "leaf_layers",
+           "emit_dense", "emit_conv", "emit_activation", "ExportState", "layer_kind",
            "infer_input_shape", "flux_conv_to_onnx", "onnx_conv_to_flux", "spatial_attrs"]
 
 SUPPORTED_ACTIVATIONS = ("identity", "relu", "sigmoid/σ", "tanh", "softmax", "leakyrelu", "elu", "gelu",
@@ -41,11 +41,6 @@ def supported_layers() -> str:
 def layer_kind(layer: Any) -> str:
     """Flux name of a layer: ``flux_name`` from the layer contract, else the class name."""
     return str(getattr(layer, "flux_name", None) or type(layer).__name__)
-
-
-def leaf_layers(model: Any):
-    """Leaf layers in order (``pfc.modules``)."""
-    return (layer for _, layer in modules(model))
 
 
 class ExportState:
@@ -115,21 +110,13 @@ def _short_repr(layer: Any) -> str:
 
 
 def infer_input_shape(model: Any) -> tuple:
-    """Per-sample input shape from the first layer with a weight: its input-channel axis (``in_axes``) gives
-    ``(in,)`` for a matrix, ``(cin, "H", "W")`` (symbolic spatial dims) for a kernel. Parameter-free layers
-    before it are skipped. Anything else -> ValueError asking for ``input_shape``."""
-    for _, layer in modules(model):
-        target = getattr(layer, "float_layer", layer)
-        w = getattr(target, "weight", None)
-        if not target.params() or w is None:
-            if getattr(target, "structured", None) == "channelwise" and not target.params():
-                continue
-            break
-        n_in = int(np.shape(w)[target.in_axes["weight"]]) if "weight" in target.in_axes else None
-        if n_in is not None and np.ndim(w) == 2:
-            return (n_in,)
-        if n_in is not None and np.ndim(w) == 4:
-            return (n_in * int(getattr(target, "groups", 1) or 1), "H", "W")
-        break
+    """Per-sample input shape from the first weight layer (``pfc.model.walk.first_weight``): ``(in,)`` for a
+    matrix weight, ``(cin, "H", "W")`` (symbolic spatial dims) for a 2-D kernel. Anything else -> ValueError
+    asking for ``input_shape``."""
+    found = first_weight(model)
+    if found is not None and found[2] == 2:
+        return (found[1],)
+    if found is not None and found[2] == 4:
+        return (found[1], "H", "W")
     raise ValueError("input_shape: cannot infer the per-sample input shape from the first layers; pass "
                      "input_shape=(features,) or (channels, height, width)")
