@@ -356,5 +356,26 @@ def _layer_from_struct(v: Any, where: str):
     return layer
 
 
+def inspect(path: str | os.PathLike, max_depth: int) -> dict[str, Any]:
+    """What ``pyflux-compress inspect`` shows of a JLD2 file: the Flux model's parameter rows (and the loader's
+    warnings as notes), or, when the file holds no model this package can rebuild, its generic contents."""
+    from ..model.summary import parameter_rows
+    from .jld2.inspect import render
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = load(path)
+    except JLD2FormatError:
+        raise  # not a readable JLD2 file at all: bad input
+    except (ValueError, TypeError, KeyError, NotImplementedError, ImportError) as err:
+        reason = " ".join(str(err).split())
+        prefix = f"{os.fspath(path)}: "
+        return {"file": os.fspath(path), "kind": "generic", "reason": reason.removeprefix(prefix),
+                **render(jld2_load(path), max_depth)}
+    notes = [" ".join(str(w.message).split()) for w in caught]
+    return {"file": os.fspath(path), "kind": "flux", "notes": notes, **parameter_rows(model)}
+
+
 __all__ = ["load", "save", "load_state", "state", "chain_from_state", "chain_from_struct",
-           "chain_from_restructure", "CheckpointError", "JLD2FormatError"]
+           "chain_from_restructure", "inspect", "CheckpointError", "JLD2FormatError"]
