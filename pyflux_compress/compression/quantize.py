@@ -394,8 +394,10 @@ class QuantizedConv(QuantizedLayer):
 
 def quantized_class(layer: Any) -> type[QuantizedLayer] | None:
     """The wrapper class for a float layer, from its declarations: a compressible ``weight`` whose output
-    channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv)."""
-    if "weight" not in getattr(layer, "compressible", ()):
+    channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv).
+    None (stays float) when the declared axis is not the one the array numerics assume (``channel_axis``)."""
+    if "weight" not in getattr(layer, "compressible", ()) or \
+            layer.out_axes.get("weight") != channel_axis(layer.weight):
         return None
     return QuantizedDense if layer.out_axes["weight"] == 0 else QuantizedConv
 
