@@ -103,7 +103,8 @@ import numpy as np
 from .._files import atomic_write, jsonable
 from ..backends import dispatch
 from . import codecs as C
-from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, map_leaves, qrange, walk_layers
+from ..model.walk import map_layers, modules
+from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, qrange
 from .sharing import SharedLayer
 
 __all__ = ["save_compressed", "load_compressed", "size_report", "encode_archive", "decode_archive", "archive_size",
@@ -536,7 +537,7 @@ def _encode_quantized(w: _Writer, path: str, layer: QuantizedLayer) -> dict[str,
 def _architecture(model: Any) -> str:
     from ..model.chain import Chain
 
-    return str(map_leaves(model, lambda p, l: _template(l), Chain))
+    return str(map_layers(lambda p, l: _template(l), model, as_type=Chain))
 
 
 def _write_archive(model: Any, fh: IO[bytes] | None, entropy: bool = True) -> int:
@@ -546,7 +547,7 @@ def _write_archive(model: Any, fh: IO[bytes] | None, entropy: bool = True) -> in
     sink.write(prefix)
     w = _Writer(sink, entropy)
     layers = []
-    for path, layer in walk_layers(model):
+    for path, layer in modules(model):
         if isinstance(layer, QuantizedLayer):
             entry = _encode_quantized(w, path, layer)
         elif isinstance(layer, SharedLayer):
@@ -854,7 +855,7 @@ def _skeleton(header: dict, entries_shapes: list[dict[str, tuple[int, ...]]]) ->
         model = parse(arch, init=_no_alloc)
     except (ValueError, TypeError, RecursionError, MemoryError, OverflowError) as err:
         raise _Invalid(f"architecture {arch[:120]!r} cannot be built: {' '.join(str(err).split())[:300]}") from None
-    leaves = list(walk_layers(model))
+    leaves = list(modules(model))
     _need(len(leaves) == len(entries_shapes), f"{len(entries_shapes)} layer entries for {len(leaves)} layers")
     for (path, layer), shapes in zip(leaves, entries_shapes):
         fields = {a: tuple(getattr(layer, a).shape) for a in _array_fields(layer)}
@@ -1073,7 +1074,7 @@ def _assemble(header: dict, model: Any, leaves: list, decoded: Iterator[dict]) -
 
     replace = {path: _build_layer(layer, dec) for (path, layer), dec in zip(leaves, decoded)}
     cls = QuantizedChain if header.get("chain_class") == "QuantizedChain" else Chain
-    out = map_leaves(model, lambda p, l: replace[p], cls)
+    out = map_layers(lambda p, l: replace[p], model, as_type=cls)
     records = header.get("records", [])
     _need(isinstance(records, list), "records must be a list")
     out.records = records
@@ -1433,7 +1434,7 @@ def size_report(model: Any) -> SizeReport:
     """
     _check_model(model)
     params = nonzero = csr = int8 = 0
-    for _, leaf in walk_layers(model):
+    for _, leaf in modules(model):
         layer = as_float_layer(leaf)  # one leaf at a time: a shared layer's float weight is built and dropped
         for attr in _array_fields(layer):
             arr = getattr(layer, attr)
