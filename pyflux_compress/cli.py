@@ -457,6 +457,12 @@ def _inspect_jld2(p: Path, max_depth: int) -> dict[str, Any]:
         _tree(tree, "", 0, lines, stats, max_depth, set())
         return {"file": str(p), "kind": "generic", "reason": reason, "tree": lines, **stats}
     notes = [" ".join(str(w.message).split()) for w in caught]
+    if not hasattr(model, "walk"):                 # a container of models (tuple, NamedTuple, Dict, struct)
+        from .io.checkpoint import iter_models
+
+        models = [{"file": path or "model", "kind": "flux", **_model_info(m)} for path, m in iter_models(model)]
+        return {"file": str(p), "kind": "container", "container": _type_name(model), "notes": notes,
+                "models": models}
     return {"file": str(p), "kind": "flux", "notes": notes, **_model_info(model)}
 
 
@@ -514,9 +520,10 @@ def _children(items: list, total: int, depth: int, lines: list[str], stats: dict
 
 
 def _type_name(value: Any) -> str:
+    from .io.checkpoint import JuliaObject
     from .io.jld2 import Ghost, JuliaStruct, NamedTuple
 
-    if isinstance(value, (JuliaStruct, Ghost)):
+    if isinstance(value, (JuliaStruct, Ghost, JuliaObject)):
         return value.type_name
     if isinstance(value, NamedTuple):
         return "NamedTuple"
@@ -591,6 +598,14 @@ def _print_info(info: dict[str, Any]) -> None:
         if info["arrays"]:
             _say(f"{info['arrays']} numeric arrays, {info['elements']:,} elements, "
                  f"{info['nonzero']:,} nonzero ({100 * (1 - info['nonzero'] / max(info['elements'], 1)):.1f}% zero)")
+        return
+    if info["kind"] == "container":
+        _say(f"{info['container']} holding {len(info['models'])} models")
+        for note in info.get("notes") or []:
+            _say(f"note: {note}")
+        for sub in info["models"]:
+            _say("")
+            _print_info(sub)
         return
     if info["kind"] == "onnx":
         _say(f"IR version {info['ir_version']}, opsets {info['opsets']}")
