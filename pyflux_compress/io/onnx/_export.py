@@ -122,6 +122,12 @@ def emit_activation(b: GraphBuilder, act: Any, where: str) -> None:
     name = activation_name(act)
     if name == "identity":
         return
+    if callable(getattr(act, "to_onnx", None)):   # every model.activations object knows its ONNX form
+        try:
+            act.to_onnx(b)
+        except ValueError as err:
+            raise UnsupportedLayerError(f"{where}: {err}") from None
+        return
     if name == "relu":
         b.apply("Relu")
     elif name == "sigmoid":
