@@ -38,9 +38,9 @@ argument: ``pfc.leakyrelu(x, 0.2)`` applies it; ``pfc.leakyrelu.with_params(0.2)
 for a layer, printed (and parsed) as Flux's ``x -> leakyrelu(x, 0.2)``. JLD2 stores such a closure only as
 an anonymous type (``Main.#1#2``), so models using one load with ``pfc.load(path, arch=...)``.
 
-Every activation carries its ONNX translation (``to_onnx(builder)``, standard ONNX ops at opset 17: Relu,
+Every activation carries its ONNX translation (``to_onnx(g, x)``, standard ONNX ops at opset 17: Relu,
 LeakyRelu, Elu, Selu, Celu, HardSigmoid, HardSwish, Softplus, Softsign, Shrink, Clip, Erf, ... or small
-compositions of them) and its Julia expression (``julia``). All functions preserve the floating dtype of
+compositions of them) and its Julia expression (``julia()``). All functions preserve the floating dtype of
 their input (integer input becomes float32).
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ __all__ = ["Activation", "relu", "sigmoid", "σ", "tanh", "softmax", "leakyrelu"
            "tanhshrink", "softshrink", "trelu", "thresholdrelu", "tanh_fast", "sigmoid_fast", "logsoftmax",
            "ACTIVATIONS", "get_activation"]
 
-# fn(x, *params) -> y ; grad(x, y, dy, *params) -> dx ; onnx(builder, *params) appends nodes to builder
+# fn(x, *params) -> y ; grad(x, y, dy, *params) -> dx ; onnx(g, x, *params) -> output tensor name
 ForwardFn = Callable[..., np.ndarray]
 GradFn = Callable[..., np.ndarray]
 OnnxFn = Callable[..., None]
@@ -82,8 +82,8 @@ class Activation:
     name : the Flux/NNlib name printed by ``repr`` (``"relu"``, ``"σ"``, ...).
     fn : ``y = fn(x, *params)``, shape-preserving.
     grad : ``dx = grad(x, y, dy, *params)`` — the vector-Jacobian product given forward input and output.
-    onnx : ``onnx(builder, *params)`` appends the ONNX nodes computing it from ``builder.current``
-        (and sets ``builder.current``); None when there is no ONNX form.
+    onnx : ``onnx(g, x, *params) -> y`` appends the ONNX nodes computing it from tensor ``x`` to graph
+        builder ``g`` and returns the output tensor name; None when there is no ONNX form.
     defaults : NNlib's default values of the extra parameters (``leakyrelu``: ``(0.01,)``).
     params : this instance's parameters (``with_params``); empty means the defaults.
     """
@@ -148,14 +148,14 @@ class Activation:
         return _PARAMETRIC[key]
 
     # ---- exports ------------------------------------------------------------------------------------
-    def to_onnx(self, builder: Any) -> None:
-        """Append the ONNX nodes of this activation to ``builder`` (input ``builder.current``)."""
+    def to_onnx(self, g: Any, x: str) -> str:
+        """Append this activation's ONNX nodes to graph builder ``g`` reading tensor ``x``; returns the output
+        tensor (``x`` itself for identity). ValueError if it has no ONNX form (rrelu)."""
         if self._onnx is None:
             raise ValueError(f"activation {self!r} has no ONNX form (NNlib's {self.name} is random at inference)"
                              if self.name == "rrelu" else f"activation {self!r} has no ONNX form")
-        self._onnx(builder, *self.args)
+        return self._onnx(g, x, *self.args)
 
-    @property
     def julia(self) -> str:
         """The Julia expression of this activation (NNlib's function, or the closure Flux users write)."""
         return repr(self)
@@ -209,19 +209,17 @@ _PARAMETRIC: dict[tuple, Activation] = {}
 _BASE: dict[str, Activation] = {}
 
 
-# ---- ONNX helpers (duck-typed builder: current, node, apply, const, fresh) -------------------------
-def _c(b: Any, value: float) -> str:
-    return b.const(b.fresh("act_c"), np.array(value, np.float32))
+# ---- ONNX helpers: an ONNX form is onnx(g, x, *params) -> output tensor name (g: the graph builder) ------
+def _c(g: Any, value: float) -> str:
+    return g.const(g.fresh("act_c"), np.array(value, np.float32))
 
 
 def _op(op: str, **attrs: Any) -> OnnxFn:
-    return lambda b, *p: b.apply(op, **attrs)
+    return lambda g, x, *p: g.node(op, [x], **attrs)[0]
 
 
-def _mul_x(b: Any, x: str) -> None:
-    """current = x * current."""
-    (y,) = b.node("Mul", [x, b.current], prefix="act")
-    b.current = y
+def _n(g: Any, op: str, *inputs: str, **attrs: Any) -> str:
+    return g.node(op, list(inputs), prefix="act", **attrs)[0]
 
 
 # ---- definitions ------------------------------------------------------------------------------------
@@ -487,96 +485,59 @@ def _trelu_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray, theta: float) -> n
     return dy * (x > theta)
 
 
-# ---- ONNX translations ---------------------------------------------------------------------------------
-def _onnx_swish(b: Any) -> None:
-    x = b.current
-    b.apply("Sigmoid")
-    _mul_x(b, x)
+# ---- ONNX translations (standard ops at opset 17; compositions where ONNX has no single op) ---------------
+def _onnx_swish(g: Any, x: str) -> str:
+    return _n(g, "Mul", x, _n(g, "Sigmoid", x))
 
 
-def _onnx_hardsigmoid(b: Any) -> None:
-    b.apply("HardSigmoid", alpha=1 / 6, beta=0.5)
+def _onnx_lisht(g: Any, x: str) -> str:
+    return _n(g, "Mul", x, _n(g, "Tanh", x))
 
 
-def _onnx_lisht(b: Any) -> None:
-    x = b.current
-    b.apply("Tanh")
-    _mul_x(b, x)
+def _onnx_mish(g: Any, x: str) -> str:           # ONNX Mish is opset 18
+    return _n(g, "Mul", x, _n(g, "Tanh", _n(g, "Softplus", x)))
 
 
-def _onnx_mish(b: Any) -> None:
-    x = b.current
-    b.apply("Softplus")
-    b.apply("Tanh")
-    _mul_x(b, x)
+def _onnx_logsigmoid(g: Any, x: str) -> str:     # -softplus(-x)
+    return _n(g, "Neg", _n(g, "Softplus", _n(g, "Neg", x)))
 
 
-def _onnx_logsigmoid(b: Any) -> None:   # -softplus(-x)
-    b.apply("Neg")
-    b.apply("Softplus")
-    b.apply("Neg")
+def _onnx_logcosh(g: Any, x: str) -> str:        # x + softplus(-2x) - log 2
+    sp = _n(g, "Softplus", _n(g, "Mul", x, _c(g, -2.0)))
+    return _n(g, "Sub", _n(g, "Add", x, sp), _c(g, math.log(2)))
 
 
-def _onnx_logcosh(b: Any) -> None:      # x + softplus(-2x) - log 2
-    x = b.current
-    b.apply("Mul", _c(b, -2.0))
-    b.apply("Softplus")
-    b.apply("Add", x)
-    b.apply("Sub", _c(b, math.log(2)))
+def _onnx_tanhshrink(g: Any, x: str) -> str:     # x - tanh(x)
+    return _n(g, "Sub", x, _n(g, "Tanh", x))
 
 
-def _onnx_tanhshrink(b: Any) -> None:   # x - tanh(x)
-    x = b.current
-    (t,) = b.node("Tanh", [x], prefix="act")
-    (y,) = b.node("Sub", [x, t], prefix="act")
-    b.current = y
+def _onnx_trelu(g: Any, x: str, theta: float) -> str:  # x * (x > θ)
+    return _n(g, "Mul", x, _n(g, "Cast", _n(g, "Greater", x, _c(g, theta)), to=1))
 
 
-def _onnx_trelu(b: Any, theta: float) -> None:  # x * (x > θ)
-    x = b.current
-    (gt,) = b.node("Greater", [x, _c(b, theta)], prefix="act")
-    (m,) = b.node("Cast", [gt], prefix="act", to=1)
-    (y,) = b.node("Mul", [x, m], prefix="act")
-    b.current = y
+def _onnx_gelu_tanh(g: Any, x: str) -> str:
+    """NNlib's gelu (tanh form); ONNX has ``Gelu(approximate="tanh")`` only from opset 20: else composed."""
+    if g.opset >= 20:
+        return g.node("Gelu", [x], approximate="tanh")[0]
+    inner = _n(g, "Add", x, _n(g, "Mul", _n(g, "Mul", _n(g, "Mul", x, x), x), _c(g, _GELU_A)))
+    t = _n(g, "Tanh", _n(g, "Mul", inner, _c(g, _GELU_L)))
+    return _n(g, "Mul", _n(g, "Mul", x, _c(g, 0.5)), _n(g, "Add", t, _c(g, 1.0)))
 
 
-def _onnx_gelu_tanh(b: Any) -> None:
-    x = b.current
-    (x2,) = b.node("Mul", [x, x], prefix="gelu")
-    (x3,) = b.node("Mul", [x2, x], prefix="gelu")
-    (cx3,) = b.node("Mul", [x3, _c(b, _GELU_A)], prefix="gelu")
-    (inner,) = b.node("Add", [x, cx3], prefix="gelu")
-    (kin,) = b.node("Mul", [inner, _c(b, _GELU_L)], prefix="gelu")
-    (t,) = b.node("Tanh", [kin], prefix="gelu")
-    (t1,) = b.node("Add", [t, _c(b, 1.0)], prefix="gelu")
-    (hx,) = b.node("Mul", [x, _c(b, 0.5)], prefix="gelu")
-    (y,) = b.node("Mul", [hx, t1], prefix="gelu")
-    b.current = y
-
-
-def _onnx_gelu_erf(b: Any) -> None:
-    x = b.current
-    (u,) = b.node("Mul", [x, _c(b, 1 / math.sqrt(2))], prefix="gelu")
-    (e,) = b.node("Erf", [u], prefix="gelu")
-    (e1,) = b.node("Add", [e, _c(b, 1.0)], prefix="gelu")
-    (hx,) = b.node("Mul", [x, _c(b, 0.5)], prefix="gelu")
-    (y,) = b.node("Mul", [hx, e1], prefix="gelu")
-    b.current = y
+def _onnx_gelu_erf(g: Any, x: str) -> str:
+    e = _n(g, "Erf", _n(g, "Mul", x, _c(g, 1 / math.sqrt(2))))
+    return _n(g, "Mul", _n(g, "Mul", x, _c(g, 0.5)), _n(g, "Add", e, _c(g, 1.0)))
 
 
 def _onnx_clip(lo: float, hi: float) -> OnnxFn:
-    return lambda b: b.apply("Clip", _c(b, lo), _c(b, hi))
-
-
-def _identity_onnx(b: Any) -> None:
-    return None
+    return lambda g, x: g.node("Clip", [x, _c(g, lo), _c(g, hi)], prefix="act")[0]
 
 
 relu = Activation("relu", _relu, _relu_grad, _op("Relu"))
 sigmoid = Activation("σ", _sigmoid, _sigmoid_grad, _op("Sigmoid"))  # Julia prints sigmoid as σ (sigmoid === σ)
 σ = sigmoid
 sigmoid_fast = Activation("sigmoid_fast", _sigmoid_fast, _sigmoid_grad, _op("Sigmoid"))
-hardsigmoid = Activation("hardσ", _hardsigmoid, _hardsigmoid_grad, _onnx_hardsigmoid)
+hardsigmoid = Activation("hardσ", _hardsigmoid, _hardsigmoid_grad, _op("HardSigmoid", alpha=1 / 6, beta=0.5))
 hardσ = hardsigmoid
 logsigmoid = Activation("logσ", _logsigmoid, _logsigmoid_grad, _onnx_logsigmoid)
 logσ = logsigmoid
@@ -586,12 +547,12 @@ hardtanh = Activation("hardtanh", _hardtanh, _hardtanh_grad, _onnx_clip(-1.0, 1.
 softmax = Activation("softmax", _softmax, _softmax_grad, _op("Softmax", axis=-1))
 logsoftmax = Activation("logsoftmax", _logsoftmax, _logsoftmax_grad, _op("LogSoftmax", axis=-1))
 leakyrelu = Activation("leakyrelu", _leakyrelu, _leakyrelu_grad,
-                       lambda b, a: b.apply("LeakyRelu", alpha=float(a)), defaults=(0.01,))
+                       lambda g, x, a: _n(g, "LeakyRelu", x, alpha=float(a)), defaults=(0.01,))
 relu6 = Activation("relu6", _relu6, _relu6_grad, _onnx_clip(0.0, 6.0))
 rrelu = Activation("rrelu", _rrelu, _rrelu_grad, None, defaults=(1 / 8, 1 / 3))
-elu = Activation("elu", _elu, _elu_grad, lambda b, a: b.apply("Elu", alpha=float(a)), defaults=(1.0,))
+elu = Activation("elu", _elu, _elu_grad, lambda g, x, a: _n(g, "Elu", x, alpha=float(a)), defaults=(1.0,))
 selu = Activation("selu", _selu, _selu_grad, _op("Selu", alpha=_SELU_A, gamma=_SELU_L))
-celu = Activation("celu", _celu, _celu_grad, lambda b, a: b.apply("Celu", alpha=float(a)), defaults=(1.0,))
+celu = Activation("celu", _celu, _celu_grad, lambda g, x, a: _n(g, "Celu", x, alpha=float(a)), defaults=(1.0,))
 gelu = Activation("gelu", _gelu, _gelu_grad, _onnx_gelu_tanh)
 gelu_tanh = gelu                      # NNlib 0.9: const gelu = gelu_tanh
 gelu_erf = Activation("gelu_erf", _gelu_erf, _gelu_erf_grad, _onnx_gelu_erf)
@@ -604,10 +565,10 @@ softsign = Activation("softsign", _softsign, _softsign_grad, _op("Softsign"))
 logcosh = Activation("logcosh", _logcosh, _logcosh_grad, _onnx_logcosh)
 tanhshrink = Activation("tanhshrink", _tanhshrink, _tanhshrink_grad, _onnx_tanhshrink)
 softshrink = Activation("softshrink", _softshrink, _softshrink_grad,
-                        lambda b, lam: b.apply("Shrink", bias=float(lam), lambd=float(lam)), defaults=(0.5,))
+                        lambda g, x, lam: _n(g, "Shrink", x, bias=float(lam), lambd=float(lam)), defaults=(0.5,))
 trelu = Activation("trelu", _trelu, _trelu_grad, _onnx_trelu, defaults=(1.0,))
 thresholdrelu = trelu
-identity = Activation("identity", lambda x: x, lambda x, y, dy: dy, _identity_onnx)
+identity = Activation("identity", lambda x: x, lambda x, y, dy: dy, lambda g, x: x)
 
 #: every name (incl. NNlib's aliases) -> activation; the parser and checkpoint loader resolve names here
 ACTIVATIONS: dict[str, Activation] = {

@@ -124,7 +124,7 @@ def emit_activation(b: GraphBuilder, act: Any, where: str) -> None:
         return
     if callable(getattr(act, "to_onnx", None)):   # every model.activations object knows its ONNX form
         try:
-            act.to_onnx(b)
+            b.current = act.to_onnx(b, b.current)
         except ValueError as err:
             raise UnsupportedLayerError(f"{where}: {err}") from None
         return
