@@ -1,0 +1,1 @@
+"""Staging area for issue 12's layers until the layer registry lands (then each moves to model/layers/)."""

@@ -1,0 +1,174 @@
+"""Flux ``Upsample`` (nearest, bilinear) and ``PixelShuffle`` (``src/layers/upsample.jl``).
+
+* ``struct Upsample{mode, S, T}; scale::S; size::T; end``; ``Upsample(mode=:nearest; scale=nothing,
+  size=nothing)`` or ``Upsample(scale, mode=:nearest)``; exactly one of scale/size. ``:nearest`` calls
+  ``upsample_nearest`` (each pixel repeated ``scale`` times; integer scales), ``:bilinear`` calls
+  ``upsample_bilinear(x, scale)`` whose default is ``align_corners=true``: output pixel ``o`` samples input
+  coordinate ``o (n_in - 1) / (n_out - 1)``, ``n_out = floor(n_in scale)``. Flux prints
+  ``Upsample(:nearest, scale = 2)``. ``Flux.state`` is ``(scale = ..., size = ...)``; the mode is only a type
+  parameter (``Flux.Upsample{:bilinear, ...}``), so a state-only file needs ``arch=``. Tuples are Flux order
+  ``(W, H)``. Forward/backward: ``y = A_h x A_wᵀ`` with the interpolation matrices (exact adjoint).
+  ONNX ``Resize`` (nearest: ``asymmetric`` + ``floor``; bilinear: ``linear`` + ``align_corners``).
+* ``struct PixelShuffle; r::Int; end``: NNlib ``pixel_shuffle``: ``(N, C r², H, W) -> (N, C, H r, W r)`` with
+  input channel ``c r² + i r + j`` going to row offset ``i``, column offset ``j`` — PyTorch's pixel_shuffle and
+  ONNX ``DepthToSpace(mode="CRD")``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..._validate import check_int
+from ._base import Grads, Layer, as_data, float_dtype, tuple_str
+
+MODES = ("nearest", "bilinear")
+
+
+def _interp_matrix(n_in: int, n_out: int, mode: str, dtype: Any) -> np.ndarray:
+    """``(n_out, n_in)`` matrix mapping an axis of length n_in to n_out (NNlib's index rules)."""
+    a = np.zeros((n_out, n_in), dtype=np.float64)
+    o = np.arange(n_out)
+    if mode == "nearest":
+        a[o, (o * n_in) // n_out] = 1.0
+    else:                                        # align_corners=true
+        ratio = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        src = ratio * o
+        i0 = np.floor(src).astype(int)
+        i1 = np.where(i0 < n_in - 1, i0 + 1, i0)
+        lam = src - i0
+        np.add.at(a, (o, i0), 1 - lam)
+        np.add.at(a, (o, i1), lam)
+    return a.astype(dtype)
+
+
+class Upsample(Layer):
+    """``Upsample(mode="nearest", *, scale=None, size=None)``, also ``Upsample(scale, mode)``."""
+
+    flux_name = "Upsample"
+    flux_fields = {"scale": "scale", "size": "size"}
+    onnx_ops = ("Resize",)
+    structured = "channelwise"
+
+    def __init__(self, mode: Any = "nearest", scale: Any = None, *, size: Any = None) -> None:
+        if not isinstance(mode, str):                    # Upsample(scale, mode)
+            mode, scale = (scale if isinstance(scale, str) else "nearest"), mode
+        mode = mode.lstrip(":")
+        if mode not in MODES:
+            raise ValueError(f"Upsample: mode must be one of {MODES}; got {mode!r}")
+        if (scale is None) == (size is None):
+            raise ValueError("Upsample: give exactly one of scale= and size=")
+        self.mode = mode
+        self.scale = None if scale is None else self._pair(scale, "scale")
+        self.size = None if size is None else tuple(check_int("Upsample size", v, min=1)
+                                                    for v in self._pair(size, "size"))
+        if self.mode == "nearest" and self.scale is not None and any(float(s) != int(s) for s in self.scale):
+            raise ValueError(f"Upsample: nearest needs integer scales; got {self.scale}")
+
+    @staticmethod
+    def _pair(v: Any, what: str) -> tuple:
+        items = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+        if len(items) != 2 or not all(isinstance(s, (int, float, np.integer, np.floating)) and s > 0 for s in items):
+            raise ValueError(f"Upsample: {what} must be a positive number or a 2-tuple (W, H); got {v!r}")
+        return tuple(int(s) if float(s).is_integer() else float(s) for s in items)
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        if self.size is not None:
+            return self.size[1], self.size[0]
+        sw, sh = self.scale
+        return int(math.floor(h * sh)), int(math.floor(w * sw))
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        in_shape = tuple(in_shape)
+        if len(in_shape) != 3:
+            raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
+        ho, wo = self.out_hw(in_shape[1], in_shape[2])
+        if self.mode == "nearest" and (ho % in_shape[1] or wo % in_shape[2]):
+            raise self._err(f"nearest upsampling needs an output size that is a multiple of the input; "
+                            f"{in_shape[1]}x{in_shape[2]} -> {ho}x{wo}")
+        return (in_shape[0], ho, wo)
+
+    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
+        x = as_data(x, float_dtype(x), self)
+        if x.ndim != 4:
+            raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
+        self.output_shape(x.shape[1:])
+        h, w = x.shape[2:]
+        ho, wo = self.out_hw(h, w)
+        if self.mode == "nearest":               # integer repeat: no arithmetic at all
+            y = np.repeat(np.repeat(x, ho // h, axis=2), wo // w, axis=3)
+            return y, (x.shape, None, None)
+        ah, aw = _interp_matrix(h, ho, self.mode, x.dtype), _interp_matrix(w, wo, self.mode, x.dtype)
+        return np.matmul(ah, np.matmul(x, aw.T)), (x.shape, ah, aw)
+
+    def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+        shape, ah, aw = cache
+        if ah is None:
+            n, c, h, w = shape
+            return dy.reshape(n, c, h, dy.shape[2] // h, w, dy.shape[3] // w).sum(axis=(3, 5)), {}
+        return np.matmul(ah.T, np.matmul(dy, aw)), {}
+
+    def __repr__(self) -> str:
+        s = f"Upsample(:{self.mode}"
+        if self.scale is not None:
+            s += f", scale = {tuple_str(self.scale)}"
+        if self.size is not None:
+            s += f", size = {tuple(self.size)}"
+        return s + ")"
+
+    def flux_state(self) -> dict[str, Any]:
+        return {"scale": self.scale, "size": self.size}
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        if self.scale is None:
+            raise ValueError(f"{self!r}: ONNX export supports scale= (size= would fix the batch size)")
+        sw, sh = self.scale
+        scales = g.const(g.fresh("up_scales"), np.array([1, 1, sh, sw], np.float32))
+        roi = g.const(g.fresh("up_roi"), np.zeros(0, np.float32))
+        if self.mode == "nearest":
+            return g.node("Resize", [x, roi, scales], prefix="upsample", mode="nearest",
+                          coordinate_transformation_mode="asymmetric", nearest_mode="floor")[0]
+        return g.node("Resize", [x, roi, scales], prefix="upsample", mode="linear",
+                      coordinate_transformation_mode="align_corners")[0]
+
+
+class PixelShuffle(Layer):
+    """``PixelShuffle(r)``: ``(N, C r², H, W) -> (N, C, H r, W r)`` (NNlib ``pixel_shuffle``)."""
+
+    flux_name = "PixelShuffle"
+    flux_fields = {"r": "r"}
+    onnx_ops = ("DepthToSpace",)
+    structured = None
+
+    def __init__(self, r: int) -> None:
+        self.r = check_int("PixelShuffle r", r, min=1)
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        in_shape = tuple(in_shape)
+        if len(in_shape) != 3 or in_shape[0] % (self.r * self.r):
+            raise self._err(f"expects per-sample (C, H, W) with C divisible by r²={self.r * self.r}; got {in_shape}")
+        c, h, w = in_shape
+        return (c // (self.r * self.r), h * self.r, w * self.r)
+
+    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
+        x = as_data(x, float_dtype(x), self)
+        if x.ndim != 4:
+            raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
+        c, ho, wo = self.output_shape(x.shape[1:])
+        n, _, h, w = x.shape
+        r = self.r
+        y = x.reshape(n, c, r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c, ho, wo)
+        return np.ascontiguousarray(y), x.shape
+
+    def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+        n, cin, h, w = cache
+        r = self.r
+        dx = dy.reshape(n, cin // (r * r), h, r, w, r).transpose(0, 1, 3, 5, 2, 4).reshape(cache)
+        return np.ascontiguousarray(dx), {}
+
+    def __repr__(self) -> str:
+        return f"PixelShuffle({self.r})"
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        return g.node("DepthToSpace", [x], prefix="pixelshuffle", blocksize=self.r, mode="CRD")[0]
