@@ -419,8 +419,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _model_info(model: Any) -> dict[str, Any]:
     """Per-parameter rows of a Chain: path, layer, name, shape, dtype, count, nonzeros."""
+    from .model.walk import modules
+
     rows = []
-    for path, layer in model.walk():
+    for path, layer in modules(model):
         params = layer.params() if hasattr(layer, "params") else {}
         qweight = getattr(layer, "qweight", None)
         for name, arr in params.items():

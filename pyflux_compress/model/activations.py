@@ -50,6 +50,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .registry import register_layer
+
 __all__ = ["Activation", "relu", "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish",
            "identity", "hardsigmoid", "hardσ", "hardtanh", "relu6", "rrelu", "selu", "celu", "gelu_tanh",
            "gelu_erf", "hardswish", "lisht", "mish", "softplus", "softsign", "logsigmoid", "logσ", "logcosh",
@@ -88,8 +90,15 @@ class Activation:
     params : this instance's parameters (``with_params``); empty means the defaults.
     """
 
+    # registry declarations (docs/ARCHITECTURE.md): a Flux function used as a layer, channel-wise
     flux_name = "activation"
     flux_fields: dict[str, str] = {}
+    flux_function = True
+    container = False
+    structured = "channelwise"
+    compressible: tuple[str, ...] = ()
+    onnx_ops = ("Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "LeakyRelu", "Elu", "Selu", "Celu", "Gelu",
+                "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Shrink")
 
     def __init__(self, name: str, fn: ForwardFn, grad: GradFn, onnx: OnnxFn | None = None, *,
                  defaults: tuple = (), params: tuple = ()) -> None:
@@ -199,6 +208,35 @@ class Activation:
         if self.params_:
             return f"x -> {self.name}(x, {', '.join(_num(v) for v in self.params_)})"
         return self.name
+
+    def children(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_onnx(cls, node: Any, r: Any) -> "Activation":
+        """The activation of a single ONNX node (parameters such as LeakyRelu's alpha become NNlib's extra
+        argument). Softmax/LogSoftmax must be over the feature axis; Gelu must be the tanh approximation."""
+        op, attrs = node.op_type, r.attrs(node)
+        if op in ("Softmax", "LogSoftmax") and attrs.get("axis", -1) not in (-1, 1):
+            raise r.error(node, f"{op} must be over the feature axis (-1); got axis {attrs.get('axis')}")
+        if op == "Gelu" and attrs.get("approximate", b"none") not in ("tanh", b"tanh"):
+            raise r.error(node, "only the tanh approximation of Gelu is NNlib's gelu")
+        if op == "Selu" and not (np.isclose(attrs.get("alpha", _SELU_A), _SELU_A, rtol=1e-6)
+                                 and np.isclose(attrs.get("gamma", _SELU_L), _SELU_L, rtol=1e-6)):
+            raise r.error(node, "Selu alpha/gamma differ from NNlib's selu constants")
+        if op == "HardSigmoid" and not (np.isclose(attrs.get("alpha", 0.2), 1 / 6, rtol=1e-6)
+                                        and np.isclose(attrs.get("beta", 0.5), 0.5)):
+            raise r.error(node, "HardSigmoid must have alpha=1/6, beta=0.5 (NNlib's hardσ)")
+        if op == "Shrink" and not np.isclose(attrs.get("bias", 0.0), attrs.get("lambd", 0.5)):
+            raise r.error(node, "Shrink with bias != lambd is not NNlib's softshrink")
+        with_param = {"LeakyRelu": (leakyrelu, attrs.get("alpha", 0.01)), "Elu": (elu, attrs.get("alpha", 1.0)),
+                      "Celu": (celu, attrs.get("alpha", 1.0)), "Shrink": (softshrink, attrs.get("lambd", 0.5))}
+        if op in with_param:
+            act, value = with_param[op]
+            return act.with_params(float(value))
+        return {"Relu": relu, "Sigmoid": sigmoid, "Tanh": tanh, "Softmax": softmax, "LogSoftmax": logsoftmax,
+                "Gelu": gelu, "Selu": selu, "HardSigmoid": hardsigmoid, "HardSwish": hardswish,
+                "Softplus": softplus, "Softsign": softsign}[op]
 
 
 def _with_params(name: str, params: tuple) -> Activation:
@@ -569,6 +607,7 @@ softshrink = Activation("softshrink", _softshrink, _softshrink_grad,
 trelu = Activation("trelu", _trelu, _trelu_grad, _onnx_trelu, defaults=(1.0,))
 thresholdrelu = trelu
 identity = Activation("identity", lambda x: x, lambda x, y, dy: dy, lambda g, x: x)
+register_layer(Activation)
 
 #: every name (incl. NNlib's aliases) -> activation; the parser and checkpoint loader resolve names here
 ACTIVATIONS: dict[str, Activation] = {
