@@ -591,5 +591,32 @@ def _layer_from_struct(v: Any, where: str):
     return layer
 
 
+def inspect(path: str | os.PathLike, max_depth: int) -> dict[str, Any]:
+    """What ``pyflux-compress inspect`` shows of a JLD2 file: the Flux model's parameter rows (and the loader's
+    warnings as notes), or, when the file holds no model this package can rebuild, its generic contents."""
+    from ..model.summary import parameter_rows
+    from .jld2.inspect import render
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = load(path)
+    except JLD2FormatError:
+        raise  # not a readable JLD2 file at all: bad input
+    except (ValueError, TypeError, KeyError, NotImplementedError, ImportError) as err:
+        reason = " ".join(str(err).split())
+        prefix = f"{os.fspath(path)}: "
+        return {"file": os.fspath(path), "kind": "generic", "reason": reason.removeprefix(prefix),
+                **render(jld2_load(path), max_depth)}
+    notes = [" ".join(str(w.message).split()) for w in caught]
+    if not hasattr(model, "params"):           # a container of models: each model's rows under its path
+        kind = model.type_name if isinstance(model, JuliaObject) else \
+            "NamedTuple" if isinstance(model, NamedTuple) else "Dict" if isinstance(model, dict) else "Tuple"
+        models = [{"file": sub or ROOT, "kind": "flux", **parameter_rows(m)} for sub, m in iter_models(model)]
+        return {"file": os.fspath(path), "kind": "container", "container": kind, "notes": notes, "models": models}
+    return {"file": os.fspath(path), "kind": "flux", "notes": notes, **parameter_rows(model)}
+
+
 __all__ = ["load", "save", "load_state", "state", "chain_from_state", "chain_from_struct",
-           "chain_from_restructure", "rebuild", "iter_models", "JuliaObject", "CheckpointError", "JLD2FormatError"]
+           "chain_from_restructure", "rebuild", "iter_models", "JuliaObject", "inspect", "CheckpointError",
+           "JLD2FormatError"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .walk import first_weight
+from .walk import first_weight, modules
 
 __all__ = ["summary", "group_digits"]
 
@@ -112,3 +112,21 @@ def summary(model: Any, input_shape: Any = None) -> str:
     else:
         lines.append("# " + total)
     return "\n".join(lines)
+
+
+def parameter_rows(model: Any) -> dict[str, Any]:
+    """JSON-ready per-parameter rows of a model (``pyflux-compress inspect``): path (``pfc.modules`` paths),
+    layer, shape, dtype (the deployed integers' for quantized weights), count, nonzeros; totals; records."""
+    rows = []
+    for path, layer in modules(model):
+        qweight = getattr(layer, "qweight", None)
+        for name, arr in layer.params().items():
+            arr = np.asarray(arr)
+            shown = np.asarray(qweight) if name == "weight" and qweight is not None else arr  # deployed integers
+            bits = f" ({layer.bits}-bit)" if qweight is not None and name == "weight" else ""
+            rows.append({"path": f"{path}.{name}", "layer": repr(layer), "shape": list(arr.shape),
+                         "dtype": str(shown.dtype) + bits, "params": int(arr.size),
+                         "nonzero": int(np.count_nonzero(shown))})
+    total, nz = sum(r["params"] for r in rows), sum(r["nonzero"] for r in rows)
+    return {"model": str(model), "parameters": rows, "total_params": total, "total_nonzero": nz,
+            "sparsity": 1 - nz / total if total else 0.0, "records": getattr(model, "records", [])}
