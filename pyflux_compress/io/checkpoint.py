@@ -55,6 +55,8 @@ def _leaf_state(jname: str, v: Any) -> Any:
         return state(v)
     if isinstance(v, (tuple, list)) and v and all(_is_layer(x) for x in v):
         return tuple(state(x) for x in v)
+    if isinstance(v, dict) and v and all(_is_layer(x) for x in v.values()):         # named children
+        return NamedTuple({k: state(x) for k, x in v.items()})
     if isinstance(v, (np.ndarray, np.float32)):
         return v
     if v is None:
@@ -138,6 +140,7 @@ def _match(model: Any, tree: Any, where: str, copies: list) -> None:
         dst, src, p = getattr(model, attr, None), tree[jname], f"{where}.{jname}"
         if isinstance(dst, (list, tuple)) and dst and all(_is_layer(x) for x in dst):   # children: Chain layers
             src = tuple(src.ravel()) if isinstance(src, np.ndarray) else src
+            src = tuple(src.values()) if isinstance(src, NamedTuple) else src          # named branches
             if not isinstance(src, tuple):
                 raise CheckpointError(f"{p}: model has {len(dst)} layers, state has {_describe(src)}")
             if len(src) != len(dst):
@@ -573,6 +576,7 @@ def _layer_from_struct(v: Any, where: str):
     if cls is None or getattr(cls, "flux_function", False):
         raise _unsupported(where, jt)
     fields = dict(v.fields)
+    fields["#params"] = tuple(jt.params)     # the struct's type parameters (Upsample's mode, a connection)
     idx = cls.flux_activation_param
     if idx is not None:
         act = _activation(jt.params[idx] if len(jt.params) > idx else None, where)

@@ -14,7 +14,7 @@ import numpy as np
 from .._validate import check_array
 from .layers import Grads, Layer
 from .registry import register_layer
-from .walk import modules
+from .walk import ROOT, join, modules
 
 __all__ = ["Chain"]
 
@@ -134,15 +134,24 @@ class Chain(Layer):
 
     def shapes(self, in_shape: tuple) -> list[tuple[str, Layer, tuple]]:
         """``(path, layer, per-sample output shape)`` for every leaf layer, for a per-sample input shape."""
-        out = []
-        shape = tuple(int(s) for s in in_shape)
-        for path, layer in self.walk():
+        out: list[tuple[str, Layer, tuple]] = []
+        self._shapes(tuple(int(s) for s in in_shape), ROOT, out)
+        return out
+
+    def _shapes(self, shape: tuple, path: str, out: list) -> tuple:
+        # nested Chains are sequential: descend; other containers (SkipConnection, Parallel) combine their
+        # children's outputs, so they compute their own shape (naming the failing child in the error)
+        for frag, layer in self.children().items():
+            sub = join(path, frag)
+            if isinstance(layer, Chain):
+                shape = layer._shapes(shape, sub, out)
+                continue
             try:
                 shape = tuple(layer.output_shape(shape))
             except ValueError as err:
-                raise ValueError(f"{path} {err}") from None
-            out.append((path, layer, shape))
-        return out
+                raise ValueError(f"{sub} {err}") from None
+            out.append((sub, layer, shape))
+        return shape
 
     def _prepare(self, x: Any) -> tuple[np.ndarray, bool]:
         """Convert input, treat a 1-D array as one sample (Flux ``model(rand(784))``), validate shapes."""

@@ -1,4 +1,4 @@
-"""Flux ``Upsample`` (nearest, bilinear) and ``PixelShuffle`` (``src/layers/upsample.jl``).
+"""Flux ``Upsample`` (nearest, bilinear), ``src/layers/upsample.jl``.
 
 * ``struct Upsample{mode, S, T}; scale::S; size::T; end``; ``Upsample(mode=:nearest; scale=nothing,
   size=nothing)`` or ``Upsample(scale, mode=:nearest)``; exactly one of scale/size. ``:nearest`` calls
@@ -9,9 +9,6 @@
   parameter (``Flux.Upsample{:bilinear, ...}``), so a state-only file needs ``arch=``. Tuples are Flux order
   ``(W, H)``. Forward/backward: ``y = A_h x A_wᵀ`` with the interpolation matrices (exact adjoint).
   ONNX ``Resize`` (nearest: ``asymmetric`` + ``floor``; bilinear: ``linear`` + ``align_corners``).
-* ``struct PixelShuffle; r::Int; end``: NNlib ``pixel_shuffle``: ``(N, C r², H, W) -> (N, C, H r, W r)`` with
-  input channel ``c r² + i r + j`` going to row offset ``i``, column offset ``j`` — PyTorch's pixel_shuffle and
-  ONNX ``DepthToSpace(mode="CRD")``.
 """
 from __future__ import annotations
 
@@ -21,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..._validate import check_int
-from ._base import Grads, Layer, as_data, float_dtype, tuple_str
+from ..registry import register_layer
+from ..syntax import Symbol
+from .base import Grads, Layer, as_data, float_dtype, tuple_str
 
 MODES = ("nearest", "bilinear")
 
@@ -43,6 +42,7 @@ def _interp_matrix(n_in: int, n_out: int, mode: str, dtype: Any) -> np.ndarray:
     return a.astype(dtype)
 
 
+@register_layer
 class Upsample(Layer):
     """``Upsample(mode="nearest", *, scale=None, size=None)``, also ``Upsample(scale, mode)``."""
 
@@ -120,6 +120,30 @@ class Upsample(Layer):
     def flux_state(self) -> dict[str, Any]:
         return {"scale": self.scale, "size": self.size}
 
+    @classmethod
+    def from_syntax(cls, call: Any) -> "Upsample":
+        call.check_kw("scale", "size")
+        args = list(call.args)
+        mode = "nearest"
+        if args and isinstance(args[-1], Symbol):
+            mode = args.pop().name
+        if len(args) > 1:
+            raise ValueError("expected Upsample(:mode; scale=s) / Upsample(:mode; size=(w, h)) / Upsample(s, :mode)")
+        scale = call.kwargs.get("scale", args[0] if args else None)
+        return cls(mode, scale, size=call.kwargs.get("size"))
+
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Any) -> "Upsample":
+        """From a JLD2 struct (``Flux.Upsample{:bilinear, S, T}``: the mode is type parameter 1); a state tree
+        lacks the mode, so it needs ``pfc.load(path, arch=...)``."""
+        params = fields.get("#params") or ()
+        if not params:
+            raise ValueError("the Upsample mode is only a type parameter, not in Flux.state; give the "
+                             "architecture with pfc.load(path, arch=...)")
+        scale, size = fields.get("scale"), fields.get("size")
+        return cls(str(params[0]).lstrip(":"), None if scale is None else scale,
+                   size=None if size is None else size)
+
     def to_onnx(self, g: Any, x: str) -> str:
         if self.scale is None:
             raise ValueError(f"{self!r}: ONNX export supports scale= (size= would fix the batch size)")
@@ -131,44 +155,3 @@ class Upsample(Layer):
                           coordinate_transformation_mode="asymmetric", nearest_mode="floor")[0]
         return g.node("Resize", [x, roi, scales], prefix="upsample", mode="linear",
                       coordinate_transformation_mode="align_corners")[0]
-
-
-class PixelShuffle(Layer):
-    """``PixelShuffle(r)``: ``(N, C r², H, W) -> (N, C, H r, W r)`` (NNlib ``pixel_shuffle``)."""
-
-    flux_name = "PixelShuffle"
-    flux_fields = {"r": "r"}
-    onnx_ops = ("DepthToSpace",)
-    structured = None
-
-    def __init__(self, r: int) -> None:
-        self.r = check_int("PixelShuffle r", r, min=1)
-
-    def output_shape(self, in_shape: tuple) -> tuple:
-        in_shape = tuple(in_shape)
-        if len(in_shape) != 3 or in_shape[0] % (self.r * self.r):
-            raise self._err(f"expects per-sample (C, H, W) with C divisible by r²={self.r * self.r}; got {in_shape}")
-        c, h, w = in_shape
-        return (c // (self.r * self.r), h * self.r, w * self.r)
-
-    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
-        x = as_data(x, float_dtype(x), self)
-        if x.ndim != 4:
-            raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
-        c, ho, wo = self.output_shape(x.shape[1:])
-        n, _, h, w = x.shape
-        r = self.r
-        y = x.reshape(n, c, r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c, ho, wo)
-        return np.ascontiguousarray(y), x.shape
-
-    def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
-        n, cin, h, w = cache
-        r = self.r
-        dx = dy.reshape(n, cin // (r * r), h, r, w, r).transpose(0, 1, 3, 5, 2, 4).reshape(cache)
-        return np.ascontiguousarray(dx), {}
-
-    def __repr__(self) -> str:
-        return f"PixelShuffle({self.r})"
-
-    def to_onnx(self, g: Any, x: str) -> str:
-        return g.node("DepthToSpace", [x], prefix="pixelshuffle", blocksize=self.r, mode="CRD")[0]

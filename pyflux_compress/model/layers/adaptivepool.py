@@ -1,7 +1,5 @@
-"""Flux ``GlobalMaxPool``, ``AdaptiveMaxPool``, ``AdaptiveMeanPool`` (``src/layers/conv.jl``).
+"""Flux ``AdaptiveMaxPool``, ``AdaptiveMeanPool`` (``src/layers/conv.jl``).
 
-* ``GlobalMaxPool()`` (no fields): ``maxpool`` over all spatial dims, ``(N, C, H, W) -> (N, C, 1, 1)``
-  (Flux keeps the singleton dims). ONNX ``GlobalMaxPool``.
 * ``AdaptiveMaxPool(out)`` / ``AdaptiveMeanPool(out)``: ``struct AdaptiveMaxPool{S,O}; out::NTuple{O,Int};
   end``; Flux computes for input size ``n``: ``stride = n ÷ out``, ``k = n - (out - 1) * stride``, pad 0, then
   an ordinary max/mean pool — so the windows are those of ``MaxPool(k; stride)`` (not PyTorch's adaptive
@@ -18,7 +16,9 @@ import numpy as np
 
 from ..._validate import check_tuple
 from .. import _conv
-from ._base import Grads, Layer, as_data, float_dtype
+from ..registry import register_layer
+from ..syntax import as_ints
+from .base import Grads, Layer, as_data, float_dtype
 
 
 def _pool_check(layer: Layer, x: np.ndarray) -> None:
@@ -26,36 +26,7 @@ def _pool_check(layer: Layer, x: np.ndarray) -> None:
         raise layer._err(f"expects input of shape (N, C, H, W); got {x.shape}")
 
 
-class GlobalMaxPool(Layer):
-    """Max over the spatial axes: ``(N, C, H, W) -> (N, C, 1, 1)``."""
-
-    flux_name = "GlobalMaxPool"
-    flux_fields: dict[str, str] = {}
-    onnx_ops = ("GlobalMaxPool",)
-    structured = "channelwise"
-
-    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
-        x = as_data(x, float_dtype(x), self)
-        _pool_check(self, x)
-        h, w = x.shape[2:]
-        return _conv.pool2d_forward(x, (w, h), (w, h), (0, 0, 0, 0), "max")
-
-    def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
-        return _conv.pool2d_backward(cache, dy), {}
-
-    def output_shape(self, in_shape: tuple) -> tuple:
-        in_shape = tuple(in_shape)
-        if len(in_shape) != 3:
-            raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
-        return (in_shape[0], 1, 1)
-
-    def __repr__(self) -> str:
-        return "GlobalMaxPool()"
-
-    def to_onnx(self, g: Any, x: str) -> str:
-        return g.node("GlobalMaxPool", [x], prefix="gmaxpool")[0]
-
-
+@register_layer
 class AdaptiveMaxPool(Layer):
     """``AdaptiveMaxPool((ow, oh))``: pool to a fixed output size with Flux's window rule (module docstring)."""
 
@@ -79,6 +50,7 @@ class AdaptiveMaxPool(Layer):
         x = as_data(x, float_dtype(x), self)
         _pool_check(self, x)
         k, s = self.window(*x.shape[2:])
+        self.input_hw = tuple(x.shape[2:])       # ONNX needs fixed windows: remember the size seen
         return _conv.pool2d_forward(x, k, s, (0, 0, 0, 0), self._mode)
 
     def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
@@ -89,21 +61,35 @@ class AdaptiveMaxPool(Layer):
         if len(in_shape) != 3:
             raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
         self.window(in_shape[1], in_shape[2])
+        self.input_hw = (in_shape[1], in_shape[2])
         return (in_shape[0], self.out[1], self.out[0])
 
     def __repr__(self) -> str:
         return f"{self.flux_name}({self.out})"
 
+    @classmethod
+    def from_syntax(cls, call: Any) -> "AdaptiveMaxPool":
+        call.check_kw()
+        if len(call.args) != 1:
+            raise ValueError(f"expected {cls.flux_name}((w, h))")
+        return cls(as_ints(call.args[0], "out"))
+
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Any) -> "AdaptiveMaxPool":
+        return cls(tuple(fields["out"]))
+
     def to_onnx(self, g: Any, x: str) -> str:
-        h, w = g.spatial(x) if hasattr(g, "spatial") else (None, None)
+        h, w = self.input_hw if getattr(self, "input_hw", None) else (None, None)
         if h is None:
-            raise ValueError(f"{self!r}: ONNX export needs a fixed input size")
+            raise ValueError(f"{self!r}: ONNX export needs the input size: run the model once (or set "
+                             "layer.input_hw = (h, w)) before exporting")
         (kw, kh), (sw, sh) = self.window(h, w)
         op = "MaxPool" if self._mode == "max" else "AveragePool"
         return g.node(op, [x], prefix=op.lower(), kernel_shape=[kh, kw], strides=[sh, sw],
                       pads=[0, 0, 0, 0])[0]
 
 
+@register_layer
 class AdaptiveMeanPool(AdaptiveMaxPool):
     """``AdaptiveMeanPool((ow, oh))``: mean pooling with Flux's adaptive window rule."""
 

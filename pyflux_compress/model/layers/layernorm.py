@@ -1,8 +1,4 @@
-"""Flux ``LayerNorm`` and ``Scale``.
-
-``Scale`` (``src/layers/basic.jl``): ``struct Scale{F,A,B}; scale::A; bias::B; σ::F; end``,
-``Scale(size...; bias=true, init=ones32)``, forward ``σ.(scale .* x .+ bias)``; ``scale`` and ``bias`` have
-Flux shape ``size`` and line up with the *first* Flux dims, i.e. the last numpy axes (``scale.T`` broadcasts).
+"""Flux ``LayerNorm``.
 
 ``LayerNorm`` (``src/layers/normalise.jl``): ``struct LayerNorm{F,D,T,N}; λ::F; diag::D; ϵ::T;
 size::NTuple{N,Int}; affine::Bool; end``, ``LayerNorm(size..., λ=identity; affine=true, eps=1f-5)``;
@@ -22,82 +18,19 @@ import numpy as np
 
 from ..._validate import check_bool, check_int, check_positive
 from ..activations import Activation, get_activation, identity
-from ._base import Grads, Layer, as_data, float_dtype
+from ..registry import register_layer
+from ..syntax import as_int
+from .base import Grads, Layer, activation_of, as_data, float_dtype
+from .scale import Scale, flux_sizes
 
 
-def _sizes(size: Any, who: str) -> tuple[int, ...]:
-    items = size if isinstance(size, (tuple, list)) else (size,)
-    if not items:
-        raise ValueError(f"{who}: give at least one size")
-    return tuple(check_int(f"{who} size", s, min=1) for s in items)
-
-
-class Scale(Layer):
-    """Flux ``Scale(size...; bias=true)``: element-wise ``σ.(scale .* x .+ bias)``, params of Flux shape ``size``."""
-
-    flux_name = "Scale"
-    flux_fields = {"scale": "scale", "bias": "bias", "σ": "activation"}
-    flux_activation_param = 0
-    compressible = ()
-    structured = "channelwise"
-
-    def __init__(self, *size: Any, activation: Any = identity, bias: bool = True) -> None:
-        if size and isinstance(size[-1], (Activation, str)):
-            activation, size = size[-1], size[:-1]
-        shape = _sizes(tuple(size), "Scale")
-        self.scale = np.ones(shape, np.float32)
-        self.bias = np.zeros(shape, np.float32) if check_bool("Scale bias", bias) else None
-        self.activation: Activation = get_activation(activation)
-
-    @property
-    def size(self) -> tuple[int, ...]:
-        return tuple(self.scale.shape)
-
-    def params(self) -> dict[str, np.ndarray]:
-        return {"scale": self.scale} if self.bias is None else {"scale": self.scale, "bias": self.bias}
-
-    def _check(self, shape: tuple) -> None:
-        n = len(self.size)
-        if len(shape) < n or tuple(shape[::-1][:n]) != self.size:
-            raise self._err(f"expects the last {n} axes to be {self.size[::-1]} (Flux size {self.size}); "
-                            f"got per-sample shape {tuple(shape)}")
-
-    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
-        x = as_data(x, self.scale.dtype, self)
-        self._check(x.shape[1:])
-        z = x * self.scale.T
-        if self.bias is not None:
-            z = z + self.bias.T
-        y = self.activation._fn(z) if self.activation is not identity else z
-        return y, (x, z, y)
-
-    def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
-        x, z, y = cache
-        dz = self.activation.grad(z, y, dy) if self.activation is not identity else dy
-        lead = tuple(range(dz.ndim - self.scale.ndim))
-        grads = {"scale": (dz * x).sum(axis=lead).T}
-        if self.bias is not None:
-            grads["bias"] = dz.sum(axis=lead).T
-        return dz * self.scale.T, grads
-
-    def output_shape(self, in_shape: tuple) -> tuple:
-        self._check(tuple(in_shape))
-        return tuple(in_shape)
-
-    def __repr__(self) -> str:
-        s = "Scale(" + ", ".join(str(v) for v in self.size)
-        if self.activation is not identity:
-            s += f", {self.activation!r}"
-        if self.bias is None:
-            s += "; bias=false"
-        return s + ")"
-
-
+@register_layer
 class LayerNorm(Layer):
     """Flux ``LayerNorm(size..., λ=identity; affine=true, eps=1f-5)`` (see the module docstring).
 
-    Attributes: ``size`` (Flux order), ``activation`` (λ), ``eps``, ``affine``, and when affine the ``diag``
-    Scale's arrays ``scale`` / ``bias`` (Flux shape ``size``).
+    Attributes: ``size`` (Flux order), ``activation`` (λ), ``eps``, ``affine``, ``diag`` (Flux's field: a
+    :class:`Scale` when affine, else None) whose arrays are the parameters ``scale`` / ``bias`` (Flux shape
+    ``size``).
     """
 
     flux_name = "LayerNorm"
@@ -110,24 +43,37 @@ class LayerNorm(Layer):
             activation, size = size[-1], size[:-1]
         if len(size) == 1 and isinstance(size[0], (tuple, list)):
             size = tuple(size[0])
-        self.size = _sizes(tuple(size), "LayerNorm")
+        self.size = flux_sizes(tuple(size), "LayerNorm")
         self.activation: Activation = get_activation(activation)
         self.affine = check_bool("LayerNorm affine", affine)
         self.eps = check_positive("LayerNorm eps", eps)
-        self.scale = np.ones(self.size, np.float32) if self.affine else None
-        self.bias = np.zeros(self.size, np.float32) if self.affine else None
+        self.diag: Scale | None = Scale(*self.size, activation=self.activation) if self.affine else None
+
+    # the parameters live in diag (so loading Flux.state's diag = (scale, bias, σ) writes them in place)
+    @property
+    def scale(self) -> np.ndarray | None:
+        return None if self.diag is None else self.diag.scale
+
+    @scale.setter
+    def scale(self, value: np.ndarray) -> None:
+        self.diag.scale = value
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        return None if self.diag is None else self.diag.bias
+
+    @bias.setter
+    def bias(self, value: np.ndarray) -> None:
+        self.diag.bias = value
 
     def params(self) -> dict[str, np.ndarray]:
         return {"scale": self.scale, "bias": self.bias} if self.affine else {}
 
-    @property
-    def diag(self) -> Scale | None:
-        """Flux's ``diag`` field: a Scale view of ``scale``/``bias`` (None when not affine)."""
-        if not self.affine:
-            return None
-        s = Scale.__new__(Scale)
-        s.scale, s.bias, s.activation = self.scale, self.bias, self.activation
-        return s
+    def astype(self, dtype: Any) -> "LayerNorm":
+        new = self.copy()
+        if new.diag is not None:
+            new.diag = new.diag.astype(dtype)
+        return new
 
     def _axes(self, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim - len(self.size), ndim))
@@ -180,8 +126,32 @@ class LayerNorm(Layer):
         return s + ")"
 
     def flux_state(self) -> dict[str, Any]:
-        diag = {"scale": self.scale, "bias": self.bias, "σ": ()} if self.affine else ()
-        return {"λ": (), "diag": diag, "ϵ": np.float32(self.eps), "size": self.size, "affine": self.affine}
+        return {"λ": (), "diag": self.diag if self.affine else (), "ϵ": np.float32(self.eps), "size": self.size,
+                "affine": self.affine}
+
+    @classmethod
+    def from_syntax(cls, call: Any) -> "LayerNorm":
+        call.check_kw("affine", "eps")
+        args = list(call.args)
+        act = call.activation(args.pop()) if len(args) > 1 and not isinstance(args[-1], (int, tuple)) else identity
+        if len(args) == 1 and isinstance(args[0], tuple):
+            args = list(args[0])
+        return cls(*[as_int(a, "LayerNorm size") for a in args], activation=act, affine=call.bool("affine", True),
+                   eps=float(call.kwargs.get("eps", 1e-5)))
+
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Any) -> "LayerNorm":
+        """Sizes from ``size``; when affine, ``diag`` (a Flux.Scale struct or state) is built as a child."""
+        affine = bool(fields.get("affine", True))
+        eps = float(str(np.float32(fields.get("ϵ", 1e-5))))
+        layer = cls(*tuple(fields["size"]), activation=activation_of(fields.get("λ")), affine=affine, eps=eps)
+        if affine and build is not None and fields.get("diag") not in (None, ()):
+            diag = build(fields["diag"], "diag")
+            if not isinstance(diag, Scale) or diag.size != layer.size:
+                raise ValueError(f"LayerNorm diag must be a Scale of size {layer.size}; got {diag!r}")
+            diag.activation = layer.activation
+            layer.diag = diag
+        return layer
 
     def to_onnx(self, g: Any, x: str) -> str:
         """(x - mean) / (std + eps) over the last len(size) axes, then scale/bias, then λ."""

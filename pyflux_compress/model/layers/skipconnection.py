@@ -12,10 +12,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._base import Grads, Layer
-from .connection import Connection, get_connection
+from ..connection import Connection, get_connection
+from ..registry import register_layer
+from ..syntax import as_connection
+from .base import Grads, Layer
 
 
+@register_layer
 class SkipConnection(Layer):
     """``SkipConnection(layer, connection)``: ``connection`` is ``"+"``, ``"vcat"``, ``"hcat"``, ``("cat", d)``
     or a :class:`Connection`. Input and output are whatever ``layer`` takes; with ``+`` the layer must keep
@@ -68,17 +71,26 @@ class SkipConnection(Layer):
     def __repr__(self) -> str:
         return f"SkipConnection({self.layers!r}, {self.connection.julia(2)})"
 
+    @classmethod
+    def from_syntax(cls, call: Any) -> "SkipConnection":
+        call.check_kw()
+        if len(call.args) != 2:
+            raise ValueError("expected SkipConnection(layer, connection), e.g. SkipConnection(Chain(...), +)")
+        return cls(call.layer(call.args[0]), as_connection(call.args[1]))
+
     # ---- Flux struct / state -------------------------------------------------------------------------
     def flux_state(self) -> dict[str, Any]:
         return {"layers": self.layers, "connection": ()}
 
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable[[Any, str], Any]) -> "SkipConnection":
-        conn = fields.get("connection")
-        if conn is None or conn == ():
-            raise ValueError("SkipConnection: the connection function is not stored in a Flux.state tree; "
-                             "give the architecture with pfc.load(path, arch=...)")
-        return cls(build(fields["layers"], "layers"), get_connection(getattr(conn, "type_name", conn)))
+        """From a JLD2 struct (``SkipConnection{T, typeof(+)}``: the connection is type parameter 2); a state
+        tree stores the connection as ``()``, so it needs ``pfc.load(path, arch=...)``."""
+        params = fields.get("#params") or ()
+        if len(params) < 2:
+            raise ValueError("the connection function is not stored in a Flux.state tree; give the "
+                             "architecture with pfc.load(path, arch=...)")
+        return cls(build(fields["layers"], "layers"), get_connection(str(params[1])))
 
     # ---- ONNX ----------------------------------------------------------------------------------------
     def to_onnx(self, g: Any, x: str) -> str:

@@ -6,14 +6,10 @@ import pytest
 
 import pyflux_compress as pfc
 from pyflux_compress.model import _conv
-from pyflux_compress.model.zoo import _grouped
-from pyflux_compress.model.zoo.connection import Connection
-from pyflux_compress.model.zoo.convtranspose import ConvTranspose
-from pyflux_compress.model.zoo.norm import LayerNorm, Scale
-from pyflux_compress.model.zoo.parallel import Parallel
-from pyflux_compress.model.zoo.pools import AdaptiveMaxPool, AdaptiveMeanPool, GlobalMaxPool
-from pyflux_compress.model.zoo.resize import PixelShuffle, Upsample
-from pyflux_compress.model.zoo.skip import SkipConnection
+from pyflux_compress.model import _grouped
+from pyflux_compress.model.connection import Connection
+from pyflux_compress.model.layers import (AdaptiveMaxPool, AdaptiveMeanPool, ConvTranspose, GlobalMaxPool, LayerNorm,
+                                         Parallel, PixelShuffle, Scale, SkipConnection, Upsample)
 
 
 def fd_check(layer, x, rng, eps=1e-6, rtol=1e-5, atol=1e-7, n_probe=12):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _conv
+from . import _conv
 
 __all__ = ["conv_forward", "conv_backward"]
 

@@ -31,8 +31,10 @@ import numpy as np
 from ..._validate import check_int, check_rng, check_tuple
 from .. import _conv
 from ..activations import Activation, get_activation, identity
-from . import _grouped
-from ._base import Grads, Layer, as_data, bias_array, init_fn, tuple_str
+from .. import _grouped
+from ..registry import register_layer
+from ..syntax import as_ints, as_pad, as_pair
+from .base import Grads, Layer, activation_of, as_data, bias_array, init_fn, tuple_str
 
 
 def transpose_same_pad(k: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> tuple:
@@ -40,6 +42,7 @@ def transpose_same_pad(k: tuple[int, int], stride: tuple[int, int], dilation: tu
     return _conv.same_pad(tuple(ki - si + 1 for ki, si in zip(k, stride)), dilation)
 
 
+@register_layer
 class ConvTranspose(Layer):
     """Transposed 2-D convolution with Flux's fields and semantics (see the module docstring).
 
@@ -201,6 +204,20 @@ class ConvTranspose(Layer):
             s += ", bias=false"
         return s + ")"
 
+    # ---- syntax --------------------------------------------------------------------------------------
+    @classmethod
+    def from_syntax(cls, call: Any) -> "ConvTranspose":
+        call.check_kw("stride", "pad", "outpad", "dilation", "groups", "bias", "init")
+        call.no_init()
+        args = call.args
+        if len(args) < 2 or len(args) > 3:
+            raise ValueError("expected ConvTranspose((kw, kh), cin => cout[, σ]; ...)")
+        kw = {key: (as_pad(v) if key == "pad" else as_ints(v, key)) for key, v in call.kwargs.items()
+              if key in ("stride", "pad", "outpad", "dilation", "groups")}
+        return cls(as_ints(args[0], "kernel size"), as_pair(args[1], "channels"),
+                   call.activation(args[2]) if len(args) > 2 else None, bias=call.bool("bias", True),
+                   init=call.init, rng=call.rng, **kw)
+
     # ---- Flux struct / state ---------------------------------------------------------------------------
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable | None = None) -> "ConvTranspose":
@@ -208,9 +225,8 @@ class ConvTranspose(Layer):
         w = fields.get("weight")
         if not isinstance(w, np.ndarray) or w.ndim != 4:
             raise ValueError("ConvTranspose weight must be a 4-D (kw, kh, cout/groups, cin) array")
-        act = fields.get("σ")
         return cls(np.zeros(w.shape, np.float32), fields.get("bias") is not False,
-                   act if isinstance(act, Activation) else None, stride=tuple(fields["stride"]),
+                   activation_of(fields.get("σ")), stride=tuple(fields["stride"]),
                    pad=tuple(fields["pad"]), outpad=tuple(fields.get("outpad", (0, 0))),
                    dilation=tuple(fields["dilation"]), groups=int(fields.get("groups", 1)))
 
@@ -235,10 +251,15 @@ class ConvTranspose(Layer):
         return self.activation.to_onnx(g, y)
 
     @classmethod
-    def from_onnx_parts(cls, w: np.ndarray, bias: Any, attrs: dict) -> "ConvTranspose":
-        """The inverse of :meth:`to_onnx` from an ONNX kernel ``(cin, cout/g, kh, kw)``, bias and attributes."""
+    def from_onnx(cls, node: Any, r: Any) -> "ConvTranspose":
+        """The inverse of :meth:`to_onnx`: ONNX kernel ``(cin, cout/g, kh, kw)`` flipped back to Flux's."""
+        attrs = r.attrs(node)
         if attrs.get("output_shape") is not None or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise ValueError("ConvTranspose with output_shape/auto_pad is not supported; export explicit pads")
+            raise r.error(node, "ConvTranspose with output_shape/auto_pad is not supported; export explicit pads")
+        w = r.const(node, 1).astype(np.float32)
+        if w.ndim != 4:
+            raise r.error(node, f"only 2-D ConvTranspose imports (weight ndim {w.ndim})")
+        bias = r.const(node, 2).astype(np.float32).reshape(-1) if r.has_input(node, 2) else False
         flux_w = np.ascontiguousarray(np.asarray(w, np.float32).transpose(3, 2, 1, 0)[::-1, ::-1])
         sh, sw = attrs.get("strides", [1, 1])
         dh, dw = attrs.get("dilations", [1, 1])

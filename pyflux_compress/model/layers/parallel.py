@@ -13,10 +13,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._base import Grads, Layer
-from .connection import Connection, get_connection
+from ..connection import Connection, get_connection
+from ..registry import register_layer
+from ..syntax import as_connection
+from .base import Grads, Layer
 
 
+@register_layer
 class Parallel(Layer):
     """``Parallel(connection, *layers)`` or ``Parallel(connection, **named_layers)`` (Flux's named branches)."""
 
@@ -91,6 +94,18 @@ class Parallel(Layer):
             return f"Parallel({conn}; " + ", ".join(f"{n} = {l!r}" for n, l in zip(self.names, self.layers)) + ")"
         return f"Parallel({conn}, " + ", ".join(repr(l) for l in self.layers) + ")"
 
+    @classmethod
+    def from_syntax(cls, call: Any) -> "Parallel":
+        call.check_kw(*call.kwargs)                  # every keyword is a named branch
+        if not call.args:
+            raise ValueError("expected Parallel(connection, layers...) or Parallel(connection; name = layer, ...)")
+        conn = as_connection(call.args[0])
+        if call.kwargs:
+            if len(call.args) > 1:
+                raise ValueError("give the branches either positionally or by name, not both")
+            return cls(conn, **{k: call.layer(v) for k, v in call.kwargs.items()})
+        return cls(conn, *[call.layer(a) for a in call.args[1:]])
+
     # ---- Flux struct / state -------------------------------------------------------------------------
     def flux_state(self) -> dict[str, Any]:
         layers = dict(zip(self.names, self.layers)) if self.names else tuple(self.layers)
@@ -98,11 +113,11 @@ class Parallel(Layer):
 
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable[[Any, str], Any]) -> "Parallel":
-        conn = fields.get("connection")
-        if conn is None or conn == ():
-            raise ValueError("Parallel: the connection function is not stored in a Flux.state tree; "
-                             "give the architecture with pfc.load(path, arch=...)")
-        conn = get_connection(getattr(conn, "type_name", conn))
+        params = fields.get("#params") or ()     # Parallel{F, T}: the connection is type parameter 1
+        if not params:
+            raise ValueError("the connection function is not stored in a Flux.state tree; give the "
+                             "architecture with pfc.load(path, arch=...)")
+        conn = get_connection(str(params[0]))
         layers = fields["layers"]
         if hasattr(layers, "items"):
             return cls(conn, **{k: build(v, f"layers.{k}") for k, v in layers.items()})

@@ -1,1 +1,0 @@
-"""Staging area for issue 12's layers until the layer registry lands (then each moves to model/layers/)."""
