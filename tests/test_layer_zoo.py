@@ -6,7 +6,6 @@ import pytest
 
 import pyflux_compress as pfc
 from pyflux_compress.model import _conv
-from pyflux_compress.model import _grouped
 from pyflux_compress.model.connection import Connection
 from pyflux_compress.model.layers import (AdaptiveMaxPool, AdaptiveMeanPool, ConvTranspose, GlobalMaxPool, LayerNorm,
                                          Parallel, PixelShuffle, Scale, SkipConnection, Upsample)
@@ -50,7 +49,8 @@ def test_convtranspose_is_the_adjoint_of_flux_conv(kw, rng):
     y = ct(x)
     u = rng.standard_normal(y.shape)
     # <ConvT(x), u> = <x, Conv(u)> for Flux's true convolution with the same weight, stride, pad, dilation
-    conv_u, _ = _grouped.conv_forward(u, ct.weight, None, ct.stride, ct.pad, ct.dilation, True, ct.groups)
+    conv_u, _ = _conv.conv2d_forward(u, ct.weight, None, ct.stride, ct.pad, ct.dilation, flip=True,
+                                       groups=ct.groups)
     assert conv_u.shape == x.shape
     np.testing.assert_allclose((y * u).sum(), (x * conv_u).sum(), rtol=1e-10)
 
@@ -93,20 +93,20 @@ def test_convtranspose_gradients(kw, rng):
 
 
 @pytest.mark.parametrize("cin,cout,groups", [(4, 8, 2), (6, 6, 6), (3, 6, 3), (4, 4, 1)])
-def test_grouped_and_depthwise_conv_match_pytorch_and_gradients(cin, cout, groups, rng):
+def test_grouped_and_depthwise_conv_layer_kernels_match_pytorch(cin, cout, groups, rng):
     torch = pytest.importorskip("torch")
     w = rng.standard_normal((3, 2, cin // groups, cout))
     b = rng.standard_normal(cout)
     x = rng.standard_normal((2, cin, 7, 6))
     for flip in (True, False):
-        y, cache = _grouped.conv_forward(x, w, b, (2, 1), (1, 0, 1, 1), (1, 2), flip, groups)
+        y, cache = _conv.conv2d_forward(x, w, b, (2, 1), (1, 0, 1, 1), (1, 2), flip=flip, groups=groups)
         k = w[::-1, ::-1] if flip else w               # Flux Conv is a true convolution: PyTorch's with a flip
         xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 0)))
         ref = torch.nn.functional.conv2d(torch.tensor(xp), torch.tensor(np.ascontiguousarray(k.transpose(3, 2, 1, 0))),
                                          torch.tensor(b), stride=(1, 2), dilation=(2, 1), groups=groups).numpy()
         np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
         g = rng.standard_normal(y.shape)
-        dx, dw, db = _grouped.conv_backward(cache, g)
+        dx, dw, db = _conv.conv2d_backward(cache, g)
         tx = torch.tensor(xp, requires_grad=True)
         tw = torch.tensor(np.ascontiguousarray(k.transpose(3, 2, 1, 0)), requires_grad=True)
         out = torch.nn.functional.conv2d(tx, tw, torch.tensor(b), stride=(1, 2), dilation=(2, 1), groups=groups)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..._validate import check_int, check_rng, check_tuple
-from .. import _conv, _grouped
+from .. import _conv
 from ..activations import Activation, get_activation, identity
 from ..registry import register_layer
 from ..syntax import Pair, SamePad, as_int, as_ints, as_pad, as_pair
@@ -131,8 +131,8 @@ class Conv(Layer):
         if x.ndim != 4:
             raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
         self.output_shape(x.shape[1:])
-        z, ccache = _grouped.conv_forward(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
-                                          self.flipped, self.groups)
+        z, ccache = _conv.conv2d_forward(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
+                                         flip=self.flipped, groups=self.groups)
         y = self.activation._fn(z) if self.activation is not identity else z
         return y, (ccache, z, y)
 
@@ -141,7 +141,7 @@ class Conv(Layer):
         """``need_input_grad=False`` skips ``dx`` (returned as None): a model's first layer never needs it."""
         ccache, z, y = cache
         dz = self.activation.grad(z, y, dy) if self.activation is not identity else dy
-        dx, dw, db = _grouped.conv_backward(ccache, dz, need_dx=need_input_grad)
+        dx, dw, db = _conv.conv2d_backward(ccache, dz, need_dx=need_input_grad)
         grads = {"weight": dw}
         if db is not None:
             grads["bias"] = db

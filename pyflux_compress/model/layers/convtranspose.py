@@ -16,10 +16,8 @@ So with ``stride=s``, ``pad=SamePad()`` the output is ``s`` times the input. Out
 ``(n - 1) s + 1 + d (k - 1) - (lo + hi) + outpad``. ``Flux.state`` fields: σ, weight, bias, stride, pad,
 outpad, dilation, groups. Input ``(N, in, H, W)``, output ``(N, out, Ho, Wo)``.
 
-Forward here: the equivalent cross-correlation of the stride-dilated input (``s - 1`` zeros between
-samples), padded by ``d (k - 1) - lo`` / ``d (k - 1) - hi + outpad`` (cropped where negative), with the kernel
-permuted to ``(kw, kh, in/groups, out)`` — exactly the adjoint of NNlib's convolution (tests check it against
-``_conv.conv2d_backward``). ONNX ``ConvTranspose`` is the adjoint of a *cross-correlation*, so the exported
+Forward: ``model/_conv.py``'s ``conv_transpose2d_forward`` (NNlib's ``∇conv_data``: the adjoint of Flux's
+true convolution with the same weight; tests check the adjoint identity and PyTorch). ONNX ``ConvTranspose`` is the adjoint of a *cross-correlation*, so the exported
 kernel is flipped: ``W_onnx = flip(w, (0, 1)).transpose(3, 2, 1, 0)`` = ``(in, out/groups, kh, kw)``.
 """
 from __future__ import annotations
@@ -31,7 +29,6 @@ import numpy as np
 from ..._validate import check_int, check_rng, check_tuple
 from .. import _conv
 from ..activations import Activation, get_activation, identity
-from .. import _grouped
 from ..registry import register_layer
 from ..syntax import as_ints, as_pad, as_pair
 from .base import Grads, Layer, activation_of, as_data, bias_array, init_fn, tuple_str
@@ -95,6 +92,8 @@ class ConvTranspose(Layer):
         self.stride = check_tuple(f"{who} stride", stride, 2, min=1)
         self.dilation = check_tuple(f"{who} dilation", dilation, 2, min=1)
         self.outpad = check_tuple(f"{who} outpad", outpad, 2, min=0)
+        if any(o >= st for o, st in zip(self.outpad, self.stride)):   # NNlib's sizes disagree otherwise
+            raise ValueError(f"{who}: outpad {self.outpad} must be smaller than stride {self.stride}")
         if _is_same(pad):
             self.pad = transpose_same_pad(self.k, self.stride, self.dilation)
         elif isinstance(pad, (tuple, list)) and len(pad) == 2:
@@ -137,53 +136,25 @@ class ConvTranspose(Layer):
             raise self._err(f"input {h}x{w} (HxW) gives an empty output ({ho}x{wo}): padding too large")
         return (self.out_channels, ho, wo)
 
-    # ---- engine --------------------------------------------------------------------------------------
-    def _equivalent_kernel(self) -> np.ndarray:
-        """``(kw, kh, cout/g, cin)`` -> the cross-correlation kernel ``(kw, kh, cin/g, cout)``."""
-        kw, kh, cout_g, cin = self.weight.shape
-        g = self.groups
-        w5 = self.weight.reshape(kw, kh, cout_g, g, cin // g)
-        return np.ascontiguousarray(w5.transpose(0, 1, 4, 3, 2).reshape(kw, kh, cin // g, g * cout_g))
-
-    def _dilated_padded(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
-        """Stride-dilate ``x`` and pad/crop it so a stride-1 cross-correlation gives the output."""
-        n, c, h, w = x.shape
-        ho, wo = self._sizes(h, w)
-        (kw, kh), (sw, sh), (dw, dh) = self.k, self.stride, self.dilation
-        w_lo, _, h_lo, _ = self.pad
-        lo_h, lo_w = dh * (kh - 1) - h_lo, dw * (kw - 1) - w_lo
-        hp, wp = ho + dh * (kh - 1), wo + dw * (kw - 1)
-        out = np.zeros((n, c, hp, wp), dtype=x.dtype)
-        (ih, oh_), (iw, ow_) = (_placement(lo_h, sh, h, hp), _placement(lo_w, sw, w, wp))
-        out[:, :, oh_, ow_] = x[:, :, ih, iw]
-        return out, (oh_, ow_, ih, iw, x.shape)
-
+    # ---- engine (model/_conv.py's transposed-convolution kernels: NNlib's ∇conv_data) ----------------------
     def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
         x = as_data(x, self.weight.dtype, self)
         if x.ndim != 4:
             raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
         self.output_shape(x.shape[1:])
-        xd, where = self._dilated_padded(x)
-        z, ccache = _grouped.conv_forward(xd, self._equivalent_kernel(), self.bias, (1, 1), (0, 0, 0, 0),
-                                          self.dilation, False, self.groups)
+        z, ccache = _conv.conv_transpose2d_forward(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
+                                                   flip=True, groups=self.groups, outpad=self.outpad)
         y = self.activation._fn(z) if self.activation is not identity else z
-        return y, (ccache, where, z, y)
+        return y, (ccache, z, y)
 
     def backward(self, cache: Any, dy: np.ndarray, need_input_grad: bool = True
                  ) -> tuple[np.ndarray | None, Grads]:
-        ccache, (oh_, ow_, ih, iw, x_shape), z, y = cache
+        ccache, z, y = cache
         dz = self.activation.grad(z, y, dy) if self.activation is not identity else dy
-        dxd, dweq, db = _grouped.conv_backward(ccache, dz, need_dx=need_input_grad)
-        kw, kh, cin_g, cout = dweq.shape
-        g = self.groups
-        dw = dweq.reshape(kw, kh, cin_g, g, cout // g).transpose(0, 1, 4, 3, 2).reshape(self.weight.shape)
-        grads = {"weight": np.ascontiguousarray(dw)}
+        dx, dw, db = _conv.conv_transpose2d_backward(ccache, np.ascontiguousarray(dz), need_dx=need_input_grad)
+        grads = {"weight": dw}
         if db is not None:
             grads["bias"] = db
-        if not need_input_grad:
-            return None, grads
-        dx = np.zeros(x_shape, dtype=dz.dtype)
-        dx[:, :, ih, iw] = dxd[:, :, oh_, ow_]
         return dx, grads
 
     def __repr__(self) -> str:
@@ -267,17 +238,6 @@ class ConvTranspose(Layer):
         oh, ow = attrs.get("output_padding", [0, 0])
         return cls(flux_w, bias, stride=(int(sw), int(sh)), pad=(int(w_lo), int(w_hi), int(h_lo), int(h_hi)),
                    outpad=(int(ow), int(oh)), dilation=(int(dw), int(dh)), groups=int(attrs.get("group", 1)))
-
-
-def _placement(lo: int, s: int, n: int, total: int) -> tuple[slice, slice]:
-    """Input samples ``i`` land at ``lo + i s`` in a frame of ``total``: (input slice, frame slice) of those
-    inside it (a negative ``lo`` crops: Flux pads beyond ``d (k - 1)``)."""
-    i0 = max(0, -(lo // s)) if lo < 0 else 0
-    i1 = min(n, (total - 1 - lo) // s + 1) if total - 1 - lo >= 0 else 0
-    if i1 <= i0:
-        return slice(0, 0), slice(0, 0)
-    start = lo + i0 * s
-    return slice(i0, i1), slice(start, start + s * (i1 - i0 - 1) + 1, s)
 
 
 def _is_same(pad: Any) -> bool:
