@@ -233,7 +233,7 @@ class Activation:
                       "Celu": (celu, attrs.get("alpha", 1.0)), "Shrink": (softshrink, attrs.get("lambd", 0.5))}
         if op in with_param:
             act, value = with_param[op]
-            return act.with_params(float(value))
+            return act.with_params(float(str(np.float32(value))))   # ONNX floats are float32: 0.2, not 0.2000000030
         return {"Relu": relu, "Sigmoid": sigmoid, "Tanh": tanh, "Softmax": softmax, "LogSoftmax": logsoftmax,
                 "Gelu": gelu, "Selu": selu, "HardSigmoid": hardsigmoid, "HardSwish": hardswish,
                 "Softplus": softplus, "Softsign": softsign}[op]

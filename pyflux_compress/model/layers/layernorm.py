@@ -37,6 +37,7 @@ class LayerNorm(Layer):
     flux_fields = {"λ": "activation", "diag": "diag", "ϵ": "eps", "size": "size", "affine": "affine"}
     compressible = ()
     structured = None        # normalises across channels: structured pruning must not cut through it
+    container = True         # when affine: diag (a Scale) is a child, path "<layer>.diag" as in Julia
 
     def __init__(self, *size: Any, activation: Any = identity, affine: bool = True, eps: float = 1e-5) -> None:
         if size and isinstance(size[-1], (Activation, str)):
@@ -48,6 +49,7 @@ class LayerNorm(Layer):
         self.affine = check_bool("LayerNorm affine", affine)
         self.eps = check_positive("LayerNorm eps", eps)
         self.diag: Scale | None = Scale(*self.size, activation=self.activation) if self.affine else None
+        self.container = self.affine             # a non-affine LayerNorm is a leaf (it has no child)
 
     # the parameters live in diag (so loading Flux.state's diag = (scale, bias, σ) writes them in place)
     @property
@@ -67,12 +69,18 @@ class LayerNorm(Layer):
         self.diag.bias = value
 
     def params(self) -> dict[str, np.ndarray]:
-        return {"scale": self.scale, "bias": self.bias} if self.affine else {}
+        return {"diag.scale": self.scale, "diag.bias": self.bias} if self.affine else {}
 
-    def astype(self, dtype: Any) -> "LayerNorm":
-        new = self.copy()
-        if new.diag is not None:
-            new.diag = new.diag.astype(dtype)
+    def _dtype(self) -> np.dtype:
+        return self.scale.dtype if self.affine else np.dtype(np.float32)
+
+    def children(self) -> dict[str, Layer]:
+        return {"diag": self.diag} if self.diag is not None else {}
+
+    def with_children(self, children: dict[str, Layer], as_type: type | None = None) -> "LayerNorm":
+        new = (as_type or type(self)).__new__(as_type or type(self))
+        new.__dict__.update(self.__dict__)
+        new.diag = children.get("diag")
         return new
 
     def _axes(self, ndim: int) -> tuple[int, ...]:
@@ -104,8 +112,8 @@ class LayerNorm(Layer):
         grads: Grads = {}
         if self.affine:
             lead = tuple(range(dz.ndim - len(self.size)))
-            grads["scale"] = (dz * xhat).sum(axis=lead).T
-            grads["bias"] = dz.sum(axis=lead).T
+            grads["diag.scale"] = (dz * xhat).sum(axis=lead).T
+            grads["diag.bias"] = dz.sum(axis=lead).T
             dxhat = dz * self.scale.T
         else:
             dxhat = dz
@@ -169,7 +177,6 @@ class LayerNorm(Layer):
         var = mean(n("Mul", xc, xc))
         d = n("Add", n("Sqrt", var), g.const(g.fresh("ln_eps"), np.array(self.eps, np.float32)))
         y = n("Div", xc, d)
-        if self.affine:
-            y = n("Mul", y, g.const(g.fresh("ln_scale"), np.ascontiguousarray(self.scale.T, np.float32)))
-            y = n("Add", y, g.const(g.fresh("ln_bias"), np.ascontiguousarray(self.bias.T, np.float32)))
+        if self.diag is not None:                # Scale: Mul, Add, then λ
+            return self.diag.to_onnx(g, y)
         return self.activation.to_onnx(g, y)

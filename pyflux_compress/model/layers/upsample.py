@@ -133,6 +133,29 @@ class Upsample(Layer):
         return cls(mode, scale, size=call.kwargs.get("size"))
 
     @classmethod
+    def from_onnx(cls, node: Any, r: Any) -> "Upsample":
+        """``Resize`` with constant scales ``[1, 1, sh, sw]``: nearest (asymmetric, floor) or linear
+        (align_corners) — the two forms :meth:`to_onnx` writes."""
+        attrs = r.attrs(node)
+        mode = attrs.get("mode", b"nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        ctm = attrs.get("coordinate_transformation_mode", b"half_pixel")
+        ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
+        nm = attrs.get("nearest_mode", b"round_prefer_floor")
+        nm = nm.decode() if isinstance(nm, bytes) else nm
+        if not r.has_input(node, 2):
+            raise r.error(node, "Resize must give constant scales (sizes fix the batch size)")
+        scales = r.const(node, 2).astype(np.float64).reshape(-1)
+        if scales.size != 4 or scales[0] != 1 or scales[1] != 1:
+            raise r.error(node, f"Resize scales must be [1, 1, sh, sw]; got {scales.tolist()}")
+        if mode == "nearest" and ctm == "asymmetric" and nm == "floor":
+            return cls("nearest", (scales[3], scales[2]))
+        if mode == "linear" and ctm == "align_corners":
+            return cls("bilinear", (scales[3], scales[2]))
+        raise r.error(node, f"Resize mode={mode}, coordinate_transformation_mode={ctm} is not Flux's Upsample "
+                            "(nearest+asymmetric+floor or linear+align_corners)")
+
+    @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Any) -> "Upsample":
         """From a JLD2 struct (``Flux.Upsample{:bilinear, S, T}``: the mode is type parameter 1); a state tree
         lacks the mode, so it needs ``pfc.load(path, arch=...)``."""
