@@ -231,3 +231,46 @@ def test_connection_validation():
     with pytest.raises(ValueError, match="unsupported connection"):
         SkipConnection(pfc.Dense(2, 2), "*")
     assert Connection("cat", 1).julia() == "vcat"
+
+
+def test_groupnorm_and_instancenorm_match_pytorch_and_gradients(rng):
+    torch = pytest.importorskip("torch")
+    from pyflux_compress.model.layers import GroupNorm, InstanceNorm
+
+    x = rng.standard_normal((3, 6, 4, 5))
+    gn = GroupNorm(6, 3, "relu").astype(np.float64)
+    gn.gamma[...], gn.beta[...] = rng.standard_normal(6), rng.standard_normal(6)
+    ref = torch.relu(torch.nn.functional.group_norm(torch.tensor(x), 3, torch.tensor(gn.gamma),
+                                                    torch.tensor(gn.beta), eps=1e-5)).numpy()
+    np.testing.assert_allclose(gn(x), ref, rtol=1e-10, atol=1e-12)
+    fd_check(gn, x, rng)
+    inn = InstanceNorm(6, affine=True).astype(np.float64)
+    inn.gamma[...], inn.beta[...] = rng.standard_normal(6), rng.standard_normal(6)
+    ref = torch.nn.functional.instance_norm(torch.tensor(x), weight=torch.tensor(inn.gamma),
+                                            bias=torch.tensor(inn.beta), eps=1e-5).numpy()
+    np.testing.assert_allclose(inn(x), ref, rtol=1e-10, atol=1e-12)
+    fd_check(inn, x, rng)
+    fd_check(InstanceNorm(6, "tanh"), x, rng)
+    assert repr(GroupNorm(8, 4, "relu", affine=False)) == "GroupNorm(8, 4, relu, affine=false)"
+    assert repr(InstanceNorm(3, affine=True)) == "InstanceNorm(3, affine=true)"
+    with pytest.raises(ValueError, match="divisible by the number of groups"):
+        GroupNorm(6, 4)
+    with pytest.raises(ValueError, match="track_stats=true is not supported"):
+        InstanceNorm(3, track_stats=True)
+
+
+def test_alphadropout_keeps_selu_statistics_and_gradient(rng):
+    from pyflux_compress.model.layers import AlphaDropout
+
+    ad = AlphaDropout(0.2, seed=1)
+    x = rng.standard_normal((400, 500))                 # zero mean, unit variance (SELU's fixed point)
+    assert ad(x) is not None and np.array_equal(ad(x), x)      # inference: identity
+    y, cache = ad.forward(x, train=True)
+    assert abs(y.mean()) < 0.01 and abs(y.var() - 1) < 0.02   # what AlphaDropout is for
+    a = 1 / np.sqrt(0.8 * (1 + 0.2 * 1.7580993408473766 ** 2))
+    dropped = np.isclose(y, a * -1.7580993408473766 + a * 1.7580993408473766 * 0.2)
+    assert abs(dropped.mean() - 0.2) < 0.01
+    dx, _ = ad.backward(cache, np.ones_like(y))
+    np.testing.assert_allclose(dx[~dropped], a)
+    assert (dx[dropped] == 0).all()
+    assert repr(AlphaDropout(0.1, active=True)) == "AlphaDropout(0.1, active=true)"

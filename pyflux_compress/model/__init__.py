@@ -13,6 +13,7 @@ from .chain import Chain
 from .layers import (AdaptiveMaxPool, AdaptiveMeanPool, BatchNorm, Conv, ConvTranspose, CrossCor, Dense,
                      DepthwiseConv, Dropout, Flatten, GlobalMaxPool, GlobalMeanPool, Layer, LayerNorm, MaxPool,
                      MeanPool, Parallel, PixelShuffle, SamePad, Scale, SkipConnection, Upsample, flatten)
+from .layers import AlphaDropout, GroupNorm, InstanceNorm
 from .registry import register_layer
 from .syntax import FluxSyntaxError, parse
 from .walk import map_layers, modules
@@ -22,4 +23,4 @@ __all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalM
            "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish", "identity", "parse",
            "FluxSyntaxError", "modules", "map_layers", "register_layer", "ConvTranspose", "DepthwiseConv",
            "SkipConnection", "Parallel", "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool",
-           "AdaptiveMeanPool", "Upsample", "PixelShuffle"]
+           "AdaptiveMeanPool", "Upsample", "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout"]

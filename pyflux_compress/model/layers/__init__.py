@@ -22,10 +22,13 @@ from .globalmaxpool import GlobalMaxPool  # isort: skip
 from .adaptivepool import AdaptiveMaxPool, AdaptiveMeanPool  # isort: skip
 from .upsample import Upsample  # isort: skip
 from .pixelshuffle import PixelShuffle  # isort: skip
+from .groupnorm import GroupNorm  # isort: skip
+from .instancenorm import InstanceNorm  # isort: skip
+from .alphadropout import AlphaDropout  # isort: skip
 from ..syntax import SamePad  # isort: skip
 from .base import Grads, Layer  # isort: skip
 
 __all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool", "Flatten", "flatten",
            "BatchNorm", "Dropout", "SamePad", "Grads", "ConvTranspose", "DepthwiseConv", "SkipConnection",
            "Parallel", "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool", "AdaptiveMeanPool", "Upsample",
-           "PixelShuffle"]
+           "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout"]
