@@ -209,8 +209,6 @@ class Activation:
             return f"x -> {self.name}(x, {', '.join(_num(v) for v in self.params_)})"
         return self.name
 
-    def children(self) -> dict:
-        return {}
 
     @classmethod
     def from_onnx(cls, node: Any, r: Any) -> "Activation":
