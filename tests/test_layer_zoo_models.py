@@ -26,6 +26,9 @@ ARCHS = [
     "Chain(Conv((3, 3), 1 => 16; pad=1), PixelShuffle(2), Upsample(:nearest, scale = 2), AdaptiveMeanPool((7, 7)), "
     "flatten, Dense(196 => 10, mish))",
     "Chain(Dense(4 => 6, selu), Parallel(vcat; a = Dense(6 => 3), b = Dense(6 => 2)), Scale(5, tanh), Dense(5 => 2))",
+    "Chain(enc = Chain(Conv((3, 3), 1 => 4, relu; pad=1, stride=2), Conv((3, 3), 4 => 8; pad=1, stride=2)), "
+    "dec = Chain(ConvTranspose((4, 4), 8 => 4, relu; pad=1, stride=2), ConvTranspose((4, 4), 4 => 1, σ; pad=1, "
+    "stride=2)))",
     "Chain(Conv((3, 3), 1 => 8; pad=1), GroupNorm(8, 2, relu), Conv((3, 3), 8 => 4; pad=1), InstanceNorm(4, swish; "
     "affine=true), AlphaDropout(0.1), GlobalMeanPool(), flatten, Dense(4 => 2))",
 ]
