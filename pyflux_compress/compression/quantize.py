@@ -397,7 +397,10 @@ def quantized_class(layer: Any) -> type[QuantizedLayer] | None:
     channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv)."""
     if "weight" not in getattr(layer, "compressible", ()):
         return None
-    return QuantizedDense if layer.out_axes["weight"] == 0 else QuantizedConv
+    axis = layer.out_axes["weight"]
+    if axis not in (0, np.ndim(layer.weight) - 1):   # ConvTranspose (outputs on kernel axis 2): stays float, as
+        return None                                  # the wrappers scale outputs along Dense rows / Conv axis 3
+    return QuantizedDense if axis == 0 else QuantizedConv
 
 
 def as_float_layer(layer: Any) -> Any:

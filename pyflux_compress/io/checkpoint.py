@@ -230,6 +230,10 @@ def _load_saved(values: dict, where: str) -> Any:
 def _load_selected(selected: dict, values: dict, where: str, explicit: bool) -> Any:
     """Rebuild the entries of ``selected`` that hold models (all of ``values`` feeds Restructure)."""
     found = {name: v for name, v in selected.items() if _holds_model(v)}
+    params = [name for name, v in selected.items() if _is_params(v)]
+    if not found and params:
+        raise CheckpointError(f"{params[0]} is Flux.params(model) (Zygote.Params): it holds the arrays only; give "
+                              "the architecture: pfc.load(path, arch=\"Chain(...)\")")
     if not found:
         what = ", ".join(f"{k} ({_jname(v)})" for k, v in sorted(selected.items())) or "nothing"
         raise CheckpointError(f"no Flux model found (top-level entries: {what}); expected model_state/"
