@@ -26,6 +26,7 @@ from ..activations import Activation, get_activation, identity
 from ..registry import register_layer
 from ..syntax import as_int
 from .base import Grads, Layer, activation_of, as_data, float_dtype
+from .batchnorm import f32
 
 
 def group_normalize(x: np.ndarray, groups: int, eps: float) -> tuple[np.ndarray, tuple]:
@@ -49,7 +50,7 @@ def group_normalize_backward(cache: tuple, dxhat: np.ndarray) -> np.ndarray:
     return dx.reshape(dxhat.shape)
 
 
-class _PerSampleNorm(Layer):
+class PerSampleNorm(Layer):
     """Shared engine of GroupNorm/InstanceNorm: normalise per sample, then ``λ.(γ x̂ + β)`` per channel."""
 
     compressible = ()
@@ -160,7 +161,7 @@ class _PerSampleNorm(Layer):
 
 
 @register_layer
-class GroupNorm(_PerSampleNorm):
+class GroupNorm(PerSampleNorm):
     """Flux ``GroupNorm(chs, G, λ=identity; affine=true, eps=1f-5)`` (module docstring)."""
 
     flux_name = "GroupNorm"
@@ -195,14 +196,9 @@ class GroupNorm(_PerSampleNorm):
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable) -> "GroupNorm":
         active = fields.get("active")
-        return cls(int(fields["chs"]), int(fields["G"]), activation_of(fields.get("λ")), eps=_f32(fields["ϵ"]),
-                   momentum=_f32(fields["momentum"]), affine=bool(fields["affine"]),
+        return cls(int(fields["chs"]), int(fields["G"]), activation_of(fields.get("λ")), eps=f32(fields["ϵ"]),
+                   momentum=f32(fields["momentum"]), affine=bool(fields["affine"]),
                    track_stats=bool(fields["track_stats"]), active=active if isinstance(active, bool) else None)
 
     def to_onnx(self, g: Any, x: str) -> str:
         return self._onnx_groups(g, x, self.G)
-
-
-def _f32(x: Any) -> float:
-    """A stored Float32 as the short decimal Julia prints (1f-5 -> 1e-05)."""
-    return float(str(np.float32(x)))

@@ -16,11 +16,12 @@ import numpy as np
 from ..registry import register_layer
 from ..syntax import as_int
 from .base import activation_of
-from .groupnorm import _f32, _PerSampleNorm
+from .batchnorm import f32
+from .groupnorm import PerSampleNorm
 
 
 @register_layer
-class InstanceNorm(_PerSampleNorm):
+class InstanceNorm(PerSampleNorm):
     """Flux ``InstanceNorm(chs, λ=identity; affine=false, eps=1f-5)`` (module docstring)."""
 
     flux_name = "InstanceNorm"
@@ -56,8 +57,8 @@ class InstanceNorm(_PerSampleNorm):
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable) -> "InstanceNorm":
         active = fields.get("active")
-        return cls(int(fields["chs"]), activation_of(fields.get("λ")), eps=_f32(fields["ϵ"]),
-                   momentum=_f32(fields["momentum"]), affine=bool(fields["affine"]),
+        return cls(int(fields["chs"]), activation_of(fields.get("λ")), eps=f32(fields["ϵ"]),
+                   momentum=f32(fields["momentum"]), affine=bool(fields["affine"]),
                    track_stats=bool(fields["track_stats"]), active=active if isinstance(active, bool) else None)
 
     def to_onnx(self, g: Any, x: str) -> str:
@@ -71,7 +72,7 @@ class InstanceNorm(_PerSampleNorm):
     @classmethod
     def from_onnx(cls, node: Any, r: Any) -> "InstanceNorm":
         scale, bias = r.const(node, 1).astype(np.float32), r.const(node, 2).astype(np.float32)
-        eps = _f32(r.attrs(node).get("epsilon", 1e-5))
+        eps = f32(r.attrs(node).get("epsilon", 1e-5))
         affine = not (np.all(scale == 1) and np.all(bias == 0))
         layer = cls(scale.size, eps=eps, affine=affine)
         if affine:
