@@ -394,13 +394,12 @@ class QuantizedConv(QuantizedLayer):
 
 def quantized_class(layer: Any) -> type[QuantizedLayer] | None:
     """The wrapper class for a float layer, from its declarations: a compressible ``weight`` whose output
-    channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv)."""
-    if "weight" not in getattr(layer, "compressible", ()):
+    channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv).
+    None (stays float) when the declared axis is not the one the array numerics assume (``channel_axis``)."""
+    if "weight" not in getattr(layer, "compressible", ()) or \
+            layer.out_axes.get("weight") != channel_axis(layer.weight):
         return None
-    axis = layer.out_axes["weight"]
-    if axis not in (0, np.ndim(layer.weight) - 1):   # ConvTranspose (outputs on kernel axis 2): stays float, as
-        return None                                  # the wrappers scale outputs along Dense rows / Conv axis 3
-    return QuantizedDense if axis == 0 else QuantizedConv
+    return QuantizedDense if layer.out_axes["weight"] == 0 else QuantizedConv
 
 
 def as_float_layer(layer: Any) -> Any:
