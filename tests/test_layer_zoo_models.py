@@ -96,11 +96,11 @@ def test_structured_pruning_keeps_residual_channels_coupled(rng):
     p = pfc.prune_structured(m, 0.5)
     inner = p.layers[1].layers
     assert str(inner) == "Chain(Conv((3, 3), 8 => 4, relu, pad=1), BatchNorm(4), Conv((3, 3), 4 => 8, pad=1))"
-    assert str(p.layers[0]) == str(m.layers[0]) and str(p.layers[2]) == str(m.layers[2])   # stream / groups kept
+    assert str(p.layers[0]) == str(m.layers[0]) and str(p.layers[2]) == str(m.layers[2])   # stream kept whole
     assert str(p.layers[3]) == "ConvTranspose((2, 2), 8 => 3, stride=2)"                  # ConvTranspose pruned
     skipped = p.records[-1]["skipped"]
     assert "coupled" in skipped["layers[1]"] and "coupled" in skipped["layers[2].layers.layers[3]"]
-    assert "grouped" in skipped["layers[3]"]
+    assert "layers[3]" not in skipped and "layers[3]" not in p.records[-1]["kept"]       # depthwise: channel-wise
     x = _input(m, rng)
     # the kept internal channels compute what they computed before: block output changes only by the
     # contribution of the removed channels, so zeroing them in the original gives the pruned model exactly
@@ -168,3 +168,27 @@ def test_quantized_export_of_residual_depthwise_and_transposed_convs(fmt, rng, t
     got = sess.run(["output"], {"input": x})[0]
     want = q(x)
     assert np.abs(got - want).max() <= 5e-3 * np.abs(want).max()   # dynamic: ORT quantizes Dense inputs itself
+
+
+def test_structured_pruning_mobilenet_depthwise_follows_the_pointwise_channels(rng):
+    m = pfc.parse("Chain(Conv((3, 3), 1 => 8; pad=1), BatchNorm(8, relu6), DepthwiseConv((3, 3), 8 => 8; pad=1), "
+                  "BatchNorm(8, relu6), Conv((1, 1), 8 => 16), BatchNorm(16, relu6), Conv((3, 3), 16 => 16; pad=1, "
+                  "groups=4), GlobalMeanPool(), flatten, Dense(16 => 3))", seed=5)
+    p = pfc.prune_structured(m, 0.5)
+    assert str(p) == ("Chain(Conv((3, 3), 1 => 4, pad=1), BatchNorm(4, relu6), Conv((3, 3), 4 => 4, pad=1, groups=4), "
+                      "BatchNorm(4, relu6), Conv((1, 1), 4 => 16), BatchNorm(16, relu6), Conv((3, 3), 16 => 16, pad=1, "
+                      "groups=4), GlobalMeanPool(), flatten, Dense(16 => 3))")
+    skipped = p.records[-1]["skipped"]
+    assert "grouped" in skipped["layers[5]"] and "grouped convolution" == skipped["layers[7]"]
+    keep = np.array(p.records[-1]["kept"]["layers[1]"])
+    np.testing.assert_array_equal(p.layers[2].weight, m.layers[2].weight[..., keep])   # same filters, same order
+    x = _input(m, rng)
+    ref = m.copy()                       # zeroing the removed stem channels gives the pruned model exactly
+    drop = np.setdiff1d(np.arange(8), keep)
+    ref.layers[0].weight[..., drop] = 0
+    ref.layers[0].bias[drop] = 0
+    ref.layers[1].beta[drop] = 0
+    ref.layers[1].gamma[drop] = 0
+    ref.layers[3].beta[drop] = 0
+    ref.layers[3].gamma[drop] = 0
+    np.testing.assert_allclose(p(x), ref(x), rtol=1e-5, atol=1e-6)

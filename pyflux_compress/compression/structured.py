@@ -21,8 +21,10 @@ outputs) is left as is; the record says why.
 Non-sequential containers (``SkipConnection``, ``Parallel``): a producer is pruned only when it, the layers
 in between and its consumer sit in the *same* Chain. Channels that cross a container boundary are combined
 with others there (``+`` adds them to the skipped input, ``cat``/branches interleave them), so they are kept
-as a coupled whole: a ResNet block's internal channels shrink, its residual stream keeps its width. Grouped
-convolutions (``groups > 1``, ``DepthwiseConv``) are neither pruned as producers nor sliced as consumers.
+as a coupled whole: a ResNet block's internal channels shrink, its residual stream keeps its width. A
+depthwise convolution with one filter per channel (``DepthwiseConv(k, c => c)``) is channel-wise: its filters
+follow the channels kept by the producer before it (MobileNet's pointwise -> depthwise -> pointwise). Other
+grouped convolutions are neither pruned as producers nor sliced as consumers.
 """
 from __future__ import annotations
 
@@ -42,7 +44,12 @@ CRITERIA = ("l1", "l2")
 
 
 def _role(layer: Any) -> str | None:
-    """The layer's declared ``structured`` role: "units", "channelwise", "flatten" or None (opaque)."""
+    """The layer's declared ``structured`` role: "units", "channelwise", "flatten" or None (opaque). A depthwise
+    convolution with one filter per channel (``DepthwiseConv(k, c => c)``) keeps channels apart: channel-wise."""
+    w = getattr(layer, "weight", None)
+    groups = getattr(layer, "groups", 1)
+    if groups > 1 and isinstance(w, np.ndarray) and w.ndim == 4 and w.shape[2] == 1 and w.shape[3] == groups:
+        return "channelwise"
     return getattr(layer, "structured", None)
 
 

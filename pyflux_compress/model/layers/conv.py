@@ -111,6 +111,13 @@ class Conv(Layer):
         self.dilation = check_tuple(f"{who} dilation", dilation, 2, min=1)
         self.pad = conv_pad(pad, tuple(kk), self.dilation, who)
 
+    def slice_outputs(self, keep: np.ndarray) -> None:
+        """Keep output channels ``keep``; a depthwise conv (one filter per group) keeps its groups with them."""
+        depthwise = self.groups > 1 and self.weight.shape[2] == 1 and self.weight.shape[3] == self.groups
+        super().slice_outputs(keep)
+        if depthwise:
+            self.groups = len(keep)
+
     @property
     def k(self) -> tuple[int, int]:
         return tuple(int(v) for v in self.weight.shape[:2])  # type: ignore[return-value]
