@@ -169,20 +169,7 @@ class Conv(Layer):
         return (self.out_channels, ho, wo)
 
     def __repr__(self) -> str:
-        s = f"{self.flux_name}({self.k}, {self.in_channels} => {self.out_channels}"
-        if self.activation is not identity:
-            s += f", {self.activation!r}"
-        if any(self.pad):
-            s += f", pad={tuple_str(self.pad)}"
-        if any(v != 1 for v in self.stride):
-            s += f", stride={tuple_str(self.stride)}"
-        if any(v != 1 for v in self.dilation):
-            s += f", dilation={tuple_str(self.dilation)}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=false"
-        return s + ")"
+        return conv_repr(self)
 
 
     @classmethod
@@ -257,6 +244,20 @@ class CrossCor(Conv):
         super().__init__(*args, **kw)
         if self.groups != 1:                       # Flux's CrossCor struct has no groups field
             raise ValueError(f"CrossCor has no groups (Flux's CrossCor struct lacks the field); got groups={self.groups}")
+
+
+def conv_repr(layer: Any) -> str:
+    """Flux's ``show`` of a convolution (``_print_conv_opt``): ``Conv((3, 3), 1 => 8, relu, pad=1, stride=2)``;
+    also ConvTranspose (its ``outpad``) — the options Flux prints, in Flux's order, defaults left out."""
+    s = f"{layer.flux_name}({layer.k}, {layer.in_channels} => {layer.out_channels}"
+    if layer.activation is not identity:
+        s += f", {layer.activation!r}"
+    opts = [("pad", layer.pad, 0), ("outpad", getattr(layer, "outpad", (0,)), 0), ("stride", layer.stride, 1),
+            ("dilation", layer.dilation, 1)]
+    s += "".join(f", {key}={tuple_str(v)}" for key, v, default in opts if any(x != default for x in v))
+    if getattr(layer, "groups", 1) != 1:
+        s += f", groups={layer.groups}"
+    return s + (", bias=false)" if layer.bias is None else ")")
 
 
 def flux_conv_to_onnx(weight: np.ndarray, flipped: bool) -> np.ndarray:

@@ -31,7 +31,8 @@ from .. import _conv
 from ..activations import Activation, get_activation, identity
 from ..registry import register_layer
 from ..syntax import as_ints, as_pad, as_pair
-from .base import Grads, Layer, activation_of, as_data, bias_array, init_fn, tuple_str
+from .base import Grads, Layer, activation_of, as_data, bias_array, init_fn
+from .conv import conv_repr
 
 
 def transpose_same_pad(k: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> tuple:
@@ -158,22 +159,7 @@ class ConvTranspose(Layer):
         return dx, grads
 
     def __repr__(self) -> str:
-        s = f"ConvTranspose({self.k}, {self.in_channels} => {self.out_channels}"
-        if self.activation is not identity:
-            s += f", {self.activation!r}"
-        if any(self.pad):
-            s += f", pad={tuple_str(self.pad)}"
-        if any(self.outpad):
-            s += f", outpad={tuple_str(self.outpad)}"
-        if any(v != 1 for v in self.stride):
-            s += f", stride={tuple_str(self.stride)}"
-        if any(v != 1 for v in self.dilation):
-            s += f", dilation={tuple_str(self.dilation)}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=false"
-        return s + ")"
+        return conv_repr(self)
 
     # ---- syntax --------------------------------------------------------------------------------------
     @classmethod
