@@ -143,3 +143,30 @@ def test_inspect_shows_each_model_of_a_container(tmp_path):
     assert info["kind"] == "container" and info["container"] == "NamedTuple"
     assert [m["file"] for m in info["models"]] == ["encoder", "decoder"]
     assert info["models"][1]["total_params"] == 4 * 2 + 4 + 3 * 4 + 3
+
+
+def test_struct_skipconnection_parallel_upsample_from_type_parameters():
+    """JLD2 keeps a SkipConnection's/Parallel's connection and Upsample's mode only as type parameters."""
+    conv_t = JuliaType("Flux.Conv", (2, 4, JuliaType("Base.#identity"), JuliaType("Core.Array"), JuliaType("Core.Array")))
+    w = np.arange(3 * 3 * 2 * 2, dtype=np.float32).reshape(3, 3, 2, 2) / 50
+
+    def conv():
+        return JuliaStruct(str(conv_t), {"weight": w, "bias": np.zeros(2, np.float32), "stride": (1, 1),
+                                         "pad": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1}, conv_t)
+
+    skip_t = JuliaType("Flux.SkipConnection", (conv_t, JuliaType("Base.#+")))
+    par_t = JuliaType("Flux.Parallel", (JuliaType("Base.#vcat"), JuliaType("Core.Tuple")))
+    up_t = JuliaType("Flux.Upsample", ("bilinear", JuliaType("Core.Tuple"), JuliaType("Core.Nothing")))
+    chain = JuliaStruct("Flux.Chain", {"layers": (
+        JuliaStruct(str(skip_t), {"layers": conv(), "connection": Ghost("Base.#+")}, skip_t),
+        JuliaStruct(str(par_t), {"connection": Ghost("Base.#vcat"), "layers": (conv(), conv())}, par_t),
+        JuliaStruct(str(up_t), {"scale": (2, 2), "size": None}, up_t))}, JuliaType("Flux.Chain", ()))
+    m = rebuild(chain, "model")
+    assert str(m) == ("Chain(SkipConnection(Conv((3, 3), 2 => 2, pad=1), +), Parallel(vcat, Conv((3, 3), 2 => 2, "
+                      "pad=1), Conv((3, 3), 2 => 2, pad=1)), Upsample(:bilinear, scale = 2))")
+    np.testing.assert_array_equal(m.layers[1].layers[1].weight, w)
+    anon_t = JuliaType("Flux.SkipConnection", (conv_t, JuliaType("Main.#3#4")))
+    bad = JuliaStruct("Flux.Chain", {"layers": (JuliaStruct(str(anon_t), {"layers": conv()}, anon_t),)},
+                      JuliaType("Flux.Chain", ()))
+    with pytest.raises(CheckpointError, match=r"layers\[1\].*unsupported connection 'Main.#3#4'"):
+        rebuild(bad, "model")
