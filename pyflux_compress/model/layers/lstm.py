@@ -86,7 +86,7 @@ class LSTM(RecurrentLayer):
 
     flux_name = "LSTM"
     cell_class = LSTMCell
-    onnx_ops = ("LSTM",)
+    onnx_ops = ("LSTM", "Transpose")
     onnx_op = "LSTM"
 
     def __init__(self, n_in: Any, n_out: Any = None, *, return_state: bool = False, **cell_kw: Any) -> None:

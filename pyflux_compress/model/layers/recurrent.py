@@ -422,12 +422,18 @@ class RecurrentLayer(Layer):
         W = r.const(rnn, 1).astype(np.float32)[0]
         R = r.const(rnn, 2).astype(np.float32)[0]
         B = r.const(rnn, 3).astype(np.float32)[0] if r.has_input(rnn, 3) else None
-        target = [c for c in registry.by_onnx_op(rnn.op_type) if issubclass(c, RecurrentLayer)]
+        target = [c for c in registry.by_onnx_op(rnn.op_type)
+                  if issubclass(c, RecurrentLayer) and c.onnx_matches(a)]
         if not target:
             raise r.error(rnn, "no recurrent layer registered for this op")
         layer = target[0].layer_from_onnx(W, R, B, a, lambda msg: r.error(rnn, msg))
         r.advanced = tr[0].output[0]
         return layer
+
+    @classmethod
+    def onnx_matches(cls, attrs: dict) -> bool:
+        """Whether this class reads a recurrent node with these attributes (GRU vs GRUv3)."""
+        return True
 
     @classmethod
     def layer_from_onnx(cls, W: np.ndarray, R: np.ndarray, B: np.ndarray | None, attrs: dict,
