@@ -112,3 +112,106 @@ def test_bptt_gradient_check(kind):
         down = loss()
         x[idx] = old
         np.testing.assert_allclose(dx[idx], (up - down) / (2 * eps), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("arch", ["Chain(RNN(3 => 4, tanh), flatten, Dense(24 => 2))",
+                                  "Chain(RNN(3 => 4, relu; bias=false), flatten, Dense(24 => 2))",
+                                  "Chain(LSTM(3 => 4), flatten, Dense(24 => 2))",
+                                  "Chain(GRU(3 => 4), flatten, Dense(24 => 2))",
+                                  "Chain(GRUv3(3 => 4), flatten, Dense(24 => 2))"])
+def test_syntax_jld2_onnx(arch, tmp_path):
+    model = pfc.parse(arch, seed=4)
+    assert str(model) == arch and str(pfc.parse(str(model))) == arch
+    x = data()
+    # JLD2: Flux.state nesting (cell = (Wi, Wh, bias|b, ...),) both ways, bit-exact
+    st = pfc.io.checkpoint.state(model)
+    rnn_state = st["layers"][0]["cell"]
+    assert list(rnn_state.keys()) == list(model[0].cell.flux_fields)
+    pfc.save(tmp_path / "m.jld2", model)
+    back = pfc.load(tmp_path / "m.jld2")
+    assert str(back) == arch
+    for k, v in model.params().items():
+        np.testing.assert_array_equal(back.params()[k], v)
+    fresh = pfc.parse(arch, seed=77)
+    pfc.load_state(fresh, tmp_path / "m.jld2")
+    np.testing.assert_array_equal(fresh(x), model(x))
+    # ONNX recurrent op, onnxruntime parity, import back
+    ort = pytest.importorskip("onnxruntime")
+    path = pfc.export_onnx(model, tmp_path / "m.onnx", input_shape=(6, 3))
+    import onnx
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert model[0].onnx_op in ops
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], model(x), rtol=1e-5, atol=1e-5)
+    imported = pfc.import_onnx(path)
+    assert str(imported) == arch
+    np.testing.assert_allclose(imported(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+def _t(name, *params):
+    return JuliaType(name, tuple(params))
+
+
+def test_flux_structs_015_and_recur_014():
+    lstm = make("LSTM", seed=8)
+    arr = _t("Core.Array")
+    cell_t = _t("Flux.LSTMCell", arr, arr, arr)
+    cell = JuliaStruct(str(cell_t), {"Wi": lstm.cell.Wi, "Wh": lstm.cell.Wh, "bias": lstm.cell.bias}, cell_t)
+    # Flux 0.16.1: LSTM{return_state, M}
+    lay_t = _t("Flux.LSTM", True, cell_t)
+    chain = JuliaStruct("Flux.Chain", {"layers": (JuliaStruct(str(lay_t), {"cell": cell}, lay_t),)},
+                        _t("Flux.Chain"))
+    m = rebuild(chain, "model")
+    assert str(m) == "Chain(LSTM(3 => 4; return_state=true))"
+    np.testing.assert_array_equal(m[0].cell.Wh, lstm.cell.Wh)
+    # Flux 0.14: Recur(LSTMCell(Wi, Wh, b, state0), state)
+    old_t = _t("Flux.LSTMCell", arr, arr, _t("Core.Tuple"))
+    zeros = np.zeros((4, 1), np.float32)
+    old = JuliaStruct(str(old_t), {"Wi": lstm.cell.Wi, "Wh": lstm.cell.Wh, "b": lstm.cell.bias,
+                                   "state0": (zeros, zeros)}, old_t)
+    rec_t = _t("Flux.Recur", old_t, _t("Core.Tuple"))
+    chain14 = JuliaStruct("Flux.Chain", {"layers": (JuliaStruct(str(rec_t), {"cell": old, "state": (zeros, zeros)},
+                                                                rec_t),)}, _t("Flux.Chain"))
+    m14 = rebuild(chain14, "model")
+    assert str(m14) == "Chain(LSTM(3 => 4))"
+    x = data()
+    np.testing.assert_array_equal(m14(x), lstm(x))
+    # GRUv3 in 0.14 stored Wh as (2out, out)
+    g = make("GRUv3", seed=9)
+    g3_t = _t("Flux.GRUv3Cell", arr, arr, arr, arr, arr)
+    g3 = JuliaStruct(str(g3_t), {"Wi": g.cell.Wi, "Wh": g.cell.Wh[:8], "b": g.cell.bias, "Wh_h̃": g.cell.Wh_htilde,
+                                 "state0": np.zeros((4, 1), np.float32)}, g3_t)
+    rg_t = _t("Flux.Recur", g3_t, arr)
+    mg = rebuild(JuliaStruct("Flux.Chain", {"layers": (JuliaStruct(str(rg_t), {"cell": g3, "state": None},
+                                                                   rg_t),)}, _t("Flux.Chain")), "model")
+    g.cell.Wh[8:] = 0
+    np.testing.assert_allclose(mg(x), g(x), rtol=1e-6)
+    # a learnt non-zero state0 is refused, naming the path
+    bad = JuliaStruct(str(old_t), {"Wi": lstm.cell.Wi, "Wh": lstm.cell.Wh, "b": lstm.cell.bias,
+                                   "state0": (zeros + 1, zeros)}, old_t)
+    with pytest.raises(ValueError, match=r"layers\[1\].*state0"):
+        rebuild(JuliaStruct("Flux.Chain", {"layers": (JuliaStruct(str(rec_t), {"cell": bad, "state": None},
+                                                                  rec_t),)}, _t("Flux.Chain")), "model")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prune_quantize_and_hidden_units(kind):
+    model = pfc.Chain(make(kind, seed=2), pfc.flatten, pfc.Dense(24, 2, seed=3))
+    pruned = pfc.prune(model, 0.5)
+    assert {"layers[1].Wi", "layers[1].Wh"} <= set(pruned.records[-1]["per_layer"])
+    assert np.mean(pruned[0].Wi == 0) == pytest.approx(0.5, abs=0.02)
+    assert np.count_nonzero(model[0].Wi == 0) == 0
+    # gate-coupled hidden-unit slicing: the kept units compute exactly what they computed before
+    x = data()
+    layer = model[0].copy()
+    keep = np.array([0, 2, 3])
+    layer.keep_hidden(keep)
+    assert layer.hidden == 3 and layer.Wi.shape[0] == layer.cell.gates * 3
+    # units 1 removed changes the others unless its outgoing recurrent weights are zero: zero them first
+    ref = model[0].copy()
+    ref.Wh[:, 1] = 0
+    if kind == "GRUv3":
+        ref.cell.Wh_htilde[:, 1] = 0
+    layer = ref.copy()
+    layer.keep_hidden(keep)
+    np.testing.assert_allclose(layer(x), ref(x)[:, :, keep], rtol=1e-5, atol=1e-6)

@@ -30,6 +30,7 @@ from .rnn import RNN, RNNCell  # isort: skip
 from .lstm import LSTM, LSTMCell  # isort: skip
 from .gru import GRU, GRUCell  # isort: skip
 from .gruv3 import GRUv3, GRUv3Cell  # isort: skip
+from .recur import Recur  # isort: skip
 from ..syntax import SamePad  # isort: skip
 from .base import Grads, Layer  # isort: skip
 

@@ -84,7 +84,10 @@ class GRUv3Cell(GRUCell):
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable) -> "GRUv3Cell":
         a = cls.arrays_from_flux(fields)
-        return cls(None, Wi=a["Wi"], Wh=a["Wh"], bias=a["bias"], Wh_htilde=a["Wh_htilde"])
+        cell = cls(None, Wi=a["Wi"], Wh=a["Wh"], bias=a["bias"], Wh_htilde=a["Wh_htilde"])
+        if isinstance(fields.get("Wh"), np.ndarray) and fields["Wh"].shape != cell.Wh.shape:
+            fields["Wh"] = cell.Wh      # Flux <= 0.14's (2out, out) Wh, padded: the loader copies this value in
+        return cell
 
 
 @register_layer

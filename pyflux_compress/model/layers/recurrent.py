@@ -177,7 +177,11 @@ class RecurrentCell(Layer):
         return (self.hidden,)
 
     def __repr__(self) -> str:
-        return f"{self.flux_name}({self.in_features} => {self.hidden})"
+        return f"{self.flux_name}({self.in_features} => {self.hidden}{self.bias_kw()})"
+
+    def bias_kw(self) -> str:
+        """``"; bias=false"`` for a bias-free cell (Flux's show omits it; printed so the text rebuilds it)."""
+        return "; bias=false" if self.bias is None else ""
 
     @classmethod
     def sizes_from_syntax(cls, call: Any, n_extra: int = 0, wrapped: bool = False) -> tuple[int, int, tuple, dict]:

@@ -51,7 +51,7 @@ class RNNCell(RecurrentCell):
         return dz, (dz @ self.Wh,)
 
     def __repr__(self) -> str:
-        return f"{self.flux_name}({self.in_features} => {self.hidden}, {self.activation!r})"
+        return f"{self.flux_name}({self.in_features} => {self.hidden}, {self.activation!r}{self.bias_kw()})"
 
     @classmethod
     def from_syntax(cls, call: Any, wrapped: bool = False) -> "RNNCell":
