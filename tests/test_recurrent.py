@@ -215,3 +215,33 @@ def test_prune_quantize_and_hidden_units(kind):
     layer = ref.copy()
     layer.keep_hidden(keep)
     np.testing.assert_allclose(layer(x), ref(x)[:, :, keep], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prune_hidden_units_gate_coupled(kind):
+    model = pfc.Chain(make(kind, seed=2), pfc.tanh, make(kind, 4, 5, seed=3), pfc.flatten, pfc.Dense(30, 2, seed=4))
+    small = pfc.prune_hidden_units(model, 0.5)
+    rec = small.records[-1]
+    assert rec["per_layer"] == {"layers[1]": 0.5, "layers[3]": 0.6}   # round(2.5) = 3 of 5
+    assert small[0].hidden == 2 and small[2].in_features == 2 and small[2].hidden == 2
+    assert small[4].in_features == 6 * 2 and rec["params_after"] < rec["params_before"]
+    assert str(small) == (f"Chain({kind}(3 => 2{', tanh' if kind == 'RNN' else ''}), tanh, "
+                          f"{kind}(2 => 2{', tanh' if kind == 'RNN' else ''}), flatten, Dense(12 => 2))")
+    # exactness: silence the units pruning removed (zero incoming gate rows: their state stays 0 in every cell
+    # type), prune again: the same units go, and the smaller model computes exactly the same outputs
+    ref = model.copy()
+    for i in (0, 2):
+        cell = ref[i].cell
+        drop = np.setdiff1d(np.arange(cell.hidden), rec["kept"][f"layers[{i + 1}]"])
+        rows = np.concatenate([drop + k * cell.hidden for k in range(cell.gates)])
+        cell.Wi[rows] = 0
+        cell.Wh[rows] = 0
+        cell.bias[rows] = 0
+        if kind == "GRUv3":
+            cell.Wh_htilde[drop] = 0
+    x = data()
+    ref_small = pfc.prune_hidden_units(ref, 0.5)
+    assert ref_small.records[-1]["kept"] == rec["kept"]
+    np.testing.assert_allclose(ref_small(x), ref(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no recurrent layer"):
+        pfc.prune_hidden_units(pfc.parse("Chain(Dense(2 => 3))"), 0.5)
