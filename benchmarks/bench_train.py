@@ -184,5 +184,55 @@ def main() -> None:
         print(summarize(f"subprocess with {', '.join(set_vars)} unset", json.loads(out.stdout.splitlines()[-1])))
 
 
+# ---- issue 13: the LSTM (sequential Fashion-MNIST) against the same model in PyTorch -------------------------
+LSTM_MODEL = "Chain(LSTM(28 => 64), flatten, Dense(1792 => 10))"
+
+
+def lstm_vs_torch(rounds: int = 3, n: int = 10000, batchsize: int = 64, seed: int = 0) -> dict:
+    """Seconds per epoch of ``pfc.fit`` on :data:`LSTM_MODEL` vs ``nn.LSTM(28, 64, batch_first=True)`` + flatten
+    + ``nn.Linear(1792, 10)`` (same data: the first ``n`` Fashion-MNIST images as 28 rows of 28 features; Adam
+    2e-3; logit cross-entropy), one thread each, interleaved epochs. Run: ``bench_train.py --lstm``."""
+    import pyflux_compress as pfc
+    import torch
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    Xtr, ytr, _, _ = pfc.datasets.load("fashion-mnist")
+    X, y = np.ascontiguousarray(Xtr[:n, 0]), ytr[:n]
+    model = pfc.parse(LSTM_MODEL, seed=seed)
+    opt = pfc.Adam(2e-3)
+    tm = torch.nn.ModuleDict({"lstm": torch.nn.LSTM(28, 64, batch_first=True), "fc": torch.nn.Linear(1792, 10)})
+    topt = torch.optim.Adam(tm.parameters(), lr=2e-3)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(seed)
+
+    def torch_epoch() -> float:
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen)
+        for lo in range(0, n, batchsize):
+            idx = perm[lo:lo + batchsize]
+            topt.zero_grad(set_to_none=True)
+            out = tm["fc"](tm["lstm"](Xt[idx])[0].reshape(len(idx), -1))
+            torch.nn.functional.cross_entropy(out, yt[idx]).backward()
+            topt.step()
+        return time.perf_counter() - t0
+
+    ours, theirs = [], []
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        pfc.fit(model, X, y, epochs=1, batchsize=batchsize, opt=opt, progress=False, seed=seed + r)
+        ours.append(time.perf_counter() - t0)
+        theirs.append(torch_epoch())
+    res = {"model": LSTM_MODEL, "n": n, "batchsize": batchsize, "pfc_s": ours, "torch_s": theirs,
+           "ratio_median": statistics.median(ours) / statistics.median(theirs),
+           "ratio_min": min(ours) / min(theirs)}
+    print(f"LSTM {LSTM_MODEL}, {n} sequences/epoch, batch {batchsize}, 1 thread: pfc median "
+          f"{statistics.median(ours):.2f} s, torch median {statistics.median(theirs):.2f} s; pfc/torch "
+          f"{res['ratio_median']:.2f} (median), {res['ratio_min']:.2f} (min)")
+    return res
+
+
 if __name__ == "__main__":
-    main()
+    if "--lstm" in sys.argv:
+        lstm_vs_torch()
+    else:
+        main()
