@@ -245,3 +245,25 @@ def test_prune_hidden_units_gate_coupled(kind):
     np.testing.assert_allclose(ref_small(x), ref(x), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no recurrent layer"):
         pfc.prune_hidden_units(pfc.parse("Chain(Dense(2 => 3))"), 0.5)
+
+
+def test_bad_input_and_syntax_errors_name_the_layer():
+    lstm = make("LSTM")
+    with pytest.raises(ValueError, match=r"LSTM\(3 => 4\) expects input \(N, len, 3\)"):
+        lstm(np.zeros((2, 5, 7), np.float32))
+    with pytest.raises(ValueError, match=r"state must have 2 part"):
+        lstm.run(data(), np.zeros(4))
+    with pytest.raises(ValueError, match=r"state must have shape \(4,\) or \(5, 4\)"):
+        make("GRU").run(data(), np.zeros(3))
+    with pytest.raises(ValueError, match="return_state=true returns"):
+        pfc.Chain(make("LSTM", return_state=True), pfc.flatten).forward(data())
+    with pytest.raises(ValueError, match=r"per-sample input \(len, 3\)"):
+        pfc.parse("Chain(LSTM(3 => 4), flatten, Dense(24 => 2))")(np.zeros((2, 6, 5)))
+    with pytest.raises(pfc.FluxSyntaxError, match=r"expected LSTM\(in => out\)"):
+        pfc.parse("LSTM(3, 4)")
+    with pytest.raises(pfc.FluxSyntaxError, match="return_state"):
+        pfc.parse("LSTMCell(3 => 4; return_state=true)")
+    assert str(pfc.parse("RNN(2 => 3, relu; return_state=true)")) == "RNN(2 => 3, relu; return_state=true)"
+    assert str(pfc.parse("GRU(2 => 3; bias=false, return_state=true)")) == "GRU(2 => 3; bias=false, return_state=true)"
+    with pytest.raises(ValueError, match="ONNX RNN form"):
+        pfc.export_onnx(pfc.Chain(pfc.RNN(3, 4, pfc.gelu), pfc.flatten), "/nonexistent/x.onnx", input_shape=(6, 3))
