@@ -12,7 +12,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 COMMON = [r"trained 1 epoch\(s\) on 2,000 images in \d+ s: test accuracy \d+\.\d+%",
-          r"ONNX fp32 \((LSTM|GRU) op\): ORT vs NumPy max \|diff\| \S+ \(<= 1e-5: True\)",
+          r"ONNX fp32 \((LSTM|GRU) op\): ORT vs NumPy max relative \|diff\| \S+ \(<= 1e-5: True\)",
           r"latency at batch 256, 1 thread: fp32 \d+\.\d+ ms, int8 \d+\.\d+ ms",
           r"JLD2 round trip: architecture True, weights bit-exact True"]
 EXPECT = {
