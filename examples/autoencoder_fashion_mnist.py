@@ -11,6 +11,11 @@ The model, in Flux syntax (a named Chain, as Flux users write encoder/decoder pa
 Trained with the mean squared reconstruction error (target = input); every step (examples/_zoo.py) reports
 that error on the test images: train, int8 (ConvTranspose stays float), 50% structured + fine-tuning, 80%
 unstructured + fine-tuning, ONNX parity, JLD2 round trip. ``PYFLUX_EXAMPLE_FAST=1`` trains on 2,000 images.
+
+Measured (2 epochs on 30,000 images, 303 s on 2 shared cores; fine-tuning 1 epoch on 20,000): test
+reconstruction MSE 0.01025; int8 0.01032; 50% structured (3,529 -> 1,769 parameters; the 8-channel code
+between the named encoder and decoder Chains is kept) 0.13843 before, 0.01639 after fine-tuning; 80%
+unstructured 0.12860 before, 0.03108 after; ONNX max relative |diff| 1.69e-06; JLD2 weights bit-exact.
 """
 from __future__ import annotations
 

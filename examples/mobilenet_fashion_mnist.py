@@ -2,12 +2,12 @@
 
 The model, in Flux syntax (``DepthwiseConv(k, c => c)`` is Flux's ``Conv(k, c => c; groups=c)``)::
 
-    Chain(Conv((3, 3), 1 => 16; pad=1, stride=2), BatchNorm(16, relu6),               # 28x28 -> 14x14
-          DepthwiseConv((3, 3), 16 => 16; pad=1), BatchNorm(16, relu6),
-          Conv((1, 1), 16 => 32), BatchNorm(32, relu6),                               # pointwise
-          DepthwiseConv((3, 3), 32 => 32; pad=1, stride=2), BatchNorm(32, relu6),     # -> 7x7
-          Conv((1, 1), 32 => 64), BatchNorm(64, relu6),
-          GlobalMeanPool(), flatten, Dense(64 => 10))
+    Chain(Conv((3, 3), 1 => 32; pad=1, stride=2), BatchNorm(32, relu6),               # 28x28 -> 14x14
+          DepthwiseConv((3, 3), 32 => 32; pad=1), BatchNorm(32, relu6),
+          Conv((1, 1), 32 => 64), BatchNorm(64, relu6),                               # pointwise
+          DepthwiseConv((3, 3), 64 => 64; pad=1, stride=2), BatchNorm(64, relu6),     # -> 7x7
+          Conv((1, 1), 64 => 128), BatchNorm(128, relu6),
+          GlobalMeanPool(), flatten, Dense(128 => 10))
 
 Steps (examples/_zoo.py): train, int8, 50% structured + fine-tuning (every producer halves its channels; each
 depthwise layer keeps the filters of the channels kept before it), 80% unstructured + fine-tuning, ONNX
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import _zoo
 
-ARCH = ("Chain(Conv((3, 3), 1 => 16; pad=1, stride=2), BatchNorm(16, relu6), DepthwiseConv((3, 3), 16 => 16; pad=1), "
-        "BatchNorm(16, relu6), Conv((1, 1), 16 => 32), BatchNorm(32, relu6), "
-        "DepthwiseConv((3, 3), 32 => 32; pad=1, stride=2), BatchNorm(32, relu6), Conv((1, 1), 32 => 64), "
-        "BatchNorm(64, relu6), GlobalMeanPool(), flatten, Dense(64 => 10))")
+ARCH = ("Chain(Conv((3, 3), 1 => 32; pad=1, stride=2), BatchNorm(32, relu6), DepthwiseConv((3, 3), 32 => 32; pad=1), "
+        "BatchNorm(32, relu6), Conv((1, 1), 32 => 64), BatchNorm(64, relu6), "
+        "DepthwiseConv((3, 3), 64 => 64; pad=1, stride=2), BatchNorm(64, relu6), Conv((1, 1), 64 => 128), "
+        "BatchNorm(128, relu6), GlobalMeanPool(), flatten, Dense(128 => 10))")
 
 
 def main() -> int:

@@ -58,13 +58,14 @@ const _ACTIVATIONS = Dict{Symbol,Any}(
     :relu => relu, :sigmoid => sigmoid, :σ => σ, :tanh => tanh, :softmax => softmax,
     :leakyrelu => leakyrelu, :elu => elu, :gelu => gelu, :swish => swish, :identity => identity,
     :flatten => flatten,
-    # issue 12: the rest of NNlib's activations (Flux re-exports NNlib); gelu_erf needs SpecialFunctions
+    # issue 12: the rest of NNlib's activations (Flux re-exports NNlib)
     :hardσ => Flux.hardσ, :hardsigmoid => Flux.hardσ, :logσ => Flux.logσ, :logsigmoid => Flux.logσ,
     :hardtanh => Flux.hardtanh, :relu6 => Flux.relu6, :rrelu => Flux.rrelu, :selu => Flux.selu,
     :celu => Flux.celu, :softplus => Flux.softplus, :softsign => Flux.softsign, :logcosh => Flux.logcosh,
     :mish => Flux.mish, :tanhshrink => Flux.tanhshrink, :softshrink => Flux.softshrink, :trelu => Flux.trelu,
     :lisht => Flux.lisht, :tanh_fast => Flux.tanh_fast, :sigmoid_fast => Flux.sigmoid_fast,
     :hardswish => Flux.hardswish, :logsoftmax => Flux.logsoftmax, :gelu_tanh => Flux.gelu,
+    :gelu_erf => x -> Flux.gelu_erf(x),   # resolved when called: NNlib defines it with SpecialFunctions loaded
     # SkipConnection / Parallel connections
     :+ => +, :vcat => vcat, :hcat => hcat)
 const _LAYERS = Dict{Symbol,Any}(
