@@ -267,3 +267,41 @@ def test_bad_input_and_syntax_errors_name_the_layer():
     assert str(pfc.parse("GRU(2 => 3; bias=false, return_state=true)")) == "GRU(2 => 3; bias=false, return_state=true)"
     with pytest.raises(ValueError, match="ONNX RNN form"):
         pfc.export_onnx(pfc.Chain(pfc.RNN(3, 4, pfc.gelu), pfc.flatten), "/nonexistent/x.onnx", input_shape=(6, 3))
+
+
+@pytest.mark.parametrize("cell", ["RNNCell(3 => 4, tanh)", "GRUCell(3 => 4)", "GRUv3Cell(3 => 4)"])
+def test_cells_as_layers_gradient_and_state(cell, tmp_path):
+    arch = f"Chain({cell}, Dense(4 => 2))"
+    model = pfc.parse(arch, seed=6)
+    assert str(model) == arch
+    m64 = model.astype(np.float64)
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    y, cache = m64.forward(x)
+    dy = np.random.default_rng(1).normal(size=y.shape)
+    _, grads = m64.backward(cache, dy)
+    w = m64[0].Wi
+    eps = 1e-6
+    for idx in [(0, 0), (w.shape[0] // 2, 2), (w.shape[0] - 1, 1)]:
+        old = w[idx]
+        w[idx] = old + eps
+        up = float((m64(x) * dy).sum())
+        w[idx] = old - eps
+        down = float((m64(x) * dy).sum())
+        w[idx] = old
+        np.testing.assert_allclose(grads[f"layers[1].Wi"][idx], (up - down) / (2 * eps), rtol=1e-5, atol=1e-9)
+    pfc.save(tmp_path / "c.jld2", model)
+    back = pfc.load(tmp_path / "c.jld2")
+    assert str(back) == arch
+    np.testing.assert_array_equal(back(x.astype(np.float32)), model(x.astype(np.float32)))
+
+
+def test_lstm_cell_returns_its_state_as_flux():
+    cell = pfc.LSTMCell(3, 4, seed=0)
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    h, c = cell(x)
+    h2, c2 = cell(x, (h, c))
+    ref = pfc.LSTM(cell).run(np.stack([x, x], axis=1))[1]
+    np.testing.assert_allclose(h2, ref[0], rtol=1e-6)
+    np.testing.assert_allclose(c2, ref[1], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"LSTMCell\(3 => 4\) returns its state"):
+        pfc.Chain(cell, pfc.Dense(4, 2))(x)

@@ -172,6 +172,9 @@ class RecurrentCell(Layer):
         return (dgx @ self.Wi if need_input_grad else None), grads
 
     def output_shape(self, in_shape: tuple) -> tuple:
+        if self.n_states > 1:   # Flux's cell returns the state tuple, which no following layer takes
+            raise self._err(f"returns its state {'(h, c)'} as in Flux, which no following layer takes; use "
+                            f"{self.flux_name[:-4]}(...) for a sequence, or call the cell directly")
         if tuple(in_shape) != (self.in_features,):
             raise self._err(f"expects {self.in_features} input features, got per-sample shape {tuple(in_shape)}")
         return (self.hidden,)
