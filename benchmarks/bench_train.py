@@ -202,7 +202,7 @@ def lstm_vs_torch(rounds: int = 3, n: int = 10000, batchsize: int = 64, seed: in
     opt = pfc.Adam(2e-3)
     tm = torch.nn.ModuleDict({"lstm": torch.nn.LSTM(28, 64, batch_first=True), "fc": torch.nn.Linear(1792, 10)})
     topt = torch.optim.Adam(tm.parameters(), lr=2e-3)
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    Xt, yt = torch.from_numpy(np.array(X)), torch.from_numpy(np.array(y))
     gen = torch.Generator().manual_seed(seed)
 
     def torch_epoch() -> float:
@@ -228,6 +228,14 @@ def lstm_vs_torch(rounds: int = 3, n: int = 10000, batchsize: int = 64, seed: in
     print(f"LSTM {LSTM_MODEL}, {n} sequences/epoch, batch {batchsize}, 1 thread: pfc median "
           f"{statistics.median(ours):.2f} s, torch median {statistics.median(theirs):.2f} s; pfc/torch "
           f"{res['ratio_median']:.2f} (median), {res['ratio_min']:.2f} (min)")
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "lstm_train.md")
+    with open(out + ".tmp", "w") as f:
+        f.write(f"# LSTM training: pfc vs PyTorch (bench_train.py --lstm)\n\n`{LSTM_MODEL}`, first {n} Fashion-MNIST "
+                f"images as 28 rows of 28 features, batch {batchsize}, Adam(2e-3), 1 thread each, {rounds} interleaved "
+                f"epochs.\n\n| | pfc s/epoch | torch s/epoch | pfc/torch |\n|---|---|---|---|\n"
+                f"| median | {statistics.median(ours):.2f} | {statistics.median(theirs):.2f} | "
+                f"{res['ratio_median']:.2f} |\n| min | {min(ours):.2f} | {min(theirs):.2f} | {res['ratio_min']:.2f} |\n")
+    os.replace(out + ".tmp", out)
     return res
 
 

@@ -13,6 +13,20 @@ across the LSTM's four gates / the GRU's three (``pfc.prune_hidden_units``), bef
 ONNX fp32 export to the ONNX ``LSTM``/``GRU`` op (onnxruntime vs NumPy max |diff|); int8 with onnxruntime's
 dynamic quantizer (``quantize_dynamic``: ``LSTM`` -> ``DynamicQuantizeLSTM``, ``MatMul`` -> integer kernels),
 its accuracy in onnxruntime and the fp32 / int8 latency at batch 256; JLD2 round trip.
+
+Measured (defaults: 6 epochs on all 60,000 images, batch 64, Adam(2e-3); 1 fine-tuning epoch; 2 shared cores,
+one thread each)::
+
+                             LSTM(28 => 64)              GRU(28 => 64)
+    training                 391 s, 88.86%               331 s, 88.37%
+    50% hidden units         41,738 -> 16,778 params     35,786 -> 14,826 params
+      before / after FT      82.66% / 88.11% (-0.75)     79.58% / 88.53% (+0.16)
+    ONNX fp32 vs NumPy       9.5e-06 abs                 1.1e-05 abs (logits up to ~20)
+    int8 (quantize_dynamic)  88.91% (+0.05); ops         88.41% (+0.04); ops DynamicQuantizeLinear,
+                             DynamicQuantizeLSTM,        MatMulInteger (the Dense only: onnxruntime has
+                             MatMulInteger               no integer GRU kernel)
+    batch 256 latency        fp32 42.3 ms, int8 30.0 ms  fp32 66.5 ms, int8 82.8 ms (slower: GRU stays
+                                                         float, the Dense pays quantize/dequantize)
 """
 from __future__ import annotations
 
