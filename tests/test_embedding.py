@@ -115,3 +115,18 @@ def test_prune_and_modules(model):
     assert "layers[1]" in pruned.records[-1]["per_layer"]
     assert np.count_nonzero(pruned[0].weight == 0) == 22
     assert np.count_nonzero(model[0].weight == 0) == 0                # pure
+
+
+def test_lowrank_factorises_the_table(ids):
+    model = pfc.parse("Chain(Embedding(40 => 16), flatten, Dense(80 => 3))", seed=0)
+    emb = model[0]
+    u, s, vt = np.linalg.svd(np.random.default_rng(0).normal(size=(16, 4)) @ np.random.default_rng(1).normal(size=(4, 40)),
+                             full_matrices=False)
+    emb.weight[...] = (u[:, :4] * s[:4]) @ vt[:4] + 1e-4 * np.random.default_rng(2).normal(size=(16, 40))
+    small = pfc.lowrank(model, rank={"layers[1]": 4})
+    assert str(small).startswith("Chain(Embedding(40 => 4), Dense(4 => 16; bias=false), flatten")
+    assert small.records[-1]["per_layer"] == {"layers[1]": 4}
+    assert small.records[-1]["params_after"] < small.records[-1]["params_before"]
+    np.testing.assert_allclose(small(ids), model(ids), atol=1e-2)
+    x = np.random.default_rng(3).integers(0, 40, size=(6, 5))
+    np.testing.assert_allclose(small[1](small[0](x)), emb(x), atol=1e-3)
