@@ -305,3 +305,24 @@ def test_lstm_cell_returns_its_state_as_flux():
     np.testing.assert_allclose(c2, ref[1], rtol=1e-6)
     with pytest.raises(ValueError, match=r"LSTMCell\(3 => 4\) returns its state"):
         pfc.Chain(cell, pfc.Dense(4, 2))(x)
+
+
+def test_corpus_flux014_recur_lstm_checkpoint():
+    """A real Flux 0.14 file: Chain(Recur(LSTMCell(4, 64)), <closure>, Dense) -> the Recur is LSTM(4 => 64)."""
+    from _corpus import CORPUS
+    f = CORPUS / "dpshade22__JuliaMidiParsing__trained_model.jld2"
+    if not f.is_file():
+        pytest.skip("JLD2 corpus not available")
+    recur = pfc.jld2.load(f, "model").layers[0]
+    lstm = rebuild(recur, "model.layers[1]")
+    assert str(lstm) == "LSTM(4 => 64)"
+    cell = recur.fields["cell"].fields
+    np.testing.assert_array_equal(lstm.cell.Wi, cell["Wi"])
+    np.testing.assert_array_equal(lstm.cell.Wh, cell["Wh"])
+    np.testing.assert_array_equal(lstm.cell.bias, cell["b"])
+    # 0.14 applied the cell one step per call: the 0.15 layer's outputs are those steps
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    h, c = np.zeros((2, 64), np.float32), np.zeros((2, 64), np.float32)
+    for t in range(3):
+        h, c = lstm.cell(x[:, t], (h, c))
+    np.testing.assert_allclose(lstm(x)[:, -1], h, rtol=1e-5, atol=1e-6)
