@@ -1,4 +1,4 @@
-"""Shared steps of the sequence-model examples (08_lstm_fashion_mnist.py, 09_gru_fashion_mnist.py).
+"""Shared steps of the sequence-model examples (lstm_fashion_mnist.py, gru_fashion_mnist.py).
 
 Sequential Fashion-MNIST: each 28x28 image is a sequence of 28 rows of 28 features, ``(N, 28, 28)`` batch-first
 (Flux's ``(28, 28, N)`` = ``(features, len, batch)``). The model, in Flux syntax (Flux >= 0.15)::

@@ -16,9 +16,9 @@ COMMON = [r"trained 1 epoch\(s\) on 2,000 images in \d+ s: test accuracy \d+\.\d
           r"latency at batch 256, 1 thread: fp32 \d+\.\d+ ms, int8 \d+\.\d+ ms",
           r"JLD2 round trip: architecture True, weights bit-exact True"]
 EXPECT = {
-    "08_lstm_fashion_mnist.py": [r"Chain\(LSTM\(28 => 32\), flatten, Dense\(896 => 10\)\), 41,738 -> 16,778",
+    "lstm_fashion_mnist.py": [r"Chain\(LSTM\(28 => 32\), flatten, Dense\(896 => 10\)\), 41,738 -> 16,778",
                                  r"integer ops \[.*'DynamicQuantizeLSTM'"],
-    "09_gru_fashion_mnist.py": [r"Chain\(GRU\(28 => 32\), flatten, Dense\(896 => 10\)\), 35,786 -> 14,826"],
+    "gru_fashion_mnist.py": [r"Chain\(GRU\(28 => 32\), flatten, Dense\(896 => 10\)\), 35,786 -> 14,826"],
 }
 
 
