@@ -130,3 +130,23 @@ def test_lowrank_factorises_the_table(ids):
     np.testing.assert_allclose(small(ids), model(ids), atol=1e-2)
     x = np.random.default_rng(3).integers(0, 40, size=(6, 5))
     np.testing.assert_allclose(small[1](small[0](x)), emb(x), atol=1e-3)
+
+
+def test_import_bare_gather_on_integer_ids(tmp_path):
+    """A foreign graph (integer ids input, Gather then Gemm) imports as Embedding + Dense."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(9, 3)).astype(np.float32)
+    w = rng.normal(size=(2, 3)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "input"], ["e"], axis=0),
+             helper.make_node("Gemm", ["e", "w"], ["output"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.INT64, ["N"])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(table, "table"), numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "g.onnx"))
+    back = pfc.import_onnx(tmp_path / "g.onnx")
+    assert str(back) == "Chain(Embedding(9 => 3), Dense(3 => 2; bias=false))"
+    np.testing.assert_array_equal(back[0].weight, table.T)
