@@ -150,3 +150,9 @@ def test_import_bare_gather_on_integer_ids(tmp_path):
     back = pfc.import_onnx(tmp_path / "g.onnx")
     assert str(back) == "Chain(Embedding(9 => 3), Dense(3 => 2; bias=false))"
     np.testing.assert_array_equal(back[0].weight, table.T)
+
+
+def test_quantize_leaves_the_table_float(model, ids):
+    q = pfc.quantize(model, bits=8)
+    assert type(q[0]).__name__ == "Embedding" and "layers[3]" in q.records[-1]["per_layer"]
+    np.testing.assert_allclose(q(ids), model(ids), atol=0.05)
