@@ -192,3 +192,10 @@ def test_structured_pruning_mobilenet_depthwise_follows_the_pointwise_channels(r
     ref.layers[3].beta[drop] = 0
     ref.layers[3].gamma[drop] = 0
     np.testing.assert_allclose(p(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+def test_vector_chain_syntax():
+    m = pfc.parse("Chain([Dense(2 => 3, relu), Chain([Dense(3 => 1)])])", seed=0)   # Flux's Chain of a Vector
+    assert str(m) == "Chain(Dense(2 => 3, relu), Chain(Dense(3 => 1)))"
+    with pytest.raises(pfc.FluxSyntaxError, match=r"unclosed '\['"):
+        pfc.parse("Chain([Dense(2 => 3)")

@@ -8,7 +8,10 @@
   activation read from the type parameter, e.g. ``Flux.Dense{typeof(NNlib.relu), ...}``); the output of
   ``Flux.destructure`` (an ``Optimisers.Restructure`` next to its flat parameter vector); or a bare
   ``Flux.state`` file when the state tree alone is unambiguous (Dense/Conv/BatchNorm layers; activations
-  unknown -> identity, with a warning).
+  unknown -> identity, with a warning). Containers keep their form (Tuple / NamedTuple / Dict of models; a
+  user's struct holding models -> :class:`JuliaObject`); ``key=`` picks a top-level entry; ``arch=`` rebuilds
+  from the user's Flux syntax with the file's weights (state tree, Flux struct or ``Flux.params``); what cannot
+  be rebuilt (anonymous functions, unknown structs) is named with its Julia type and path in the file.
 * ``load_state(model, path, key)`` is ``Flux.loadmodel!``: walks model and state together, copies arrays,
   and names the path (``layers[2].weight``) and both shapes on a mismatch. It checks everything before
   copying anything, so a failed load leaves the model untouched.

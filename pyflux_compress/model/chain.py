@@ -106,6 +106,8 @@ class Chain(Layer):
             raise ValueError("give the layers either positionally or by name (Chain(enc = ..., dec = ...))")
         if call.kwargs:
             return cls(**{k: call.layer(v) for k, v in call.kwargs.items()})
+        if len(call.args) == 1 and isinstance(call.args[0], list):   # Flux's Chain([l1, l2]) (a Vector)
+            return cls(*[call.layer(a) for a in call.args[0]])
         return cls(*[call.layer(a) for a in call.args])
 
     def flux_state(self) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class _Tok:
 
 _NUMBER = re.compile(r"(\d[\d_]*(\.\d[\d_]*)?|\.\d[\d_]*)([eEf][+-]?\d+)?")
 _NAME = re.compile(r"[^\W\d][\w!′]*", re.UNICODE)
-_OPS = ("=>", "->", "...", ".+", "(", ")", ",", ";", "=", ".", "-", ":", "+")
+_OPS = ("=>", "->", "...", ".+", "(", ")", "[", "]", ",", ";", "=", ".", "-", ":", "+")
 
 
 def _tokenize(text: str) -> list[_Tok]:
@@ -261,6 +261,21 @@ class _Parser:
             return Colon()
         if tok.kind == "op" and tok.text == "(":
             return self.tuple_()
+        if tok.kind == "op" and tok.text == "[":        # a Vector, e.g. Flux's Chain([Dense(...), ...])
+            self.next()
+            items: list[Any] = []
+            while not self.is_op("]"):
+                if self.peek().kind == "end":
+                    raise self.error(f"unclosed '[' opened at position {tok.pos}")
+                items.append(self.expr())
+                if self.is_op(","):
+                    self.next()
+                elif self.peek().kind == "end":
+                    raise self.error(f"unclosed '[' opened at position {tok.pos}")
+                elif not self.is_op("]"):
+                    raise self.error("expected ',' or ']'")
+            self.expect("]")
+            return items
         if tok.kind == "name":
             name = self.qualified_name()
             if name == "true":
