@@ -15,11 +15,12 @@ from .layers import (AdaptiveMaxPool, AdaptiveMeanPool, BatchNorm, Conv, ConvTra
                      MeanPool, Parallel, PixelShuffle, SamePad, Scale, SkipConnection, Upsample, flatten)
 from .layers import AlphaDropout, GroupNorm, InstanceNorm
 from .layers import GRU, LSTM, RNN, Embedding, GRUCell, GRUv3, GRUv3Cell, LSTMCell, RNNCell, onehotbatch
+from .layers import First, MultiHeadAttention, first, make_causal_mask
 from .registry import register_layer
 from .syntax import FluxSyntaxError, parse
 from .walk import map_layers, modules
 
-__all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool", "Flatten", "flatten",
+__all__ = ["MultiHeadAttention", "First", "first", "make_causal_mask", "Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool", "Flatten", "flatten",
            "BatchNorm", "Dropout", "SamePad", "Chain", "Activation", "ACTIVATIONS", "get_activation", "relu",
            "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish", "identity", "parse",
            "FluxSyntaxError", "modules", "map_layers", "register_layer", "ConvTranspose", "DepthwiseConv",

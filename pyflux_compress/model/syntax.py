@@ -223,7 +223,14 @@ class _Parser:
             return Sum(tuple(terms))
         if self.is_op("=>"):
             self.next()
-            return Pair(a, self.atom())
+            items = [a, self.atom()]
+            while self.is_op("=>"):     # Julia's => is right-associative: a => b => c is a => (b => c)
+                self.next()
+                items.append(self.atom())
+            out = items[-1]
+            for item in reversed(items[:-1]):
+                out = Pair(item, out)
+            return out
         return a
 
     def _lambda_params(self, a: Any, tok: _Tok) -> tuple:

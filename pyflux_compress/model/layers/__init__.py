@@ -31,10 +31,12 @@ from .lstm import LSTM, LSTMCell  # isort: skip
 from .gru import GRU, GRUCell  # isort: skip
 from .gruv3 import GRUv3, GRUv3Cell  # isort: skip
 from .recur import Recur  # isort: skip
+from .attention import First, MultiHeadAttention, first, make_causal_mask  # isort: skip
 from ..syntax import SamePad  # isort: skip
 from .base import Grads, Layer  # isort: skip
 
 __all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool", "Flatten", "flatten",
            "BatchNorm", "Dropout", "SamePad", "Grads", "ConvTranspose", "DepthwiseConv", "SkipConnection",
            "Parallel", "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool", "AdaptiveMeanPool", "Upsample",
-           "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout", "Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3"]
+           "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout", "Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3",
+           "MultiHeadAttention", "First", "first", "make_causal_mask"]
