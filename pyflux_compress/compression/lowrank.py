@@ -89,12 +89,34 @@ def _rewrite(chain: Any, prefix: str, choose) -> None:
             _rewrite(layer, path + ".", choose)
             new_layers.append(layer)
             continue
+        if getattr(layer, "container", False):
+            new_layers.append(_rewrite_children(layer, path + ".", choose))
+            continue
         r = choose(path, layer)
         if r is None:
             new_layers.append(layer)
         else:
             new_layers.extend(_factorise(layer, r))
     chain.layers[:] = new_layers
+
+
+def _rewrite_children(layer: Any, prefix: str, choose) -> Any:
+    """A non-Chain container (SkipConnection, MultiHeadAttention, ...) rebuilt with its factorisable children
+    replaced by ``Chain(first, second)`` (a Chain stands wherever a layer does)."""
+    from ..model.chain import Chain
+
+    kids = {}
+    for frag, child in layer.children().items():
+        path = prefix + frag
+        if isinstance(child, Chain):
+            _rewrite(child, path + ".", choose)
+            kids[frag] = child
+        elif getattr(child, "container", False):
+            kids[frag] = _rewrite_children(child, path + ".", choose)
+        else:
+            r = choose(path, child)
+            kids[frag] = child if r is None else Chain(*_factorise(child, r))
+    return layer.with_children(kids)
 
 
 @dispatch("lowrank")
