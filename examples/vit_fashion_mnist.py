@@ -128,7 +128,8 @@ def main() -> int:
     print(f"int8 (onnxruntime quantize_dynamic, integer ops {ops}): accuracy {100 * acc8:.2f}% (change "
           f"{100 * (acc8 - acc32):+.2f} points); file {os.path.getsize(fp32):,} -> {os.path.getsize(int8):,} bytes")
 
-    # the attention projections and the feed-forward Dense layers (inside SkipConnections) at a quarter of full rank (half rank would not save weights for square matrices)
+    # the attention projections and feed-forward Dense layers (inside SkipConnections) at a quarter of full
+    # rank (half rank saves nothing on a square matrix: r * (in + out) = in * out)
     ranks = {path: max(1, min(layer.weight.shape) // 4) for path, layer in pfc.modules(model)
              if isinstance(layer, pfc.Dense) and ".layers." in path}
     low = pfc.lowrank(model, rank=ranks)
