@@ -13,7 +13,7 @@ embedding (its last 16 columns), in plain Flux syntax. Data ``(N, 16, 65)`` batc
 ``first`` is Julia's ``Base.first``: Flux's MultiHeadAttention returns ``(y, α)`` and a Flux Chain applies
 ``first`` to that tuple (Flux 0.14-0.16 has no dedicated read-out layer). Steps, each printing its numbers:
 train (Adam), ONNX fp32 export (MatMul / Reshape / Transpose / Softmax) with onnxruntime parity, whole-head
-pruning (half the heads by coupled q/k/v/out norm, ``MultiHeadAttention.keep_heads``) before / after
+pruning (``pfc.prune_heads``: half the heads by coupled q/k/v/out norm) before / after
 fine-tuning, int8 with onnxruntime's dynamic quantizer (MatMul -> MatMulInteger), ``pfc.lowrank`` of the
 Dense layers it reaches, sizes of each, JLD2 round trip. ``PYFLUX_EXAMPLE_FAST=1`` (the test) trains on 2,000
 images for one epoch (accuracy then is low).
@@ -50,17 +50,6 @@ def architecture(dim: int, heads: int, blocks: int) -> str:
              f"Dense({2 * dim} => {dim})), +)")
     return (f"Chain(Dense({PATCH * PATCH + 16} => {dim}), {', '.join([block] * blocks)}, LayerNorm({dim}), "
             f"flatten, Dense({16 * dim} => 10))")
-
-
-def prune_heads(model: pfc.Layer, fraction: float) -> pfc.Layer:
-    """A copy with ``fraction`` of each MultiHeadAttention's heads removed (lowest coupled weight norm)."""
-    def rebuild(layer: pfc.Layer) -> pfc.Layer:
-        if isinstance(layer, pfc.MultiHeadAttention):
-            keep = max(1, round(layer.nheads * (1 - fraction)))
-            return layer.keep_heads(np.sort(np.argsort(layer.head_scores())[::-1][:keep]))
-        kids = layer.children() if layer.container else {}
-        return layer.with_children({k: rebuild(c) for k, c in kids.items()}) if kids else layer.copy()
-    return rebuild(model)
 
 
 def nbytes(model: pfc.Layer) -> int:
@@ -110,7 +99,7 @@ def main() -> int:
     print(f"ONNX fp32: onnxruntime vs NumPy max |diff| {diff:.2e} (<= 1e-5: {diff <= 1e-5}); "
           f"accuracy {100 * acc32:.2f}%")
 
-    half = prune_heads(model, 0.5)
+    half = pfc.prune_heads(model, 0.5)
     before_ft = pfc.accuracy(half, Xte, yte)
     pfc.fit(half, Xtr, ytr, epochs=args.finetune, batchsize=64, opt=pfc.Adam(5e-4), progress=False,
             seed=args.seed + 1)

@@ -311,21 +311,23 @@ class MultiHeadAttention(Layer):
             + sq(self.out_proj.weight, hv, 1)
         return np.sqrt(tot)
 
-    def keep_heads(self, heads: Any) -> "MultiHeadAttention":
-        """A copy with only ``heads`` (0-based indices): the heads' q/k rows, v rows and out_proj columns are
-        kept together, so the result equals the original with those heads' contributions removed."""
+    def keep_heads(self, heads: Any) -> None:
+        """Keep only ``heads`` (0-based indices), in place: each kept head's q/k rows, v rows and out_proj
+        columns stay together, so the layer equals the original with the other heads' contributions removed.
+        The projections must be plain Dense layers (prune heads before quantizing or factorising)."""
         heads = np.unique(np.asarray(heads, dtype=np.int64))
         if heads.size == 0 or heads.min() < 0 or heads.max() >= self.nheads:
             raise self._err(f"heads to keep must be a non-empty subset of 0..{self.nheads - 1}; got {heads}")
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            if not isinstance(getattr(self, name), Dense):
+                raise self._err(f"{name} is {getattr(self, name)!r}, not a Dense: prune heads first")
         d = self.dims
         hq, hv = d["qk"] // self.nheads, d["v"] // self.nheads
         rows = lambda hd: (heads[:, None] * hd + np.arange(hd)).ravel()  # noqa: E731
-        new = self.copy()
-        for proj, idx in ((new.q_proj, rows(hq)), (new.k_proj, rows(hq)), (new.v_proj, rows(hv))):
+        for proj, idx in ((self.q_proj, rows(hq)), (self.k_proj, rows(hq)), (self.v_proj, rows(hv))):
             proj.slice_outputs(idx)
-        new.out_proj.slice_inputs(rows(hv))
-        new.nheads = int(heads.size)
-        return new
+        self.out_proj.slice_inputs(rows(hv))
+        self.nheads = int(heads.size)
 
 
 @register_layer
