@@ -189,3 +189,18 @@ def test_registry_compressions(model, x):
     q = pfc.quantize(model, bits=8)
     assert "layers[2].q_proj" in q.records[-1]["per_layer"]
     np.testing.assert_allclose(q(x), model(x), atol=0.05)
+
+
+def test_gradient_check_through_attention_dropout():
+    m = pfc.MultiHeadAttention(6, nheads=2, dropout_prob=0.3, seed=10).astype(np.float64)
+    rng = np.random.default_rng(11)
+    x, dy = rng.normal(size=(2, 4, 6)), rng.normal(size=(2, 4, 6))
+
+    def run():
+        return m.forward(x, train=True, rng=np.random.default_rng(12))   # the same dropout mask every time
+
+    (_, alpha), cache = run()
+    assert np.any(alpha == 0) and not np.any(m(x)[1] == 0)            # dropout acts in training only
+    _, grads = m.backward(cache, dy)
+    _numeric_check(lambda: float((run()[0][0] * dy).sum()), [(m.q_proj.weight, grads["q_proj.weight"]),
+                                                             (m.v_proj.weight, grads["v_proj.weight"])])
