@@ -54,8 +54,8 @@ _export(".deploy.predictor", "Predictor")
 _export(".deploy.report", "report")
 _export(".deploy.sweep", "sweep")
 
-# submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2
-_SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2"}
+# submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2, pfc.threads
+_SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2", "threads": ".threads"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES])
 
