@@ -472,37 +472,44 @@ def pool2d_forward(x: np.ndarray, k: Pair, stride: Pair, pad: Pad4, mode: str) -
     A reduction over the ``kw*kh`` strided views of the (padded) input — no window copies. NNlib semantics:
     max pooling ignores padding (padded with -inf); mean pooling divides by the full window ``kw*kh``
     (padding counts as zeros). Max pooling records, per output, which tap held the *first* maximum (uint8),
-    so the backward pass is one compare and one multiply per tap.
+    so the backward pass is one compare and one multiply per tap. Sample ranges run on the threads in force.
     """
     kw, kh = k
     sw, sh = stride
     xp = pad_nchw(x, pad, -np.inf if mode == "max" else 0.0)
     ho = out_size(x.shape[2], kh, sh, pad[2], pad[3])
     wo = out_size(x.shape[3], kw, sw, pad[0], pad[1])
-    y = _offset_slice(xp, 0, 0, sh, sw, ho, wo).copy()
+    y = np.empty(x.shape[:2] + (ho, wo), dtype=xp.dtype)
     winner = np.zeros(y.shape, dtype=np.uint8) if mode == "max" and kh * kw < 256 else None
-    greater = np.empty(y.shape, dtype=bool) if winner is not None else None
-    tap = 0
-    for a in range(kh):
-        for b in range(kw):
-            if a or b:
-                v = _offset_slice(xp, a, b, sh, sw, ho, wo)
-                if mode != "max":
-                    y += v
-                elif winner is not None:
-                    v = np.ascontiguousarray(v)  # the strided tap is read three times: one copy is cheaper
-                    np.greater(v, y, out=greater)  # strictly: a tie keeps the earlier tap (NNlib's first max)
-                    # winner = max(winner, tap * greater): later taps only win where strictly greater
-                    # (measured 5x faster than copyto(where=) or boolean-mask assignment)
-                    g8 = greater.view(np.uint8)
-                    np.multiply(g8, np.uint8(tap), out=g8)
-                    np.maximum(winner, g8, out=winner)
-                    np.maximum(y, v, out=y)
-                else:
-                    np.maximum(y, v, out=y)
-            tap += 1
-    if mode != "max":
-        y /= np.asarray(kh * kw, dtype=y.dtype)
+
+    def work(lo: int, hi: int) -> None:
+        yr, xr = y[lo:hi], xp[lo:hi]
+        wr = winner[lo:hi] if winner is not None else None
+        greater = np.empty(yr.shape, dtype=bool) if wr is not None else None
+        yr[...] = _offset_slice(xr, 0, 0, sh, sw, ho, wo)
+        tap = 0
+        for a in range(kh):
+            for b in range(kw):
+                if a or b:
+                    v = _offset_slice(xr, a, b, sh, sw, ho, wo)
+                    if mode != "max":
+                        yr += v
+                    elif wr is not None:
+                        v = np.ascontiguousarray(v)  # the strided tap is read three times: one copy is cheaper
+                        np.greater(v, yr, out=greater)  # strictly: a tie keeps the earlier tap (NNlib's first max)
+                        # winner = max(winner, tap * greater): later taps only win where strictly greater
+                        # (measured 5x faster than copyto(where=) or boolean-mask assignment)
+                        g8 = greater.view(np.uint8)
+                        np.multiply(g8, np.uint8(tap), out=g8)
+                        np.maximum(wr, g8, out=wr)
+                        np.maximum(yr, v, out=yr)
+                    else:
+                        np.maximum(yr, v, out=yr)
+                tap += 1
+        if mode != "max":
+            yr /= np.asarray(kh * kw, dtype=yr.dtype)
+
+    threads.map_chunks(work, len(x), threads.active())
     keep = winner if winner is not None else (xp if mode == "max" else None)
     return y, (keep, y, xp.shape, k, stride, pad, mode)
 
@@ -521,38 +528,41 @@ def pool2d_backward(cache: tuple, dy: np.ndarray) -> np.ndarray:
     gaps = (sh > kh or sw > kw or any(pad) or (ho - 1) * sh + kh != xp_shape[2]
             or (wo - 1) * sw + kw != xp_shape[3])
     dxp = np.zeros(xp_shape, dtype=dy.dtype) if overlap or gaps else np.empty(xp_shape, dtype=dy.dtype)
-    if mode == "max" and keep.dtype == np.uint8:
-        hit = np.empty(dy.shape, dtype=bool)
-        tap = 0
-        for a in range(kh):
-            for b in range(kw):
-                np.equal(keep, tap, out=hit)
-                target = _offset_slice(dxp, a, b, sh, sw, ho, wo)
-                if overlap:
-                    target += dy * hit
-                else:
-                    np.multiply(dy, hit, out=target)
-                tap += 1
-    elif mode == "max":  # more than 255 taps: find first maxima by comparing with the input again
-        xp = keep
-        taken = np.zeros(y.shape, dtype=bool)
-        for a in range(kh):
-            for b in range(kw):
-                hit = _offset_slice(xp, a, b, sh, sw, ho, wo) == y
-                hit &= ~taken
-                taken |= hit
-                target = _offset_slice(dxp, a, b, sh, sw, ho, wo)
-                if overlap:
-                    target += dy * hit
-                else:
-                    np.multiply(dy, hit, out=target)
-    else:
-        scaled = dy / np.asarray(kh * kw, dtype=dy.dtype)
-        for a in range(kh):
-            for b in range(kw):
-                target = _offset_slice(dxp, a, b, sh, sw, ho, wo)
-                if overlap:
-                    target += scaled
-                else:
-                    target[...] = scaled
+
+    def route(dxr: np.ndarray, a: int, b: int, values: np.ndarray) -> None:
+        target = _offset_slice(dxr, a, b, sh, sw, ho, wo)
+        if overlap:
+            target += values
+        else:
+            target[...] = values
+
+    def work(lo: int, hi: int) -> None:
+        dyr, dxr = dy[lo:hi], dxp[lo:hi]
+        if mode == "max" and keep.dtype == np.uint8:
+            hit = np.empty(dyr.shape, dtype=bool)
+            tap = 0
+            for a in range(kh):
+                for b in range(kw):
+                    np.equal(keep[lo:hi], tap, out=hit)
+                    if overlap:
+                        route(dxr, a, b, dyr * hit)
+                    else:
+                        np.multiply(dyr, hit, out=_offset_slice(dxr, a, b, sh, sw, ho, wo))
+                    tap += 1
+        elif mode == "max":  # more than 255 taps: find first maxima by comparing with the input again
+            xr, yr = keep[lo:hi], y[lo:hi]
+            taken = np.zeros(yr.shape, dtype=bool)
+            for a in range(kh):
+                for b in range(kw):
+                    hit = _offset_slice(xr, a, b, sh, sw, ho, wo) == yr
+                    hit &= ~taken
+                    taken |= hit
+                    route(dxr, a, b, dyr * hit)
+        else:
+            scaled = dyr / np.asarray(kh * kw, dtype=dy.dtype)
+            for a in range(kh):
+                for b in range(kw):
+                    route(dxr, a, b, scaled)
+
+    threads.map_chunks(work, len(dy), threads.active())
     return _unpad(dxp, pad)
