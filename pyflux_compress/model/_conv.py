@@ -223,26 +223,31 @@ def _im2col_into(x: np.ndarray, geo: ConvGeometry, col: np.ndarray) -> None:
 def _grad_data_into(dy: np.ndarray, kmat: np.ndarray, geo: ConvGeometry, dx: np.ndarray) -> None:
     """``dx (n, cin, H, W)`` from ``dy (n, cout, Ho, Wo)``: ``dcol = K.T @ dy`` then the adjoint of im2col.
 
-    Done with the sample axis innermost ("CHWN"): ``dy`` is transposed once to ``(cout, Ho, Wo, n)``, one GEMM
-    per group gives ``dcol (cin, kh, kw, Ho, Wo, n)``, and the scatter adds one tap at a time into a
-    ``(cin, Hp, Wp, n)`` buffer whose rows are contiguous runs of ``Wo*n`` values (in NCHW they were runs of
-    ``Wo``: the scatter measured 3-4x slower there). One slice-add per kernel tap (overlapping windows must
-    accumulate), never per pixel or sample; one transpose back to NCHW.
+    Done with the sample axis innermost ("CHWN"): ``dy`` is transposed once to ``(cout, Ho, Wo, n)``; then per
+    kernel tap one GEMM ``K_tap.T @ dy`` (per group) gives that tap's ``(cin, Ho, Wo, n)`` slab, added at the
+    tap's offset into a ``(cin, Hp, Wp, n)`` buffer whose rows are contiguous runs of ``Wo*n`` values (in NCHW
+    they were runs of ``Wo``: that scatter measured 3-4x slower), and one transpose back to NCHW. A slab is
+    cache sized, so the full ``dcol`` matrix is never written to memory and read back (15% faster for LeNet's
+    second layer than one GEMM followed by the scatter). One GEMM and one slice-add per tap — never per
+    pixel or sample.
     """
     n = dy.shape[0]
     g, ho, wo = geo.groups, geo.ho, geo.wo
+    cin_g, cout_g = geo.cin // g, geo.cout // g
     w_lo, w_hi, h_lo, h_hi = geo.pad
     dyt = _take("dy_chwn", (geo.cout, ho, wo, n), dy.dtype)
     np.copyto(dyt, dy.transpose(1, 2, 3, 0))
-    dcol = _take("dcol", (g, geo.taps, ho * wo * n), dy.dtype)
-    np.matmul(kmat.transpose(0, 2, 1), dyt.reshape(g, geo.cout // g, -1), out=dcol)
-    d6 = dcol.reshape(geo.cin, geo.kh, geo.kw, ho, wo, n)
+    dyg = dyt.reshape(g, cout_g, -1)
+    ktap = kmat.reshape(g, cout_g, cin_g, geo.kh, geo.kw)
+    slab = _take("dcol_tap", (g, cin_g, ho * wo * n), dy.dtype)
+    slab4 = slab.reshape(geo.cin, ho, wo, n)
     dxp = _take("dx_chwn", (geo.cin, geo.h + h_lo + h_hi, geo.w + w_lo + w_hi, n), dy.dtype)
     dxp.fill(0)
     for a in range(geo.kh):
         for b in range(geo.kw):
+            np.matmul(ktap[:, :, :, a, b].transpose(0, 2, 1), dyg, out=slab)
             r, c = a * geo.dh, b * geo.dw
-            dxp[:, r:r + geo.sh * (ho - 1) + 1:geo.sh, c:c + geo.sw * (wo - 1) + 1:geo.sw] += d6[:, a, b]
+            dxp[:, r:r + geo.sh * (ho - 1) + 1:geo.sh, c:c + geo.sw * (wo - 1) + 1:geo.sw] += slab4
     np.copyto(dx, dxp[:, h_lo:h_lo + geo.h, w_lo:w_lo + geo.w].transpose(3, 0, 1, 2))
 
 
@@ -362,6 +367,12 @@ def conv2d_grad_filter(x: np.ndarray, dy: np.ndarray, k: Pair, stride: Pair = (1
 # layer pairs (forward returns a cache, backward consumes it)
 # ---------------------------------------------------------------------------------------------------------
 
+def _bias_grad(dy: np.ndarray) -> np.ndarray:
+    """``Σ dy`` over samples and pixels per channel: batch axis first (contiguous), then the pixels (2x faster
+    than one reduction over axes (0, 2, 3))."""
+    return dy.sum(axis=0).reshape(dy.shape[1], -1).sum(axis=1)
+
+
 def _add_bias(y: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
@@ -389,8 +400,7 @@ def conv2d_backward(cache: tuple, dy: np.ndarray, need_dx: bool = True
     geo, col, kmat, wdtype, has_bias = cache
     dy = _check_dy(dy, geo, "conv2d_backward")
     dx, dk = _backward_pass(dy, kmat, geo, col, need_dx)
-    dbias = dy.sum(axis=(0, 2, 3)) if has_bias else None
-    return dx, _dk_to_weight(dk, geo, wdtype), dbias
+    return dx, _dk_to_weight(dk, geo, wdtype), _bias_grad(dy) if has_bias else None
 
 
 def conv_transpose2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Pair,
@@ -426,8 +436,7 @@ def conv_transpose2d_backward(cache: tuple, dy: np.ndarray, need_dx: bool = True
     if dx is None:
         threads.map_chunks(lambda lo, hi: _im2col_into(dy[lo:hi], geo, col[lo:hi]), geo.n, _chunks(geo))
     dk = _backward_pass(x, kmat, geo, col, False)[1]
-    dbias = dy.sum(axis=(0, 2, 3)) if has_bias else None
-    return dx, _dk_to_weight(dk, geo, wdtype), dbias
+    return dx, _dk_to_weight(dk, geo, wdtype), _bias_grad(dy) if has_bias else None
 
 
 def _transpose_geometry(x_shape: tuple[int, ...], weight: np.ndarray, stride: Pair, pad: Pad4, dilation: Pair,
