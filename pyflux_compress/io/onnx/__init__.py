@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from ._auto import FormatChoice, choose_format
-from ._export import SUPPORTED_ACTIVATIONS, SUPPORTED_LAYERS, UnsupportedLayerError
+from ._auto import FormatChoice
+from ._export import SUPPORTED_ACTIVATIONS, UnsupportedLayerError, supported_layers
 from ._graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ir_version_for, ort_max_ir_version
+from ._import import load_onnx_proto
 
-
-__all__ = ["export_onnx", "import_onnx", "to_onnx_model", "UnsupportedLayerError", "SUPPORTED_LAYERS",
+__all__ = ["export_onnx", "import_onnx", "to_onnx_model", "UnsupportedLayerError", "supported_layers",
            "SUPPORTED_ACTIVATIONS", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "ir_version_for",
-           "ort_max_ir_version", "FORMATS", "choose_format", "FormatChoice"]
+           "ort_max_ir_version", "FORMATS", "load_onnx_proto", "choose_format", "FormatChoice"]
 
 FORMATS = ("fp32", "qdq", "dynamic")  # what a written file holds; export_onnx also takes "auto"
 
@@ -69,8 +69,8 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPS
     Parameters
     ----------
     model : Chain / QuantizedChain / single layer
-        Layers: Dense (Gemm), Conv/CrossCor (Conv, kernel flipped for Conv), MaxPool/MeanPool, GlobalMeanPool,
-        flatten, BatchNorm (inference), Dropout (dropped) and the NNlib activations listed in
+        Every registered layer with a ``to_onnx`` (``supported_layers()``: Dense as Gemm, Conv/CrossCor,
+        pooling, flatten, BatchNorm (inference), Dropout (dropped), ...) and the NNlib activations listed in
         ``SUPPORTED_ACTIVATIONS``. Structurally pruned models are ordinary smaller Chains and just export.
     path : str or PathLike
         Destination ``.onnx``; written atomically (temp file + ``os.replace``).
@@ -119,6 +119,25 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPS
     return save_model_atomic(onnx_model, path)
 
 
+def choose_format(model: Any, data: Any, *, batch_size: int = 1, threads: int | None = None,
+                  tolerance: float = 0.01, seconds: float = 3.0, opset: int = DEFAULT_OPSET,
+                  input_shape: Sequence[int | str] | None = None) -> FormatChoice:
+    """Measure fp32, dynamic and QDQ int8 forms of ``model`` in onnxruntime; return the fastest accurate one.
+
+    The candidates (a CNN's also with only its Dense layers in int8) run at ``batch_size`` with ``threads``
+    intra-op threads (None: ``pfc.threads`` default) in interleaved rounds within about ``seconds``; a form is
+    eligible when its top-1 predictions on ``data`` (inputs ``(N, *input_shape)``) differ from ``model``'s on
+    at most ``tolerance`` of them (relative RMS error for non-class outputs); a quantized form must beat fp32
+    by 5%. Returns a :class:`FormatChoice` (``label``, ``format``, ``model`` to export, ``latency_ms``,
+    ``error``, ``rejected``, ``table()``). ``export_onnx(..., format="auto")`` writes its choice. Details:
+    ``_auto.py`` and docs/deployment.md.
+    """
+    from ._auto import choose_format as measure
+
+    return measure(model, data, build=to_onnx_model, batch_size=batch_size, threads=threads, tolerance=tolerance,
+                   seconds=seconds, opset=opset, input_shape=input_shape)
+
+
 def import_onnx(path: str | os.PathLike):
     """Read an ONNX model of the supported ops back into a Chain (see ``_import.py`` for the op table)."""
     from ._import import import_onnx as _imp
@@ -126,17 +145,20 @@ def import_onnx(path: str | os.PathLike):
     return _imp(path)
 
 
-def _is_quantized(model: Any) -> bool:
-    from ._export import layer_kind, leaf_layers
+def _quantized_leaves(model: Any) -> list:
+    """Leaves carrying integer weights (``qweight``: QuantizedDense / QuantizedConv)."""
+    from ...model.walk import modules
 
-    return any(layer_kind(l) in ("QuantizedDense", "QuantizedConv") for l in leaf_layers(model))
+    return [layer for _, layer in modules(model) if hasattr(layer, "qweight")]
+
+
+def _is_quantized(model: Any) -> bool:
+    return bool(_quantized_leaves(model))
 
 
 def _has_act_scales(model: Any) -> bool:
-    from ._export import layer_kind, leaf_layers
-
-    q = [l for l in leaf_layers(model) if layer_kind(l) in ("QuantizedDense", "QuantizedConv")]
-    return bool(q) and all(getattr(l, "act_scale", None) is not None for l in q)
+    q = _quantized_leaves(model)
+    return bool(q) and all(getattr(layer, "act_scale", None) is not None for layer in q)
 
 
 def _validate(model: Any, opset: Any, format: str | None, sparse: Any, dynamic_batch: Any) -> str:

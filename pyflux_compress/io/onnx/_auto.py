@@ -27,13 +27,16 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ._export import layer_kind, leaf_layers
+from ...model.walk import modules
+from ._export import layer_kind
 
 __all__ = ["FormatChoice", "choose_format"]
+
+Builder = Callable[..., Any]  # to_onnx_model(model, *, opset, input_shape, format) -> onnx.ModelProto
 
 MARGIN = 0.05
 
@@ -92,18 +95,19 @@ def _candidates(model: Any, calibration: np.ndarray) -> dict[str, tuple[Any, str
     """Label -> (model to export, format)."""
     from ...compression.quantize import quantize
 
-    kinds = [layer_kind(l) for l in leaf_layers(model)]
-    if any(k.startswith("Quantized") for k in kinds):
+    leaves = [layer for _, layer in modules(model)]
+    kinds = [layer_kind(layer) for layer in leaves]
+    quantized = [layer for layer in leaves if hasattr(layer, "qweight")]
+    if quantized:
         out = {"fp32": (model, "fp32"), "dynamic": (model, "dynamic")}
-        q = [l for l in leaf_layers(model) if layer_kind(l).startswith("Quantized")]
-        if all(getattr(l, "act_scale", None) is not None for l in q):
+        if all(getattr(layer, "act_scale", None) is not None for layer in quantized):
             out["qdq"] = (model, "qdq")
         return out
     out = {"fp32": (model, "fp32"),
            "dynamic": (quantize(model, 8, granularity="per_channel"), "dynamic"),
            "qdq": (quantize(model, 8, scheme="affine", granularity="per_channel", calibration=calibration), "qdq")}
     if "Dense" in kinds and any(k in ("Conv", "CrossCor") for k in kinds):
-        dense = {path: 8 for path, layer in model.walk() if layer_kind(layer) == "Dense"}
+        dense = {path: 8 for path, layer in modules(model) if layer_kind(layer) == "Dense"}
         out["dynamic (Dense only)"] = (quantize(model, dense, granularity="per_channel"), "dynamic")
         out["qdq (Dense only)"] = (quantize(model, dense, scheme="affine", granularity="per_channel",
                                             calibration=calibration), "qdq")
@@ -117,10 +121,13 @@ def _error(ref: np.ndarray, out: np.ndarray) -> tuple[float, str]:
     return float(np.sqrt(np.mean(np.square(out - ref, dtype=np.float64)))) / denom, "relative RMS error"
 
 
-def choose_format(model: Any, data: Any, *, batch_size: int = 1, threads: int | None = None,
-                  tolerance: float = 0.01, seconds: float = 3.0, opset: int | None = None,
+def choose_format(model: Any, data: Any, *, build: Builder, batch_size: int = 1, threads: int | None = None,
+                  tolerance: float = 0.01, seconds: float = 3.0, opset: int = 17,
                   input_shape: Sequence[int | str] | None = None) -> FormatChoice:
     """Measure the candidate ONNX forms of ``model`` and return the fastest within ``tolerance``.
+
+    ``build`` is the package's ``to_onnx_model`` (passed in by ``pfc.choose_format``: this module sits below
+    the package and does not import it).
 
     Parameters
     ----------
@@ -136,7 +143,6 @@ def choose_format(model: Any, data: Any, *, batch_size: int = 1, threads: int | 
     """
     from ..._validate import check_array, check_int
     from ...threads import resolve
-    from . import DEFAULT_OPSET, to_onnx_model
 
     if not callable(model):
         raise ValueError(f"model: expected a Chain or layer; got {type(model).__name__}")
@@ -168,7 +174,7 @@ def choose_format(model: Any, data: Any, *, batch_size: int = 1, threads: int | 
 
     sessions, error, rejected, metric = {}, {}, {}, ""
     for label, (cand, fmt) in _candidates(model, data[:256]).items():
-        proto = to_onnx_model(cand, opset=opset or DEFAULT_OPSET, input_shape=shape, format=fmt)
+        proto = build(cand, opset=opset, input_shape=shape, format=fmt)
         sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         out = np.concatenate([sess.run(None, {name: data[i:i + 1024]})[0] for i in range(0, len(data), 1024)])
