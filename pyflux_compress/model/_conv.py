@@ -296,17 +296,16 @@ def _backward_pass(dy: np.ndarray, kmat: np.ndarray | None, geo: ConvGeometry, c
     """
     dx = np.empty((geo.n, geo.cin, geo.h, geo.w), dtype=dy.dtype) if need_dx else None
 
-    def work(lo: int, hi: int) -> np.ndarray | None:
+    def filter_work(lo: int, hi: int) -> np.ndarray:
         dyg = _grouped(dy[lo:hi], geo)  # (n, G, cout_g, P)
-        part = None
-        if col is not None:
-            part = np.matmul(_grouped(col[lo:hi], geo), dyg.transpose(0, 1, 3, 2)).sum(axis=0)
-        if dx is not None:
-            _grad_data_into(dy[lo:hi], kmat, geo, dx[lo:hi])
-        return part
+        return np.matmul(_grouped(col[lo:hi], geo), dyg.transpose(0, 1, 3, 2)).sum(axis=0)
 
-    parts = threads.map_chunks(work, geo.n, _chunks(geo))
-    dk = None if col is None else functools.reduce(np.add, parts)
+    # cache-sized sample ranges for both (one range per thread measured 3% slower for the data gradient)
+    dk = None
+    if col is not None:
+        dk = functools.reduce(np.add, threads.map_chunks(filter_work, geo.n, _chunks(geo)))
+    if dx is not None:
+        threads.map_chunks(lambda lo, hi: _grad_data_into(dy[lo:hi], kmat, geo, dx[lo:hi]), geo.n, _chunks(geo))
     return dx, dk
 
 
