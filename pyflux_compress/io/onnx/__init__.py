@@ -93,11 +93,15 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPS
     return save_model_atomic(onnx_model, path)
 
 
-def import_onnx(path: str | os.PathLike):
-    """Read an ONNX model of the supported ops back into a Chain (see ``_import.py`` for the op table)."""
+def import_onnx(path: str | os.PathLike, *, max_bytes: int | None = None):
+    """Read an ONNX model of the supported ops back into a Chain (see ``_import.py`` for the op table).
+
+    External data is read relative to the model's folder and never from outside it; ``max_bytes`` bounds the
+    dense size of sparse initializers (default 1 GiB, or ``$PYFLUX_ONNX_MAX_BYTES``).
+    """
     from ._import import import_onnx as _imp
 
-    return _imp(path)
+    return _imp(path, max_bytes=max_bytes)
 
 
 def _is_quantized(model: Any) -> bool:
