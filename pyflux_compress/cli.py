@@ -419,19 +419,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _model_info(model: Any) -> dict[str, Any]:
     """Per-parameter rows of a Chain: path, layer, name, shape, dtype, count, nonzeros."""
+    from .compression.stats import effective_array
+
     rows = []
     for path, layer in model.walk():
         params = layer.params() if hasattr(layer, "params") else {}
         qweight = getattr(layer, "qweight", None)
         for name, arr in params.items():
             arr = np.asarray(arr)
-            shown = arr
+            dtype = str(arr.dtype)
             if name == "weight" and qweight is not None:  # deployed integers
-                shown = np.asarray(qweight)
-            rows.append({"path": f"{path}.{name}", "layer": repr(layer), "shape": list(arr.shape),
-                         "dtype": str(shown.dtype) + (f" ({layer.bits}-bit)" if qweight is not None and
-                                                      name == "weight" else ""),
-                         "params": int(arr.size), "nonzero": int(np.count_nonzero(shown))})
+                dtype = f"{np.asarray(qweight).dtype} ({layer.bits}-bit)"
+            # nonzero as the forward computes: a quantized code equal to its zero point is a zero weight
+            rows.append({"path": f"{path}.{name}", "layer": repr(layer), "shape": list(arr.shape), "dtype": dtype,
+                         "params": int(arr.size), "nonzero": int(np.count_nonzero(effective_array(layer, name)))})
     total = sum(r["params"] for r in rows)
     nz = sum(r["nonzero"] for r in rows)
     return {"model": str(model), "parameters": rows, "total_params": total, "total_nonzero": nz,

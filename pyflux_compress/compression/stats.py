@@ -16,20 +16,24 @@ import numpy as np
 
 from .._validate import check_bool
 from ..backends import dispatch
-from ._common import array_sparsity, check_model, leaves, prunable
+from ._common import DEFAULT_TYPES, Target, array_sparsity, check_model, leaves, prunable
 
-__all__ = ["sparsity", "count_params"]
+__all__ = ["sparsity", "count_params", "effective_array"]
 
 
 @dispatch("sparsity")
 def sparsity(model: Any, include: Any = None) -> dict:
-    """Fraction of exact zeros among the prunable weights.
+    """Fraction of zeros among the prunable weights, as the model computes with them.
+
+    Quantized layers count the integer codes equal to their zero point (the weights that dequantize to exactly
+    0: ``q == 0`` for the symmetric scheme, ``q == zp`` for the affine one); weight-shared layers count zeros of
+    their effective weight ``where(mask, centroids[index], 0)``.
 
     Parameters
     ----------
     model : Chain or Layer
     include : as in :func:`pyflux_compress.prune` — by default the weights (not biases) of every
-        Dense/Conv/CrossCor, i.e. exactly what ``prune`` acts on.
+        Dense/Conv/CrossCor (also when quantized or weight-shared), i.e. exactly what ``prune`` acts on.
 
     Returns
     -------
@@ -38,11 +42,40 @@ def sparsity(model: Any, include: Any = None) -> dict:
         (0.0 for a model without such weights).
     """
     check_model(model)
-    targets = prunable(model, include)
-    per_layer = {t.key: array_sparsity(t.array()) for t in targets}
-    n = sum(t.array().size for t in targets)
-    zeros = sum(t.array().size - np.count_nonzero(t.array()) for t in targets)
+    if include is None:
+        targets = [Target(path, layer, "weight") for path, layer in leaves(model) if _is_weighted(layer)]
+    else:
+        targets = prunable(model, include)
+    per_layer, zeros, n = {}, 0, 0
+    for t in targets:
+        arr = effective_array(t.layer, t.name)
+        per_layer[t.key] = array_sparsity(arr)
+        zeros += arr.size - np.count_nonzero(arr)
+        n += arr.size
     return {"total": float(zeros / n) if n else 0.0, "per_layer": per_layer}
+
+
+def _is_weighted(layer: Any) -> bool:
+    """A Dense/Conv/CrossCor, or a quantized / weight-shared wrapper of one (its ``float_layer``)."""
+    base = getattr(layer, "float_layer", layer)
+    return getattr(base, "flux_name", type(base).__name__) in DEFAULT_TYPES and \
+        np.ndim(getattr(layer, "weight", getattr(base, "weight", None))) >= 2
+
+
+def effective_array(layer: Any, name: str) -> np.ndarray:
+    """The parameter ``name`` as the layer's forward uses it.
+
+    ``weight`` of a quantized layer is its dequantized integer weight (zero exactly where the code equals the
+    zero point), of a weight-shared layer ``where(mask, centroids[index], 0)``; anything else is the array in
+    ``params()``.
+    """
+    if name == "weight":
+        dequantized = getattr(layer, "weight_dequantized", None)
+        if callable(dequantized):
+            return np.asarray(dequantized())
+        if hasattr(layer, "centroids"):
+            return np.asarray(layer.weight)
+    return layer.params()[name]
 
 
 @dispatch("count_params")

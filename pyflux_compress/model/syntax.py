@@ -16,6 +16,10 @@ recursive-descent parser for the subset of Julia that Flux model definitions use
 pasted as is. Numbers accept Julia forms ``1``, ``1_000``, ``0.1``, ``1e-5``, ``1f-5``, ``0.1f0``. Identifiers may be Unicode
 (``σ``). Errors raise :class:`FluxSyntaxError` (a ``ValueError``) with the 0-based character ``position``
 and the offending ``token``.
+
+Parsing is bounded before anything is allocated: nesting deeper than ``MAX_DEPTH`` levels is a syntax error (not
+a ``RecursionError``), and a model text whose layers would hold more than ``max_params`` parameters (default
+``DEFAULT_MAX_PARAMS``, 2^28: 1 GiB of float32) is refused before its arrays are created.
 """
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ from .layers import (BatchNorm, Conv, CrossCor, Dense, Dropout, Flatten, GlobalM
 __all__ = ["parse", "FluxSyntaxError"]
 
 _MODULES = {"Flux", "NNlib", "Base", "Main"}
+MAX_DEPTH = 100  # nesting levels of calls, tuples and unary minus (Python's own stack allows ~250 here)
+DEFAULT_MAX_PARAMS = 1 << 28  # parameters in one parsed model: 1 GiB of float32
 
 
 class FluxSyntaxError(ValueError):
@@ -128,12 +134,23 @@ class _Colon:
 # ---- parser ------------------------------------------------------------------------------------------
 
 class _Parser:
-    def __init__(self, text: str, rng: np.random.Generator, init: Any = None) -> None:
+    def __init__(self, text: str, rng: np.random.Generator, init: Any = None,
+                 max_params: int = DEFAULT_MAX_PARAMS) -> None:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
         self.rng = rng
         self.init = init  # weight initialiser for Dense/Conv; None means Flux's glorot_uniform
+        self.depth = 0
+        self.max_params = max_params
+        self.n_params = 0  # parameters of the layers built so far
+
+    def claim(self, desc: str, n: int) -> None:
+        """Count ``n`` parameters of the layer ``desc`` about to be built; refuse past ``max_params``."""
+        self.n_params += max(n, 0)  # negative sizes are the layer constructor's error to report
+        if self.n_params > self.max_params:
+            raise ValueError(f"{desc} would bring the model to {self.n_params:,} parameters, more than "
+                             f"max_params={self.max_params:,} (pass parse(..., max_params=N) to allow more)")
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -166,6 +183,16 @@ class _Parser:
         return a
 
     def atom(self) -> Any:
+        # every nesting (call, tuple, unary minus) passes through here: bound it before Python's stack does
+        if self.depth >= MAX_DEPTH:
+            raise self.error(f"model text nested deeper than {MAX_DEPTH} levels")
+        self.depth += 1
+        try:
+            return self._atom()
+        finally:
+            self.depth -= 1
+
+    def _atom(self) -> Any:
         tok = self.peek()
         if tok.kind == "num":
             self.next()
@@ -356,6 +383,7 @@ def _b_dense(p: _Parser, args: list, kwargs: dict) -> Dense:
     if len(rest) > 1:
         raise ValueError("too many positional arguments")
     act = _act(p, rest[0]) if rest else None
+    p.claim(f"Dense({n_in} => {n_out})", n_in * n_out + (n_out if bias else 0))
     return Dense(n_in, n_out, act, bias=bias, init=p.init, rng=p.rng)
 
 
@@ -382,6 +410,12 @@ def _b_conv(cls: type) -> Callable:
             raise ValueError("bias must be true or false")
         kw = {key: (_pad_value(v) if key == "pad" else _ints(v, key)) for key, v in kwargs.items()
               if key in ("stride", "pad", "dilation", "groups")}
+        groups = kw.get("groups", 1)
+        window = 1
+        for d in (k if isinstance(k, tuple) else (k, k)):
+            window *= d
+        per_group = ch[0] // groups if isinstance(groups, int) and groups > 0 else ch[0]
+        p.claim(f"{name}({k}, {ch[0]} => {ch[1]})", window * per_group * ch[1] + (ch[1] if bias else 0))
         return cls(k, ch, act, bias=bias, init=p.init, rng=p.rng, **kw)
     return build
 
@@ -410,6 +444,7 @@ def _b_batchnorm(p: _Parser, args: list, kwargs: dict) -> BatchNorm:
     if not args or len(args) > 2:
         raise ValueError("expected BatchNorm(chs[, λ])")
     chs = _int(args[0], "chs")
+    p.claim(f"BatchNorm({chs})", 4 * chs)  # β, γ, μ, σ²
     act = _act(p, args[1]) if len(args) > 1 else None
     kw: dict[str, Any] = {}
     for key, v in kwargs.items():
@@ -460,7 +495,7 @@ _BUILDERS: dict[str, Callable[[_Parser, list, dict], Any]] = {
 
 
 def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = None, *,
-          init: Any = None) -> Layer:
+          init: Any = None, max_params: int = DEFAULT_MAX_PARAMS) -> Layer:
     """Build a model from Flux syntax with fresh Flux-default weights (glorot_uniform, zero bias, float32).
 
     Parameters
@@ -469,6 +504,8 @@ def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = 
     seed, rng : make the weights deterministic (give at most one). Layers are initialised in text order.
     init : optional weight initialiser ``init(rng, *dims) -> array`` for Dense/Conv/CrossCor (default Flux's
         ``glorot_uniform``). Loaders that overwrite every weight pass a cheap one (no random draws).
+    max_params : refuse (before allocating) a model whose layers would hold more parameters than this
+        (default ``DEFAULT_MAX_PARAMS`` = 2^28, 1 GiB of float32). Nesting is limited to ``MAX_DEPTH`` levels.
 
     Returns
     -------
@@ -480,8 +517,10 @@ def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = 
     """
     if not isinstance(text, str):
         raise ValueError(f"parse: text must be a str of Flux syntax; got {type(text).__name__}")
+    if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params < 1:
+        raise ValueError(f"parse: max_params must be a positive int; got {max_params!r}")
     gen = check_rng(seed, rng)
-    p = _Parser(text, gen, init)
+    p = _Parser(text, gen, init, max_params)
     if p.peek().kind == "end":
         raise p.error("empty model text")
     value = p.expr()
