@@ -157,3 +157,13 @@ def test_a_looping_graph_is_refused(tmp_path):
     p.write_bytes(helper.make_model(g).SerializeToString())
     with pytest.raises(ValueError, match=r"loop\.onnx.*loops back"):
         pfc.import_onnx(p)
+
+
+def test_cli_inspect_refuses_escaping_external_data(tmp_path, capsys):
+    from pyflux_compress.cli import main
+
+    path, raw = _external(tmp_path, "../outside.bin")
+    (tmp_path / "outside.bin").write_bytes(raw)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "outside the model's folder" in err

@@ -10,10 +10,11 @@ from typing import Any, Sequence
 
 from ._export import SUPPORTED_ACTIVATIONS, SUPPORTED_LAYERS, UnsupportedLayerError
 from ._graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ir_version_for, ort_max_ir_version
+from ._import import OnnxLoadError, load_onnx_proto
 
 __all__ = ["export_onnx", "import_onnx", "to_onnx_model", "UnsupportedLayerError", "SUPPORTED_LAYERS",
            "SUPPORTED_ACTIVATIONS", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "ir_version_for",
-           "ort_max_ir_version", "FORMATS"]
+           "ort_max_ir_version", "FORMATS", "load_onnx_proto", "OnnxLoadError"]
 
 FORMATS = ("fp32", "qdq", "dynamic")
 
