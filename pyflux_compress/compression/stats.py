@@ -16,9 +16,10 @@ import numpy as np
 
 from .._validate import check_bool
 from ..backends import dispatch
-from ._common import DEFAULT_TYPES, Target, array_sparsity, check_model, leaves, prunable
+from ..model.summary import effective_array
+from ._common import Target, array_sparsity, check_model, leaves, prunable
 
-__all__ = ["sparsity", "count_params", "effective_array"]
+__all__ = ["sparsity", "count_params"]
 
 
 @dispatch("sparsity")
@@ -43,7 +44,7 @@ def sparsity(model: Any, include: Any = None) -> dict:
     """
     check_model(model)
     if include is None:
-        targets = [Target(path, layer, "weight") for path, layer in leaves(model) if _is_weighted(layer)]
+        targets = _default_weights(model)
     else:
         targets = prunable(model, include)
     per_layer, zeros, n = {}, 0, 0
@@ -55,27 +56,14 @@ def sparsity(model: Any, include: Any = None) -> dict:
     return {"total": float(zeros / n) if n else 0.0, "per_layer": per_layer}
 
 
-def _is_weighted(layer: Any) -> bool:
-    """A Dense/Conv/CrossCor, or a quantized / weight-shared wrapper of one (its ``float_layer``)."""
-    base = getattr(layer, "float_layer", layer)
-    return getattr(base, "flux_name", type(base).__name__) in DEFAULT_TYPES and \
-        np.ndim(getattr(layer, "weight", getattr(base, "weight", None))) >= 2
-
-
-def effective_array(layer: Any, name: str) -> np.ndarray:
-    """The parameter ``name`` as the layer's forward uses it.
-
-    ``weight`` of a quantized layer is its dequantized integer weight (zero exactly where the code equals the
-    zero point), of a weight-shared layer ``where(mask, centroids[index], 0)``; anything else is the array in
-    ``params()``.
-    """
-    if name == "weight":
-        dequantized = getattr(layer, "weight_dequantized", None)
-        if callable(dequantized):
-            return np.asarray(dequantized())
-        if hasattr(layer, "centroids"):
-            return np.asarray(layer.weight)
-    return layer.params()[name]
+def _default_weights(model: Any) -> list[Target]:
+    """Each leaf's ``compressible`` parameters; a quantized or weight-shared wrapper has those of its float layer
+    (its forward uses them in integer or codebook form)."""
+    targets = []
+    for path, layer in leaves(model):
+        names = getattr(layer, "compressible", ()) or getattr(getattr(layer, "float_layer", None), "compressible", ())
+        targets += [Target(path, layer, name) for name in names]
+    return targets
 
 
 @dispatch("count_params")
