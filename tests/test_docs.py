@@ -31,6 +31,14 @@ FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)"
 PYTHON = ("python", "py", "python3")
 
 
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository when inside it (as test ids show it), else as given."""
+    try:
+        return path.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 @dataclass
 class Block:
     path: Path
@@ -49,12 +57,12 @@ class Group:
     def id(self) -> str:
         first = self.blocks[0]
         lines = "+".join(str(b.line) for b in self.blocks)
-        return f"{first.path.relative_to(ROOT)}:{lines}"
+        return f"{_rel(first.path)}:{lines}"
 
     def script(self) -> str:
         parts = []
         for b in self.blocks:
-            parts.append(f"# --- {b.path.relative_to(ROOT)}, block at line {b.line}\n{b.code}")
+            parts.append(f"# --- {_rel(b.path)}, block at line {b.line}\n{b.code}")
         return "\n".join(parts)
 
 
@@ -164,7 +172,8 @@ def test_markers_group_blocks(tmp_path):
     assert gs[0].script().count("block at line") == 2
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize("text, message", ids=["unknown", "first-continues", "not-above-fence", "non-python",
+                                               "unclosed"], argvalues=[
     ("<!-- doc-test: skip -->\n```python\nx\n```\n", "unknown doc-test marker 'skip'"),
     ("<!-- doc-test: continue -->\n```python\nx\n```\n", "first Python block cannot continue"),
     ("```python\nx\n```\n<!-- doc-test: continue -->\n\nsome text\n```python\ny\n```\n", "right above a code fence"),
