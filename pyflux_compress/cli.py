@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _io_args(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--energy", type=_energy, default=None,
-                   help="kept singular-value energy, in (0, 1] (default 0.95; 1 keeps every layer exact)")
+                   help="kept singular-value energy, in (0, 1] (default 0.95; 1 keeps every singular value)")
     g.add_argument("--rank", type=_positive_int, default=None, help="fixed rank for every layer")
     _data_args(p)
     _train_args(p, epochs=0, what="fine-tuning")
@@ -565,8 +565,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
-    teacher = read_model(args.teacher)
     _check_output(args.output, MODEL_OUTPUTS)
+    teacher = read_model(args.teacher)
     if not 0.0 <= args.alpha <= 1.0:
         raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
     data = load_data(args)
@@ -599,8 +599,8 @@ def cmd_lowrank(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
-    model = read_model(args.input)
     out = _check_output(args.output, {".onnx": MODEL_OUTPUTS[".onnx"]})
+    model = read_model(args.input)
     pfc.export_onnx(model, str(out), opset=args.opset, format=args.format, sparse=args.sparse,
                     dynamic_batch=not args.static_batch)
     _say(f"exported {model} -> {out} ({out.stat().st_size:,} bytes)")
