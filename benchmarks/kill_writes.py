@@ -19,6 +19,7 @@ Run::
     python benchmarks/kill_writes.py                 # 12 kills per writer (36 in all), a few minutes
     python benchmarks/kill_writes.py --kills 20 --writers save,export_onnx
     python benchmarks/kill_writes.py --root ../other-checkout   # the package of another tree
+    python benchmarks/kill_writes.py --writers save_compressed --prune-archive 0.9   # a sparse archive
 
 Prints one line per kill and a summary table; exits 1 if any check failed.
 """
@@ -49,9 +50,11 @@ import numpy as np
 import pyflux_compress as pfc
 from pyflux_compress.model import layers as L
 from pyflux_compress.model.chain import Chain
-writer, npz, target = sys.argv[1:4]
+writer, npz, target, prune = sys.argv[1:5]
 with np.load(npz) as z:
     model = Chain(L.Dense(z["w1"], z["b1"]), L.Dense(z["w2"], z["b2"]))
+if float(prune) > 0:
+    model = pfc.prune(model, float(prune), scope="global")
 print("ready", flush=True)
 t0 = time.perf_counter()
 if writer == "save":
@@ -99,9 +102,12 @@ def child_env() -> dict[str, str]:
     return env
 
 
+PRUNE = {"save": 0.0, "save_compressed": 0.0, "export_onnx": 0.0}  # --prune-archive sets the archive's
+
+
 def start(writer: str, npz: Path, target: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, writer, str(npz), str(target)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=child_env())
+    return subprocess.Popen([sys.executable, "-c", CHILD, writer, str(npz), str(target), str(PRUNE[writer])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
 
 
 def full_write(writer: str, npz: Path, target: Path) -> float:
@@ -175,7 +181,10 @@ def main() -> int:
     ap.add_argument("--writers", default=",".join(WRITERS), help=f"comma-separated subset of {','.join(WRITERS)}")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--root", default=None, help="import pyflux_compress from this tree (default: this repo)")
+    ap.add_argument("--prune-archive", type=float, default=0.0, metavar="FRACTION",
+                    help="prune the model to this sparsity before save_compressed (a faster archive; default 0)")
     args = ap.parse_args()
+    PRUNE["save_compressed"] = args.prune_archive
     if args.root:
         global ROOT
         ROOT = Path(args.root).resolve()

@@ -77,4 +77,5 @@ def test_examples_leave_no_temporary_folder_behind(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     m = re.search(r"^outputs: (\S+) \(temporary, removed when the script ends", r.stdout, re.M)
     assert m and m.group(1).startswith(str(tmpdir)), r.stdout[:500]
-    assert list(tmpdir.iterdir()) == []
+    assert not (tmpdir / os.path.basename(m.group(1))).exists()
+    assert [p.name for p in tmpdir.iterdir() if p.name.startswith("pyflux-example-")] == []
