@@ -55,7 +55,7 @@ with np.load(npz) as z:
     model = Chain(L.Dense(z["w1"], z["b1"]), L.Dense(z["w2"], z["b2"]))
 if float(prune) > 0:
     model = pfc.prune(model, float(prune), scope="global")
-print("ready", flush=True)
+print("ready", pfc.__file__, flush=True)
 t0 = time.perf_counter()
 if writer == "save":
     pfc.save(target, model)
@@ -106,8 +106,10 @@ PRUNE = {"save": 0.0, "save_compressed": 0.0, "export_onnx": 0.0}  # --prune-arc
 
 
 def start(writer: str, npz: Path, target: Path) -> subprocess.Popen:
+    # cwd = the target's folder: ``python -c`` puts the cwd first on sys.path, which must not shadow ROOT
     return subprocess.Popen([sys.executable, "-c", CHILD, writer, str(npz), str(target), str(PRUNE[writer])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                            cwd=target.parent)
 
 
 def full_write(writer: str, npz: Path, target: Path) -> float:
@@ -116,6 +118,9 @@ def full_write(writer: str, npz: Path, target: Path) -> float:
     out, err = p.communicate()
     if p.returncode != 0:
         raise SystemExit(f"{writer}: the writer failed:\n{err[-3000:]}")
+    used = out.split()[1]
+    if not used.startswith(str(ROOT)):
+        raise SystemExit(f"the writer imported {used}, not the package under {ROOT}")
     return float(out.split("done")[1])
 
 
