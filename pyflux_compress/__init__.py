@@ -58,13 +58,14 @@ _export(".compression.sensitivity", "sensitivity")
 _export(".compression.sharing", "share_weights")
 _export(".compression.archive", "save_compressed", "load_compressed", "size_report", "ArchiveError")
 _export(".io.checkpoint", "load", "save", "load_state")
-_export(".io.onnx", "export_onnx", "import_onnx")
+_export(".io.onnx", "export_onnx", "import_onnx", "choose_format")
 _export(".deploy.predictor", "Predictor")
 _export(".deploy.report", "report")
 _export(".deploy.sweep", "sweep")
 
-# submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2, pfc.registry
-_SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2", "registry": ".model.registry"}
+# submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2, pfc.registry, pfc.threads
+_SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2", "registry": ".model.registry",
+               "threads": ".threads"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES])
 
