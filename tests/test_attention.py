@@ -204,3 +204,9 @@ def test_gradient_check_through_attention_dropout():
     _, grads = m.backward(cache, dy)
     _numeric_check(lambda: float((run()[0][0] * dy).sum()), [(m.q_proj.weight, grads["q_proj.weight"]),
                                                              (m.v_proj.weight, grads["v_proj.weight"])])
+
+
+def test_summary_reads_the_tuple(model):
+    text = model.summary((5, 4))
+    assert "first," in text and "output (5, 8)" in text.split("first,")[1].splitlines()[0]
+    assert model.output_shape((5, 4)) == (5, 3)

@@ -85,6 +85,7 @@ def summary(model: Any, input_shape: Any = None) -> str:
     def show(node: Any, indent: str, shape: tuple | None, trailing: str) -> tuple | None:
         """Print a container and its children (shapes flow through the children in order)."""
         emit(f"{indent}{node.flux_name}(", f"input {shape}" if (shape is not None and not indent) else "")
+        shape_in = shape
         for layer in node.children().values():
             if getattr(layer, "container", False):
                 shape = show(layer, indent + "  ", shape, ",")
@@ -93,7 +94,8 @@ def summary(model: Any, input_shape: Any = None) -> str:
                 shape = tuple(layer.output_shape(shape))
             emit(f"{indent}  {layer!r},", leaf_comment(layer, shape))
         lines.append(f"{indent}){trailing}")
-        return shape
+        # a non-sequential container (MultiHeadAttention returns (y, α)) defines its own output shape
+        return shape if shape_in is None else tuple(node.output_shape(shape_in))
 
     container = getattr(model, "container", False)
     if container:
