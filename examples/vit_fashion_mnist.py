@@ -17,6 +17,18 @@ pruning (``pfc.prune_heads``: half the heads by coupled q/k/v/out norm) before /
 fine-tuning, int8 with onnxruntime's dynamic quantizer (MatMul -> MatMulInteger), ``pfc.lowrank`` of the
 Dense layers it reaches, sizes of each, JLD2 round trip. ``PYFLUX_EXAMPLE_FAST=1`` (the test) trains on 2,000
 images for one epoch (accuracy then is low).
+
+Measured (dim 64, 4 heads, 1 block, 47,818 parameters; all 60,000 images, batch 64, Adam(1e-3); 2 shared
+cores, one thread; the fine-tuning runs used 20,000 images for one epoch)::
+
+    test accuracy per epoch     85.70, 86.69, 86.87, 87.29, 87.18, 88.29, 88.04, 88.10 % (epochs 1-8, ~45-80 s each)
+    ONNX fp32 vs NumPy          max 1.1e-05 absolute on logits up to 22.4 (5.1e-07 relative; NumPy fp32 itself
+                                is 1.1e-05 from a float64 forward); argmax identical on all 10,000
+    whole heads 4 -> 2          191,272 -> 158,504 bytes fp32; 81.93% before, 87.80% after fine-tuning
+    int8 (quantize_dynamic)     88.18% vs fp32 88.10% in onnxruntime; file 196,504 -> 62,261 bytes
+    pfc.quantize int8/channel   88.06% (NumPy)
+    low-rank, quarter rank      6 projections (q/k/v/out, feed-forward): 47,818 -> 29,386 parameters;
+                                71.44% before, 86.88% after fine-tuning
 """
 from __future__ import annotations
 
@@ -68,7 +80,7 @@ def ort_accuracy(path: Path, X: np.ndarray, y: np.ndarray) -> tuple[float, np.nd
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="output directory (default: a new temporary directory)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--train", type=int, default=60000, help="training images used (default all 60,000)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--heads", type=int, default=4)
@@ -95,9 +107,12 @@ def main() -> int:
 
     fp32 = pfc.export_onnx(model, out / "vit.onnx", input_shape=Xte.shape[1:])
     acc32, got = ort_accuracy(Path(fp32), Xte, yte)
-    diff = float(np.abs(got[:1000] - pfc.predict(model, Xte[:1000])).max())
-    print(f"ONNX fp32: onnxruntime vs NumPy max |diff| {diff:.2e} (<= 1e-5: {diff <= 1e-5}); "
-          f"accuracy {100 * acc32:.2f}%")
+    ref = pfc.predict(model, Xte)
+    diff = float(np.abs(got - ref).max())
+    rel = diff / float(np.abs(ref).max())
+    # logits reach ~20, where a float32 ulp is 2e-6: the relative figure is the meaningful one
+    print(f"ONNX fp32: onnxruntime vs NumPy max relative |diff| {rel:.2e} (<= 1e-5: {rel <= 1e-5}), absolute "
+          f"{diff:.2e}; accuracy {100 * acc32:.2f}%")
 
     half = pfc.prune_heads(model, 0.5)
     before_ft = pfc.accuracy(half, Xte, yte)
