@@ -34,6 +34,11 @@ class CheckpointError(ValueError):
     """A checkpoint does not match the model, or holds something this package cannot rebuild."""
 
 
+class CheckpointFormatError(CheckpointError, JLD2FormatError):
+    """``pfc.load`` of a file that is not valid JLD2 (or is over a limit): both a CheckpointError and the
+    JLD2FormatError the reader raised, so callers catching either see it."""
+
+
 # ---------------------------------------------------------------------------------------------- state trees
 def state(model: Any) -> Any:
     """``Flux.state(model)`` as Python values: NamedTuple/tuple trees of arrays, numbers and ghosts ``()``."""
@@ -112,15 +117,32 @@ def _load_tree(model: Any, tree: Any, in_place: bool) -> Any:
     copy would transpose."""
     copies: list[tuple[Any, str, Any]] = []
     _match(model, tree, "", copies)
+    taken: set[int] = set()
     for layer, attr, value in copies:          # all checks passed: now copy
         dst = getattr(layer, attr)
-        if value is False:
+        if value is False and in_place:
             dst[...] = 0
+        elif value is False:                   # a fresh model's placeholder may be a read-only view
+            setattr(layer, attr, np.zeros(dst.shape, dst.dtype))
         elif in_place:
             dst[...] = np.asarray(value).astype(dst.dtype, copy=False)
+        elif _private(value) and id(value) not in taken:
+            # read into private memory for this load (jld2.load(mmap=False)): take it, no second copy
+            taken.add(id(value))
+            setattr(layer, attr, value)
         else:                                  # a fresh model takes the stored dtype (e.g. a Float64 model)
             setattr(layer, attr, np.array(value, order="K"))
     return model
+
+
+def _private(a: Any) -> bool:
+    """An array owning writeable private memory (not a memory map, not a view of a shared buffer)."""
+    if not isinstance(a, np.ndarray) or isinstance(a, np.memmap) or not a.flags.writeable:
+        return False
+    base = a
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return isinstance(base, (bytearray, np.ndarray)) and not isinstance(base, np.memmap)
 
 
 def _match(model: Any, tree: Any, path: str, copies: list) -> None:
@@ -183,15 +205,48 @@ def _describe(v: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- load
 def _uninitialised(rng: Any, *dims: int) -> np.ndarray:
-    return np.zeros(dims, dtype=np.float32)  # calloc'd lazily: no pages touched until written
+    """A read-only zero view of shape ``dims`` that allocates nothing: the architecture of a file is built
+    for free, and every weight is then replaced by the stored array (checked against it first), so a
+    header naming ``Dense(20000 => 20000)`` costs nothing when the file holds no such array."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=dims, strides=(0,) * len(dims),
+                                           writeable=False)
 
 
-def load(path: str | os.PathLike) -> Any:
-    """Rebuild a Chain from a JLD2 file (see module docstring for the three supported forms)."""
+def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
+    """Rebuild a Chain from a JLD2 file (see module docstring for the three supported forms).
+
+    Arrays are read into private memory and handed to the model without a second copy, so the peak is
+    about the payload (benchmarks/bench_jld2.py). ``max_bytes`` is :func:`jld2.load`'s limit on bytes
+    produced beyond the file's own (decompression, fill values; default ``$PYFLUX_JLD2_MAX_BYTES`` or
+    max(256 MiB, 16x the file)).
+
+    Raises FileNotFoundError for a missing file and :class:`CheckpointError` naming the file for
+    anything else: :class:`CheckpointFormatError` (also a JLD2FormatError) when the file is not valid JLD2.
+    """
+    where = os.fspath(path)
+    try:                                       # only argument errors, OSError or JLD2FormatError leave it
+        values = jld2_load(path, mmap=False, max_bytes=max_bytes)
+    except JLD2FormatError as err:             # already names the file
+        raise CheckpointFormatError(str(err)) from None
+    try:
+        return _rebuild(values, where)
+    except JLD2FormatError as err:
+        raise CheckpointFormatError(f"{where}: {err}") from None
+    except CheckpointError as err:
+        msg = str(err)
+        raise CheckpointError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    except RecursionError:
+        raise CheckpointError(f"{where}: the model structure is nested too deeply") from None
+    except MemoryError:
+        raise CheckpointError(f"{where}: the model described by the file does not fit in memory") from None
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError, OverflowError) as err:
+        # e.g. model_arch that does not parse (FluxSyntaxError), or a struct missing a field
+        raise CheckpointError(f"{where}: cannot rebuild the model ({type(err).__name__}: {err})") from None
+
+
+def _rebuild(values: dict, where: str) -> Any:
     from ..model.syntax import parse
 
-    values = jld2_load(path)
-    where = os.fspath(path)
     if "model_arch" in values and "model_state" in values:
         arch = values["model_arch"]
         if not isinstance(arch, str):
