@@ -252,7 +252,10 @@ def _rebuild(values: dict, where: str) -> Any:
         if not isinstance(arch, str):
             raise CheckpointError(f"{where}: model_arch is {type(arch).__name__}, expected a String")
         # every weight is overwritten from the file, so skip the random initialisation (most of the load time)
-        model = parse(arch, init=_uninitialised)
+        try:
+            model = parse(arch, init=_uninitialised)
+        except ValueError as err:               # FluxSyntaxError and the layers' own argument checks
+            raise CheckpointError(f"{where}: model_arch is not a model this package can build: {err}") from None
         return _load_tree(model, values["model_state"], in_place=False)
     structs = {k: v for k, v in values.items() if isinstance(v, JuliaStruct) and v.type_name.startswith("Flux.")}
     if structs:
