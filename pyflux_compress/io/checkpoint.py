@@ -142,6 +142,8 @@ def _private(a: Any) -> bool:
     base = a
     while isinstance(base, np.ndarray) and base.base is not None:
         base = base.base
+    if isinstance(base, memoryview):         # np.frombuffer(bytearray) keeps a memoryview of it
+        base = base.obj
     return isinstance(base, (bytearray, np.ndarray)) and not isinstance(base, np.memmap)
 
 

@@ -296,6 +296,8 @@ def chunk_records(h5, lay: Chunked, shape: tuple[int, ...], chunk_bytes: int, fi
     if lay.addr == UNDEF:
         return                                   # nothing allocated: all fill value
     if lay.index == "single":
+        if lay.filtered_size and not filtered:
+            raise fail(pos, "single chunk has a filtered size but the dataset has no filter pipeline message")
         size = lay.filtered_size if filtered and lay.filtered_size else chunk_bytes
         yield ChunkRecord((0,) * len(shape), lay.addr, size, lay.filter_mask)
     elif lay.index == "implicit":

@@ -660,9 +660,11 @@ def tuple_elements(tt, n: int | None, pos: int) -> list:
 
 
 def _count(ds: Dataspace, where: int) -> int:
+    """Elements of a dataspace; refuses sizes no file can hold, even when another dimension is 0
+    (numpy cannot shape an empty array whose other dimensions multiply past 2^63)."""
     n = math.prod(ds.dims) if ds.kind == "simple" else (0 if ds.kind == "null" else 1)
-    if n > 1 << 48:
-        raise fail(where, f"dataspace of {n} elements is larger than any file")
+    if math.prod(d for d in ds.dims if d) > 1 << 48:
+        raise fail(where, f"dataspace {ds.dims} is larger than any file")
     return n
 
 
