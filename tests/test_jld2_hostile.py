@@ -173,6 +173,21 @@ def test_max_bytes_keyword_and_environment_variable(tmp_path, monkeypatch):
         jld2.load(p, max_bytes=-1)
 
 
+def test_zero_dim_next_to_huge_dims(tmp_path):
+    """Found by benchmarks/fuzz_loaders.py: dims (2, 4e18, 3.7e18, 0) hold 0 elements, passed the size check
+    and made numpy's reshape raise ValueError (reported only by the last-resort handler). Now refused."""
+    p = tmp_path / "z.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("x", data=np.zeros((2, 3, 0), "<f4"))
+    raw = p.read_bytes()
+    pos, _ = _message(raw, "x", MSG_DATASPACE)
+    dims_at = pos + 8                                          # version 1: 8-byte prefix, then u64 dims
+    assert raw[dims_at:dims_at + 24] == (2).to_bytes(8, "little") + (3).to_bytes(8, "little") + bytes(8)
+    p.write_bytes(_patch(raw, dims_at + 8, (1 << 62).to_bytes(8, "little")))
+    err = _fast(lambda: jld2.load(p))
+    assert isinstance(err, JLD2FormatError) and "larger than any file" in str(err) and "while decoding" not in str(err)
+
+
 def test_corrupted_dict_pairs():
     """Was: IndexError on a Dict entry that is not a 2-element pair. Now JLD2FormatError."""
     from pyflux_compress.io.jld2._reader import _pair

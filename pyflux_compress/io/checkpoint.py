@@ -220,7 +220,7 @@ def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
     Arrays are read into private memory and handed to the model without a second copy, so the peak is
     about the payload (benchmarks/bench_jld2.py). ``max_bytes`` is :func:`jld2.load`'s limit on bytes
     produced beyond the file's own (decompression, fill values; default ``$PYFLUX_JLD2_MAX_BYTES`` or
-    max(256 MiB, 16x the file)).
+    16 MiB + 64x the file size).
 
     Raises FileNotFoundError for a missing file and :class:`CheckpointError` naming the file for
     anything else: :class:`CheckpointFormatError` (also a JLD2FormatError) when the file is not valid JLD2.

@@ -47,8 +47,9 @@ def load(path: str | os.PathLike, name: str | None = None, *, mmap: bool = True,
             with ``mmap=False``, read into private memory (what ``pfc.load`` uses: nothing stays mapped).
         max_bytes: limit on the bytes the load may *produce* beyond those stored in the file (decompressed
             chunks, fill values of never-written datasets), checked before anything is decompressed or
-            allocated. Default: ``$PYFLUX_JLD2_MAX_BYTES`` if set, else the larger of 256 MiB and 16x the
-            file size. Raise it for a trusted file that is compressed more than 16:1.
+            allocated. Default: ``$PYFLUX_JLD2_MAX_BYTES`` if set, else 16 MiB + 64x the file size
+            (bounded by the file: a 1 MB deflate bomb declaring 1 GiB is refused before decompressing).
+            Raise it for a trusted file that is compressed more than 64:1 (e.g. all-zero arrays).
 
     Raises FileNotFoundError for a missing file, KeyError for an unknown ``name`` and JLD2FormatError
     (prefixed with the file path) for anything malformed or over a limit, and nothing else.

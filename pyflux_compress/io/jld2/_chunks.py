@@ -26,21 +26,23 @@ from ._hdf5 import UNDEF, Buffer, Cursor, Layout, fail
 
 FILTER_NAMES = {1: "deflate", 2: "shuffle", 3: "fletcher32", 307: "bzip2", 32004: "lz4", 32015: "zstd"}
 MAX_BYTES_ENV = "PYFLUX_JLD2_MAX_BYTES"
-DEFAULT_MAX_BYTES = 256 << 20          # plus 16 x the file size (see Budget)
+DEFAULT_MAX_BYTES = 16 << 20           # plus DEFAULT_RATIO x the file size (see Budget)
+DEFAULT_RATIO = 64
 
 
 # ---------------------------------------------------------------------------------------------- budget
 class Budget:
     """The bytes a load may *produce* beyond what the file stores: decompressed chunks and fill values.
 
-    The limit is ``max_bytes`` if given, else ``$PYFLUX_JLD2_MAX_BYTES``, else the larger of 256 MiB and
-    16 x the file size (a real deflate-compressed checkpoint expands 1-10x; a bomb expands 1000x).
+    The limit is ``max_bytes`` if given, else ``$PYFLUX_JLD2_MAX_BYTES``, else 16 MiB + 64 x the file size:
+    bounded by the file's own size (a float checkpoint deflates ~1.1:1, a 90%-pruned one ~5-10:1; a bomb
+    1000:1).
     :meth:`spend` is called before each allocation or decompression, so a refused load costs nothing.
     """
 
     def __init__(self, file_size: int, max_bytes: int | None = None) -> None:
         max_bytes = resolve_max_bytes(max_bytes)
-        self.limit = max(DEFAULT_MAX_BYTES, 16 * file_size) if max_bytes is None else max_bytes
+        self.limit = DEFAULT_MAX_BYTES + DEFAULT_RATIO * file_size if max_bytes is None else max_bytes
         self.used = 0
 
     def spend(self, n: int, pos: int, what: str) -> None:
