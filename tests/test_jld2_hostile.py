@@ -188,6 +188,28 @@ def test_zero_dim_next_to_huge_dims(tmp_path):
     assert isinstance(err, JLD2FormatError) and "larger than any file" in str(err) and "while decoding" not in str(err)
 
 
+def test_one_heap_object_named_by_many_records(tmp_path):
+    """10,000 variable-length string records all naming one 1 MB heap object: 10 GB of strings if each were
+    decoded anew. Now decoded once and shared (the file is 1.2 MB; the result stays ~1 MB)."""
+    import resource
+
+    p = tmp_path / "vs.h5"
+    words = np.array(["y" * (1 << 20)] + ["x"] * 10_000, dtype=object)
+    with h5py.File(p, "w") as f:
+        f.create_dataset("s", data=words, dtype=h5py.string_dtype())
+    raw = p.read_bytes()
+    pos, size = _message(raw, "s", MSG_LAYOUT)
+    lay = parse_layout(Reader(raw).buf, pos, size)
+    start = lay.pos + Reader(raw).h5.base
+    first = raw[start:start + 16]
+    assert int.from_bytes(first[:4], "little") == 1 << 20                    # the 1 MB string's record
+    p.write_bytes(raw[:start] + first * len(words) + raw[start + 16 * len(words):])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    s = _fast(lambda: jld2.load(p, "s"))
+    assert len(s) == len(words) and s[0] is s[-1] and len(s[-1]) == 1 << 20
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000      # KiB
+
+
 def test_corrupted_dict_pairs():
     """Was: IndexError on a Dict entry that is not a 2-element pair. Now JLD2FormatError."""
     from pyflux_compress.io.jld2._reader import _pair

@@ -17,6 +17,7 @@ Flux field names and order come from each layer's ``flux_fields`` (docs/ARCHITEC
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Any
@@ -262,29 +263,37 @@ def _rebuild(values: dict, where: str) -> Any:
     structs = {k: v for k, v in values.items() if isinstance(v, JuliaStruct) and v.type_name.startswith("Flux.")}
     if structs:
         name, value = next(iter(structs.items()))
-        try:
+        with _naming(f"{where}: {name}"):
             return chain_from_struct(value)
-        except CheckpointError as err:
-            raise CheckpointError(f"{where}: {name}: {err}") from None
     restructures = {k: v for k, v in values.items() if isinstance(v, JuliaStruct) and v.julia_type is not None
                     and v.julia_type.name == "Optimisers.Restructure"}
     if restructures:
         name, value = next(iter(restructures.items()))
-        try:
+        with _naming(f"{where}: {name}"):
             return chain_from_restructure(value, values)
-        except CheckpointError as err:
-            raise CheckpointError(f"{where}: {name}: {err}") from None
     tree = values.get("model_state")
     if tree is None:
         cands = [v for v in values.values() if isinstance(v, NamedTuple) and list(v.keys()) == ["layers"]]
         tree = cands[0] if len(cands) == 1 else None
     if tree is not None:
-        try:
+        with _naming(where):
             return chain_from_state(tree)
-        except CheckpointError as err:
-            raise CheckpointError(f"{where}: {err}") from None
     raise CheckpointError(f"{where}: no Flux model found (top-level names: {sorted(values)}); expected "
                           "model_state/model_arch, a Flux.Chain struct or a Flux.state tree")
+
+
+@contextlib.contextmanager
+def _naming(prefix: str):
+    """Prefix CheckpointErrors with ``prefix``; a layer constructor's ValueError (e.g. a stored weight of
+    size 0 gives ``Dense out must be >= 1``) becomes a CheckpointError saying the stored values build no
+    layer."""
+    try:
+        yield
+    except CheckpointError as err:
+        raise CheckpointError(f"{prefix}: {err}") from None
+    except ValueError as err:
+        raise CheckpointError(f"{prefix}: the stored values do not describe a layer that can be built: {err}") \
+            from None
 
 
 def chain_from_state(tree: Any) -> Any:

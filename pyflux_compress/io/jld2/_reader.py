@@ -23,6 +23,11 @@ from ._types import (ARRAY, BITFIELD, COMPOUND, ENUM, FIXED, FLOAT, OPAQUE, REFE
                      parse_shared)
 
 MMAP_THRESHOLD = 1 << 20          # arrays at least this large (bytes, contiguous) are memory-mapped
+# decoding work: at most this many values (records, fields, elements, type parameters) per load, plus
+# STEPS_PER_BYTE per byte of the file. A real file decodes < 1 value per byte (numeric arrays are one
+# step); a hostile one that reuses a record (NTuple{65536} fields, one heap object referenced by 10^6
+# records) hits this bound instead of running for hours.
+BASE_STEPS, STEPS_PER_BYTE = 1_000_000, 4
 DATATYPE_NAMES = {"Core.DataType", "Core.Core.DataType", "DataType"}
 TUPLE_NAMES = {"Tuple", "Core.Tuple", "Core.Core.Tuple"}
 NTUPLE_NAMES = {"NTuple", "Core.NTuple", "Core.Core.NTuple"}
@@ -69,6 +74,8 @@ class Reader:
         self._dtypes: dict[int, Datatype] = {}
         self._pos0 = 0            # file position of the record being decoded (for error offsets)
         self.depth = 0
+        self.steps_left = BASE_STEPS + STEPS_PER_BYTE * len(data)
+        self._vlen_cache: dict[tuple, object] = {}     # record bytes -> decoded string / DataType / list
 
     # ------------------------------------------------------------------ entry points
     def root_names(self) -> dict[str, int]:
@@ -241,12 +248,18 @@ class Reader:
         return self.datatype_value(data, 0, a.pos)
 
     def datatype_value(self, data: bytes, off: int, pos: int) -> JuliaType:
-        """Decode a ``Core.DataType`` record {name: vlen string, parameters: vlen refs}."""
+        """Decode a ``Core.DataType`` record {name: vlen string, parameters: vlen refs}. Cached by the record's
+        bytes (which name its heap objects): records repeating one heap object decode it once."""
         if len(data) < off + 32:
             raise fail(pos, "DataType value needs 32 bytes")
+        key = ("t", bytes(data[off:off + 32]))
+        hit = self._vlen_cache.get(key)
+        if hit is not None:
+            return hit
         name = self._vlen_string(data, off, pos)
         raw = self._vlen_bytes(data, off + 16, 8, pos)
         refs = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+        self.spend_steps(len(refs), pos)
         if self.depth > MAX_DEPTH:
             raise fail(pos, f"type parameters nested deeper than {MAX_DEPTH}")
         self.depth += 1
@@ -254,7 +267,16 @@ class Reader:
             params = tuple(self.type_param(r, pos) for r in refs)
         finally:
             self.depth -= 1
-        return JuliaType(name, params)
+        jt = JuliaType(name, params)
+        self._vlen_cache[key] = jt
+        return jt
+
+    def spend_steps(self, n: int, pos: int) -> None:
+        """Charge ``n`` decoded values to the work bound (see BASE_STEPS)."""
+        self.steps_left -= n
+        if self.steps_left < 0:
+            raise fail(pos, f"decoding needs more than {BASE_STEPS} + {STEPS_PER_BYTE} x file size values: the "
+                            "file repeats records far beyond its size (refused as hostile)")
 
     def type_param(self, ref: int, pos: int):
         """A type parameter reference: a committed type, or a dataset holding the parameter value."""
@@ -291,7 +313,13 @@ class Reader:
         return obj[:count * elsize]
 
     def _vlen_string(self, data: bytes, off: int, pos: int) -> str:
-        return self._vlen_bytes(data, off, 1, pos).decode("utf-8", "replace")
+        """A vlen string, cached by its 16-byte record: 10^6 records naming one 10 MB heap object cost one
+        decode and one string, not 10 TB."""
+        key = ("s", bytes(data[off:off + 16]))
+        hit = self._vlen_cache.get(key)
+        if hit is None:
+            hit = self._vlen_cache[key] = self._vlen_bytes(data, off, 1, pos).decode("utf-8", "replace")
+        return hit
 
     # ------------------------------------------------------------------ datasets
     def _dataset(self, oh, addr: int):
@@ -443,6 +471,9 @@ class Reader:
     def decode(self, dt: Datatype, data: bytes, off: int, ctype: Committed | None, jt):
         """One record of datatype ``dt`` at ``data[off:]``; ``ctype``/``jt`` give its Julia meaning if known."""
         shell_addr, self._shell_addr = self._shell_addr, None      # only the top-level record may use it
+        self.steps_left -= 1
+        if self.steps_left < 0:
+            self.spend_steps(0, self._pos0 + off)
         if off + dt.size > len(data):
             raise fail(self._pos0 + off, f"record of {dt.size} bytes exceeds the {len(data)} bytes read")
         self.depth += 1
@@ -515,6 +546,7 @@ class Reader:
     def _compound(self, dt, data, off, ctype, jt, shell_addr=None):
         members = {name: (moff, mdt) for name, moff, mdt in dt.members}
         kind, names, ftypes = self._fields(dt, ctype, jt, off)
+        self.spend_steps(len(names), self._pos0 + off)
         shell = None
         if kind == "struct" and shell_addr is not None and not _is_complex(jt):
             # register the (still empty) struct first: a field referring back to this dataset gets it
