@@ -5,7 +5,7 @@ Prints MB/s for each and the ratio ours/anchor (target >= 0.5 both ways). Both w
 (pfc.save must, for atomicity; np.save files are fsynced too so the comparison is fair). Page cache is
 warm for both loads. Each figure is the best of 3 repetitions in the same run. Loading is reported three
 ways: ``jld2.load`` (arrays memory-mapped, lazy), ``jld2.load`` + reading every byte (sum), and
-``pfc.load`` (parses model_arch into a fresh Chain, then copies the arrays into it).
+``pfc.load`` (parses model_arch into a fresh Chain, then reads the arrays into it).
 
 Peak memory of ``pfc.load`` (``--peak-gb``, default 1 GB of float32 weights; 0 skips): the checkpoint is
 loaded in a fresh subprocess and the growth of its peak resident memory (VmHWM after the load minus VmRSS
@@ -93,7 +93,7 @@ def main() -> None:
         ("save: pfc.save (atomic, fsync)", t_save, t_np_save),
         ("load: np.load", t_np_load, None),
         ("load: jld2.load (memory-mapped, lazy)", t_load_lazy, t_np_load),
-        ("load: pfc.load (Chain rebuilt, arrays copied)", t_pfc_load, t_np_load),
+        ("load: pfc.load (Chain rebuilt, arrays read in)", t_pfc_load, t_np_load),
         ("  of which pfc.parse(model_arch) (no init)", t_parse, "part"),
         ("load+sum: np.load", t_np_touch, None),
         ("load+sum: jld2.load", t_load_touch, t_np_touch),

@@ -235,6 +235,7 @@ class Pool:
 
     def __init__(self, jobs: int, mem_cap_mb: int, timeout: int) -> None:
         self.mem_cap_mb, self.timeout = mem_cap_mb, timeout
+        self.fds: set[int] = set()               # the driver's ends of every worker's pipes
         self.idle: list[dict] = [self._spawn() for _ in range(jobs)]
         self.busy: dict[int, dict] = {}          # reply fd -> worker (with its case)
 
@@ -243,11 +244,13 @@ class Pool:
         r2, w2 = os.pipe()                       # worker -> driver
         pid = os.fork()
         if pid == 0:
-            os.close(w1)
-            os.close(r2)
+            # drop every driver-side pipe end, or a sibling never sees EOF on its input when the driver closes
+            for fd in self.fds | {w1, r2}:
+                os.close(fd)
             worker(r1, w2, self.mem_cap_mb, self.timeout)
         os.close(r1)
         os.close(w2)
+        self.fds |= {w1, r2}
         return {"pid": pid, "to": w1, "frm": r2, "buf": b""}
 
     def submit(self, case: tuple) -> None:
@@ -280,6 +283,7 @@ class Pool:
                 sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1
                 for fd_ in (w["to"], w["frm"]):
                     os.close(fd_)
+                    self.fds.discard(fd_)
                 del self.busy[fd]
                 out.append((w["case"], None, sig))
                 self.idle.append(self._spawn())
