@@ -65,7 +65,7 @@ def load(path: str | os.PathLike, name: str | None = None, *, mmap: bool = True,
     try:
         return _guarded(path, lambda: _read(reader, name))
     finally:
-        del reader
+        reader = None          # drop the reader's views of the map before closing it
         try:
             mm.close()
         except BufferError:   # a view still exported (should not happen: small arrays are copied)
