@@ -24,7 +24,8 @@ driver counts the case and forks a fresh worker, as it does after any crash). Co
 * ``crash``: workers killed by a signal other than the timeout's (segfault, bus error).
 
 Seeds: the small files of the real JLD2 corpus (``$PYFLUX_JLD2_CORPUS`` or /work/shared/corpus_jld2),
-``pfc.save`` checkpoints, h5py files with chunked/compressed/unallocated datasets (the new reader paths),
+``pfc.save`` checkpoints, h5py files with chunked/compressed/unallocated datasets (B-tree v1/v2, fixed and
+extensible arrays: the new reader paths),
 ``pfc.save_compressed`` archives (dense, pruned, quantized) and ``pfc.export_onnx`` models. Only public
 APIs are called.
 """
@@ -99,6 +100,7 @@ def make_seeds(work: Path) -> dict[str, list[tuple[str, bytes]]]:
             f.create_dataset("plain", data=a, chunks=(4, 4))
             f.create_dataset("fill", shape=(5, 6), dtype="f8", fillvalue=1.5)
             f.create_dataset("s", data=np.array([b"ab", b"cd"], dtype="S4"))
+            f.create_dataset("ea", data=a, chunks=(4, 5), maxshape=(None, 30))   # extensible array ('latest')
         seeds["jld2"].append((f"h5py chunked {libver}", p.read_bytes()))
     variants = [("dense", small), ("conv", conv)]
     try:

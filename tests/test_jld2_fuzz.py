@@ -45,6 +45,7 @@ def _chunked_seeds() -> list[bytes]:
                 f.create_dataset("deflate", data=a, chunks=(7, 11), compression="gzip", shuffle=True)
                 f.create_dataset("bt2", data=a, chunks=(6, 7), maxshape=(None, None), compression="gzip")
                 f.create_dataset("fill", shape=(5, 6), dtype="f8", fillvalue=1.5)
+                f.create_dataset("ea", data=a, chunks=(4, 5), maxshape=(None, 30))
             out.append(p.read_bytes())
     return out
 

@@ -1,7 +1,7 @@
 """Generic HDF5 files written by h5py (the HDF5 C library) read equal to h5py's own values.
 
 Covers the reader gaps of issue 14: chunked layouts (version 3 with a version-1 B-tree; version 4/5 with
-fixed-array, version-2 B-tree and implicit indexes), the filter pipeline (deflate, shuffle, Fletcher-32,
+fixed-array, extensible-array, version-2 B-tree and implicit indexes), the filter pipeline (deflate, shuffle, Fletcher-32,
 and JLD2's bzip2/LZ4/Zstd framings), fixed-length strings of every padding type, and datasets that were
 never written (fill value, as HDF5 defines). Our arrays are Julia-shaped: h5py's transposed.
 """
@@ -56,9 +56,30 @@ def test_chunked_and_compressed_datasets_equal_h5py(tmp_path, libver):
         f.create_dataset("many", data=np.arange(3600, dtype="<i4").reshape(60, 60), chunks=(1, 1),
                          maxshape=(None, None))                                # deep index trees
         f.create_dataset("many_paged", data=np.arange(3000, dtype="<u2").reshape(3000), chunks=(1,))
+
         f.create_dataset("cube", data=np.arange(4 * 5 * 6, dtype="u1").reshape(4, 5, 6), chunks=(3, 2, 4),
                          compression="gzip")
     _check_all(p)
+
+
+@pytest.mark.parametrize("libver", LIBVERS, ids=str)
+def test_one_unlimited_dimension_equals_h5py(tmp_path, libver):
+    """One unlimited dimension: the extensible-array index under 'latest' (a B-tree v1 otherwise)."""
+    p = tmp_path / "earray.h5"
+    a = RNG.standard_normal((23, 37)).astype(np.float32)
+    with h5py.File(p, "w", libver=libver) as f:
+        f.create_dataset("earray", data=a, chunks=(4, 5), maxshape=(None, 37), compression="gzip")
+        f.create_dataset("earray_t", data=a, chunks=(4, 5), maxshape=(23, None))
+        f.create_dataset("earray_wide", data=a, chunks=(4, 5), maxshape=(None, 60))       # max grid > grid
+        f.create_dataset("earray_big", data=np.arange(5000, dtype="<i4").reshape(2500, 2), chunks=(1, 1),
+                         maxshape=(None, 2))                                   # secondary blocks, pages
+        g = f.create_dataset("earray_sparse", shape=(40, 6), dtype="<i2", chunks=(3, 2), maxshape=(None, 6),
+                             fillvalue=-7)
+        g[30:33, 2:4] = 5
+    _check_all(p)
+    if libver == "latest":
+        raw = p.read_bytes()
+        assert raw.count(b"EAHD") == 5 and b"EASB" in raw
 
 
 def test_btree_v2_index_really_used(tmp_path):

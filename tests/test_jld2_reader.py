@@ -223,14 +223,14 @@ def test_plain_hdf5_files_superblock_v0_and_v2(tmp_path):
 
 
 def test_unsupported_features_raise_format_error(tmp_path):
-    """The extensible-array chunk index (one unlimited dimension, libver='latest') is not read: a clear
-    error naming it and the file, not a wrong result."""
+    """Dense (fractal-heap) link storage is not read: a clear error naming the file, not a wrong result."""
     h5py = pytest.importorskip("h5py")
-    p = tmp_path / "chunked.h5"
+    p = tmp_path / "dense.h5"
     with h5py.File(p, "w", libver="latest") as f:
-        f.create_dataset("c", data=np.arange(100), chunks=(10,), maxshape=(None,))
-    with pytest.raises(JLD2FormatError, match=f"{p}.*extensible-array chunk index"):
-        jld2.load(p, "c")
+        for k in range(40):                          # > 8 links: HDF5 switches the group to dense storage
+            f[f"x{k}"] = np.arange(3)
+    with pytest.raises(JLD2FormatError, match=f"{p}.*dense link storage"):
+        jld2.load(p)
 
 
 @pytest.mark.parametrize("data", [b"", b"not a jld2 file at all" * 40, b"\x89HDF\r\n\x1a\n" + b"\x02" * 40])

@@ -2,9 +2,8 @@
 
 JLD2.jl writes compressed arrays as one chunk (layout version 4, single-chunk index) through a filter
 pipeline (deflate 1, shuffle 2, bzip2 307, LZ4 32004, Zstd 32015: JLD2 ``src/filters/Filters.jl``). Generic
-HDF5 files (h5py) use more indexes; supported here: layout 3 with a version-1 B-tree, and layout 4/5 with
-the single-chunk, implicit, fixed-array and version-2 B-tree indexes. (The extensible-array index, written
-for datasets with exactly one unlimited dimension under ``libver='latest'``, raises a clear error.)
+HDF5 files (h5py) use more indexes; all are supported here: layout 3 with a version-1 B-tree, and layout
+4/5 with the single-chunk, implicit, fixed-array, extensible-array and version-2 B-tree indexes.
 
 Every decompression is *streaming with a maximum output length*: a chunk can never expand past the size its
 dataspace declares, and the caller (:class:`Budget`) has already checked that size against the load's limit
@@ -242,7 +241,7 @@ def parse_chunked(c: Cursor, version: int, pos: int) -> Chunked:
         page_bits = c.u8()
         return Chunked(dims, "fixed", c.u64(), params=(page_bits,))
     if kind == 4:
-        c.bytes(5)
+        c.bytes(5)                   # max bits, index elements, min pointers, min elements, page bits
         return Chunked(dims, "earray", c.u64())
     if kind == 5:
         node_size, split, merge = c.u32(), c.u8(), c.u8()
@@ -291,8 +290,10 @@ def _grid(shape: tuple[int, ...], cdims: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(-(-s // c) for s, c in zip(shape, cdims))
 
 
-def chunk_records(h5, lay: Chunked, shape: tuple[int, ...], chunk_bytes: int, filtered: bool, pos: int):
-    """Yield :class:`ChunkRecord` for every allocated chunk of a dataset of ``shape`` (HDF5 order)."""
+def chunk_records(h5, lay: Chunked, shape: tuple[int, ...], chunk_bytes: int, filtered: bool, pos: int,
+                  maxshape: tuple[int, ...] = ()):
+    """Yield :class:`ChunkRecord` for every allocated chunk of a dataset of ``shape`` (HDF5 order);
+    ``maxshape`` (UNDEF = unlimited) orders the extensible-array index."""
     if len(lay.dims) != len(shape):
         raise fail(pos, f"chunk dims {lay.dims} do not match the dataspace's {len(shape)} dimensions")
     if lay.addr == UNDEF:
@@ -315,8 +316,7 @@ def chunk_records(h5, lay: Chunked, shape: tuple[int, ...], chunk_bytes: int, fi
     elif lay.index == "btree2":
         yield from _btree2(h5, lay, len(shape), filtered, pos)
     else:
-        raise fail(pos, "extensible-array chunk index (HDF5 'latest' format with one unlimited dimension) is "
-                        "not supported; rewrite the file with h5py's default libver or without maxshape")
+        yield from _earray(h5, lay, shape, maxshape or shape, chunk_bytes, filtered, pos)
 
 
 def _btree1(h5, lay: Chunked, rank: int, pos: int):
@@ -393,6 +393,122 @@ def _fixed_array(h5, lay: Chunked, shape, chunk_bytes, filtered, pos):
             yield ChunkRecord(tuple(int(i) * c for i, c in zip(idx, lay.dims)), addr, size, mask)
 
 
+def _earray(h5, lay: Chunked, shape, maxshape, chunk_bytes, filtered, pos):
+    """Extensible-array index (one unlimited dimension, libver='latest'): header EAHD -> index block EAIB
+    (first elements inline, then data block and secondary block addresses) -> data blocks EADB (paged when
+    large) / secondary blocks EASB. Element ``i`` is the chunk whose scaled coordinates, with the unlimited
+    dimension moved first, have row-major index ``i`` over the *maximum* chunk grid (HDF5's H5Dearray)."""
+    buf = h5.buf
+    p = h5.abs(lay.addr, "extensible-array header")
+    if buf.read(p, 4, "extensible-array header signature") != b"EAHD":
+        raise fail(p, "expected an extensible-array header 'EAHD'")
+    esize, max_bits, ib_elmts, db_min, sb_min_ptrs, page_bits = (buf.u8(p + k) for k in range(6, 12))
+    n_elmts, iblock = buf.uint(p + 44, 8), buf.uint(p + 60, 8)     # "max index set" + 1 bounds the indices
+    if esize < (12 if filtered else 8) or not 0 < max_bits <= 64 or db_min == 0 or db_min & (db_min - 1) \
+            or sb_min_ptrs == 0 or sb_min_ptrs & (sb_min_ptrs - 1) or page_bits > 32:
+        raise fail(p, "extensible-array header parameters are invalid")
+    unlim = [k for k, m in enumerate(maxshape) if m == UNDEF]
+    if len(unlim) != 1:
+        raise fail(pos, f"extensible-array index needs exactly one unlimited dimension, maxshape {maxshape}")
+    u = unlim[0]
+    others = [k for k in range(len(shape)) if k != u]
+    max_chunks = [-(-maxshape[k] // lay.dims[k]) for k in others]
+    per_row = math.prod(max_chunks)
+    grid = _grid(shape, lay.dims)
+    csize_len = esize - 12
+
+    def record(i: int, e: int):
+        addr = buf.uint(e, 8)
+        if addr == UNDEF or per_row == 0:
+            return None
+        scaled_rest = np.unravel_index(i % per_row, max_chunks) if others else ()
+        scaled = [0] * len(shape)
+        scaled[u] = i // per_row
+        for k, s in zip(others, scaled_rest):
+            scaled[k] = int(s)
+        if any(s >= g for s, g in zip(scaled, grid)):
+            return None                          # outside the current extent (shrunk dataset)
+        size, mask = chunk_bytes, 0
+        if filtered:
+            size, mask = buf.uint(e + 8, csize_len), buf.uint(e + 8 + csize_len, 4)
+        return ChunkRecord(tuple(s * c for s, c in zip(scaled, lay.dims)), addr, size, mask)
+
+    if iblock == UNDEF or n_elmts == 0:
+        return
+    # super block table (H5EA__hdr_init): super block k has 2^(k//2) data blocks of 2^((k+1)//2) * db_min
+    nsblks = 1 + max_bits - db_min.bit_length() + 1
+    ib_sblks = 2 * (sb_min_ptrs.bit_length() - 1)
+    nd_addrs, ns_addrs = 2 * (sb_min_ptrs - 1), nsblks - ib_sblks
+    off_size = (max_bits + 7) // 8
+    b = h5.abs(iblock, "extensible-array index block")
+    if buf.read(b, 4, "extensible-array index block signature") != b"EAIB":
+        raise fail(b, "expected an extensible-array index block 'EAIB'")
+    q = b + 14
+    buf.check(q, ib_elmts * esize + (nd_addrs + max(ns_addrs, 0)) * 8, "extensible-array index block")
+    for i in range(min(ib_elmts, n_elmts)):
+        rec = record(i, q + i * esize)
+        if rec is not None:
+            yield rec
+    q += ib_elmts * esize
+    dblk_addrs = [buf.uint(q + 8 * k, 8) for k in range(nd_addrs)]
+    sblk_addrs = [buf.uint(q + 8 * (nd_addrs + k), 8) for k in range(max(ns_addrs, 0))]
+    start, dblk_i = ib_elmts, 0
+    for k in range(nsblks):
+        if start >= n_elmts:
+            break
+        ndblks, dnel = 1 << (k // 2), (1 << ((k + 1) // 2)) * db_min
+        if k < ib_sblks:
+            addrs, bitmap = dblk_addrs[dblk_i:dblk_i + ndblks], None
+            dblk_i += ndblks
+        else:
+            sb = sblk_addrs[k - ib_sblks]
+            if sb == UNDEF:
+                start += ndblks * dnel
+                continue
+            sp = h5.abs(sb, "extensible-array secondary block")
+            if buf.read(sp, 4, "extensible-array secondary block signature") != b"EASB":
+                raise fail(sp, "expected an extensible-array secondary block 'EASB'")
+            npages = dnel >> page_bits if dnel > (1 << page_bits) else 0
+            r = sp + 14 + off_size
+            # page-init bitmap: ndblks x ceil(npages / 8) bytes reserved, bits numbered contiguously
+            # (data block j, page pg -> bit j * npages + pg), most significant bit first (H5EA__sblock_alloc)
+            bitmap = buf.read(r, ndblks * -(-npages // 8), "page bitmap") if npages else None
+            r += len(bitmap) if bitmap else 0
+            buf.check(r, ndblks * 8, "secondary block data block addresses")
+            addrs = [buf.uint(r + 8 * j, 8) for j in range(ndblks)]
+        for j, da in enumerate(addrs):
+            first = start + j * dnel
+            if da == UNDEF or first >= n_elmts:
+                continue
+            dp = h5.abs(da, "extensible-array data block")
+            if buf.read(dp, 4, "extensible-array data block signature") != b"EADB":
+                raise fail(dp, "expected an extensible-array data block 'EADB'")
+            e0 = dp + 14 + off_size
+            npages = dnel >> page_bits if dnel > (1 << page_bits) else 0
+            if npages:                           # pages follow the block's prefix and checksum
+                psize = (1 << page_bits) * esize + 4
+                e0 += 4
+                for pg in range(npages):
+                    bit = j * npages + pg
+                    if bitmap is not None and not bitmap[bit // 8] >> (7 - bit % 8) & 1:
+                        continue
+                    pp = e0 + pg * psize
+                    buf.check(pp, psize, "extensible-array data block page")
+                    for t in range(1 << page_bits):
+                        i = first + pg * (1 << page_bits) + t
+                        if i < n_elmts:
+                            rec = record(i, pp + t * esize)
+                            if rec is not None:
+                                yield rec
+            else:
+                buf.check(e0, dnel * esize, "extensible-array data block elements")
+                for t in range(min(dnel, n_elmts - first)):
+                    rec = record(first + t, e0 + t * esize)
+                    if rec is not None:
+                        yield rec
+        start += ndblks * dnel
+
+
 def _btree2(h5, lay: Chunked, rank: int, filtered: bool, pos: int):
     buf = h5.buf
     p = h5.abs(lay.addr, "B-tree v2 header")
@@ -454,7 +570,7 @@ def _btree2(h5, lay: Chunked, rank: int, filtered: bool, pos: int):
 
 # ---------------------------------------------------------------------------------------------- assembly
 def read_chunked(h5, lay: Chunked, filters: list[Filter], shape: tuple[int, ...], elsize: int,
-                 fill: bytes | None, budget: Budget, pos: int) -> bytearray:
+                 fill: bytes | None, budget: Budget, pos: int, maxshape: tuple[int, ...] = ()) -> bytearray:
     """All elements of a chunked dataset of ``shape`` (HDF5 order) as C-ordered bytes; chunks that were
     never written hold the fill value (zeros when none is defined), as HDF5 defines."""
     n = math.prod(shape)
@@ -471,7 +587,7 @@ def read_chunked(h5, lay: Chunked, filters: list[Filter], shape: tuple[int, ...]
         return out
     view = np.frombuffer(out, np.uint8).reshape(*shape, elsize)
     seen: set[tuple[int, ...]] = set()
-    for rec in chunk_records(h5, lay, shape, chunk_bytes, filtered, pos):
+    for rec in chunk_records(h5, lay, shape, chunk_bytes, filtered, pos, maxshape):
         if any(o % c or o >= s for o, c, s in zip(rec.offset, lay.dims, shape)) or rec.offset in seen:
             raise fail(pos, f"chunk at element offset {rec.offset} is off the chunk grid {lay.dims} of "
                             f"{shape} or listed twice")

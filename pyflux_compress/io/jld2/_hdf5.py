@@ -159,6 +159,7 @@ class Message:
 class Dataspace:
     kind: str                 # "scalar" | "simple" | "null"
     dims: tuple[int, ...]     # HDF5 order (= reversed Julia size)
+    maxdims: tuple[int, ...] = ()   # UNDEF = unlimited (chunked datasets that can grow)
 
 
 @dataclass
@@ -211,7 +212,8 @@ def parse_dataspace(buf: Buffer, pos: int, size: int) -> Dataspace:
     if ndims > 32:
         raise fail(pos, f"dataspace with {ndims} dimensions, expected at most 32")
     dims = tuple(c.u64() for _ in range(ndims))
-    return Dataspace(kind, dims if kind == "simple" else ())
+    maxdims = tuple(c.u64() for _ in range(ndims)) if flags & 1 else dims
+    return Dataspace(kind, dims if kind == "simple" else (), maxdims if kind == "simple" else ())
 
 
 # ---------------------------------------------------------------------------------------------- file

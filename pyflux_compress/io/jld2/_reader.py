@@ -367,8 +367,8 @@ class Reader:
             shape = ()
         npdt = numpy_dtype(dt) if ctype is None else None
         if npdt is not None:
-            return self._numeric_array(layout, filters, npdt, ds.dims, shape, fill, where)
-        data = self._raw(layout, filters, dims, dt.size, fill, where)
+            return self._numeric_array(layout, filters, npdt, ds, shape, fill, where)
+        data = self._raw(layout, filters, dims, dt.size, fill, where, ds.maxdims)
         eltype = None
         if "julia_type" in attrs:
             eltype = self._julia_type_attr(attrs["julia_type"])
@@ -414,7 +414,7 @@ class Reader:
             self._pos0 = saved
 
     def _raw(self, layout: Layout, filters: list[Filter], dims: tuple[int, ...], elsize: int,
-             fill: bytes | None, where: int):
+             fill: bytes | None, where: int, maxdims: tuple[int, ...] = ()):
         """The dataset's bytes (C order over HDF5 ``dims``): bytes, or a private bytearray for big reads."""
         nbytes = math.prod(dims) * elsize
         if layout.kind == "compact":
@@ -424,7 +424,7 @@ class Reader:
         if nbytes == 0:
             return b""
         if layout.kind == "chunked":
-            return read_chunked(self.h5, layout.chunked, filters, dims, elsize, fill, self.budget, where)
+            return read_chunked(self.h5, layout.chunked, filters, dims, elsize, fill, self.budget, where, maxdims)
         if filters:
             raise fail(where, "filter pipeline on a contiguous dataset (HDF5 filters apply to chunks only)")
         if layout.pos == UNDEF:                            # never written: the fill value, as HDF5 defines
@@ -449,7 +449,8 @@ class Reader:
             raise fail(pos, f"array data: read {got} of {nbytes} bytes (file changed while loading?)")
         return out
 
-    def _numeric_array(self, layout, filters, npdt, dims, shape, fill, where) -> np.ndarray:
+    def _numeric_array(self, layout, filters, npdt, ds: Dataspace, shape, fill, where) -> np.ndarray:
+        dims = ds.dims
         nbytes = math.prod(dims) * npdt.itemsize
         if layout.kind == "contiguous" and layout.pos != UNDEF and nbytes >= MMAP_THRESHOLD and self.path \
                 and self.mmap and not filters:
@@ -459,7 +460,7 @@ class Reader:
             self.buf.check(pos, nbytes, "array data")
             a = np.memmap(self.path, dtype=npdt, mode="c", offset=pos, shape=tuple(dims) or (1,))
         else:
-            raw = self._raw(layout, filters, tuple(dims) or (1,), npdt.itemsize, fill, where)
+            raw = self._raw(layout, filters, tuple(dims) or (1,), npdt.itemsize, fill, where, ds.maxdims)
             if not isinstance(raw, bytearray):
                 raw = bytearray(raw)                       # small: a writeable copy
             a = np.frombuffer(raw, dtype=npdt)
