@@ -109,6 +109,16 @@ def test_vlen_of_zero_size_elements(tmp_path):
     p.write_bytes(_patch(raw, pos + 12, b"\0\0\0\0"))
     err = _fast(lambda: jld2.load(p))
     assert isinstance(err, JLD2FormatError) and "size 0" in str(err)
+    # the same with empty sequences (found by fuzz_loaders.py: range(0, 0, 0) raised before the check)
+    empty = np.empty(2, dtype=object)
+    empty[0], empty[1] = np.arange(0, dtype="i1"), np.arange(0, dtype="i1")
+    with h5py.File(p, "w") as f:
+        f.create_dataset("v", data=empty, dtype=h5py.vlen_dtype(np.dtype("i1")))
+    raw = p.read_bytes()
+    pos, _ = _message(raw, "v", MSG_DATATYPE)
+    p.write_bytes(_patch(raw, pos + 12, b"\0\0\0\0"))
+    err = _fast(lambda: jld2.load(p))
+    assert isinstance(err, JLD2FormatError) and "size 0" in str(err) and "while decoding" not in str(err)
 
 
 def _single_gzip_chunk(p: Path, n: int = 1000) -> bytes:

@@ -301,10 +301,10 @@ class Reader:
         if len(data) < off + 16:
             raise fail(pos, "variable-length record needs 16 bytes")
         count = int.from_bytes(data[off:off + 4], "little")
+        if elsize <= 0:                      # checked before the empty case: callers step by elsize
+            raise fail(pos, f"variable-length sequence of {count} elements of size 0")
         if count == 0:
             return b""
-        if elsize <= 0:
-            raise fail(pos, f"variable-length sequence of {count} elements of size 0")
         coll = int.from_bytes(data[off + 4:off + 12], "little")
         index = int.from_bytes(data[off + 12:off + 16], "little")
         obj = self.h5.heap_object(coll, index)
