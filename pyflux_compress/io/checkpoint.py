@@ -286,7 +286,7 @@ def _load_saved(values: dict, where: str) -> Any:
         raise CheckpointError(f"{where}: model_arch is {type(arch).__name__}, expected a String")
     # every weight is overwritten from the file, so skip the random initialisation (most of the load time)
     try:
-        model = parse(arch, init=_uninitialised)
+        model = parse(arch, init=_uninitialised, max_params=_param_budget(where))
     except ValueError as err:                   # FluxSyntaxError and the layers' own argument checks
         raise CheckpointError(f"{where}: model_arch is not a model this package can build: {err}") from None
     return _load_tree(model, values["model_state"], in_place=False)
@@ -316,13 +316,24 @@ def _load_selected(selected: dict, values: dict, where: str, explicit: bool) -> 
     return out
 
 
+def _param_budget(where: str) -> int:
+    """How many parameters an architecture may declare: every weight comes from the file, at least a byte
+    each, so the file's size bounds it (never below parse's own default, so small files behave as before)."""
+    from ..model.syntax import DEFAULT_MAX_PARAMS
+
+    try:
+        return max(DEFAULT_MAX_PARAMS, os.path.getsize(where))
+    except OSError:
+        return DEFAULT_MAX_PARAMS
+
+
 def _load_with_arch(values: dict, key: str | None, arch: str, where: str) -> Any:
     """``pfc.load(path, arch=...)``: build from the user's Flux syntax, weights from the file."""
     from ..model.syntax import parse
 
     if not isinstance(arch, str):
         raise ValueError(f"arch must be Flux syntax in a str, e.g. \"Chain(Dense(4 => 2, relu))\"; got {arch!r}")
-    model = parse(arch, init=_uninitialised)
+    model = parse(arch, init=_uninitialised, max_params=_param_budget(where))
     if key is not None:
         name = key
     elif "model_state" in values:
