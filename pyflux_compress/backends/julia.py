@@ -289,7 +289,7 @@ def quantize(model: Any, bits: Any = 8, scheme: str = "symmetric", granularity: 
     array is replaced by Julia's, so the object holds exactly what FluxCompress computed)."""
     from ..compression import quantize as Q
 
-    per_layer, X = Q._validate_quantize(model, bits, scheme, granularity, calibration, method)
+    per_layer, X, _ = Q.validate_quantize(model, bits, scheme, granularity, calibration, method)
     fc = _fc()
     jbits = fc.as_dict(_pairs(per_layer))
     jcal = None if X is None else batch_to_julia(X)
@@ -304,7 +304,7 @@ def quantize(model: Any, bits: Any = 8, scheme: str = "symmetric", granularity: 
         if b is None:
             return layer.copy()
         base = Q.as_float_layer(layer).copy()
-        q = Q._class_for(base)(base, b, scheme, granularity)
+        q = Q.quantized_class_for(base)(base, b, scheme, granularity)
         qw = weights[path]
         q.qweight = _np(qw.q).astype(np.int8)
         q.w_scale = np.asarray(_np(qw.scale), dtype=np.float32).reshape(() if granularity == "per_tensor" else -1)
@@ -335,9 +335,9 @@ def quantize(model: Any, bits: Any = 8, scheme: str = "symmetric", granularity: 
 
 def share_weights(model: Any, bits: Any = 5) -> Any:
     from ..compression import sharing as S
-    from ..compression.quantize import _class_for, as_float_layer, map_leaves, resolve_layer_keys, walk_layers
+    from ..compression.quantize import quantized_class_for, as_float_layer, map_leaves, resolve_layer_keys, walk_layers
 
-    weighted = [p for p, l in walk_layers(model) if _class_for(as_float_layer(l)) is not None]
+    weighted = [p for p, l in walk_layers(model) if quantized_class_for(as_float_layer(l)) is not None]
     if isinstance(bits, dict):
         per = {p: (None if v is None else int(v)) for p, v in resolve_layer_keys(model, bits, "bits", weighted).items()}
     else:

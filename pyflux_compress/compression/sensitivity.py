@@ -14,7 +14,7 @@ import numpy as np
 
 from ..backends import dispatch
 from ._common import check_inputs, check_labels
-from .quantize import SUPPORTED_BITS, _class_for, as_float_layer, quantize, walk_layers
+from .quantize import SUPPORTED_BITS, as_float_layer, quantize, quantized_class_for, walk_layers
 
 DEFAULT_SPARSITIES = (0.5, 0.75, 0.9, 0.95)
 
@@ -132,7 +132,7 @@ def sensitivity(model: Any, X: Any, y: Any, bits: Sequence[int] = (8, 4, 2),
     X = check_inputs(model, X)
     y = check_labels(y, len(X))
     bits, sparsities = _check_settings(bits, sparsities)
-    targets = [(p, l) for p, l in walk_layers(model) if _class_for(as_float_layer(l)) is not None]
+    targets = [(p, l) for p, l in walk_layers(model) if quantized_class_for(as_float_layer(l)) is not None]
     if not targets:
         raise ValueError("model has no Dense/Conv/CrossCor layer to analyse")
 

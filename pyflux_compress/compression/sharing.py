@@ -20,8 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..backends import dispatch
-from ..model.layers import Layer
-from .quantize import _class_for, _is_container, as_float_layer, map_leaves, resolve_layer_keys, walk_layers
+from .quantize import is_container, map_leaves, quantized_class_for, resolve_layer_keys, walk_layers
+from .wrapper import WrappedLayer, as_float_layer
 
 SHARING_BITS = tuple(range(1, 17))
 MAX_ITER = 100  # k-means iterations (1-D k-means converges in a few dozen)
@@ -63,10 +63,8 @@ def kmeans_1d(values: np.ndarray, k: int, max_iter: int = MAX_ITER) -> tuple[np.
     return c32, labels, it
 
 
-class SharedLayer(Layer):
+class SharedLayer(WrappedLayer):
     """Common code of :class:`SharedDense` and :class:`SharedConv` (see the module docstring)."""
-
-    flux_fields: dict[str, str] = {}
 
     def __init__(self, float_layer: Any, centroids: np.ndarray, index: np.ndarray, mask: np.ndarray,
                  bits: int) -> None:
@@ -79,10 +77,6 @@ class SharedLayer(Layer):
         self.float_layer.weight = self.weight
 
     @property
-    def flux_name(self) -> str:
-        return type(self).__name__
-
-    @property
     def masks(self) -> dict[str, np.ndarray]:
         return {}  # pruned weights stay 0 by construction (the mask is applied when the weight is rebuilt)
 
@@ -91,20 +85,9 @@ class SharedLayer(Layer):
         """The effective weight ``where(mask, centroids[index], 0)`` (a new array)."""
         return np.where(self.mask, self.centroids[self.index], 0).astype(self.centroids.dtype)
 
-    @property
-    def bias(self) -> np.ndarray | None:
-        return self.float_layer.bias
-
-    @property
-    def activation(self) -> Any:
-        return self.float_layer.activation
-
     def forward(self, x: np.ndarray, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
         self.float_layer.weight = self.weight  # centroids may have changed since the last call
         return self.float_layer.forward(x, train=train, rng=rng)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)[0]
 
     def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         dx, g = self.float_layer.backward(cache, dy)
@@ -120,9 +103,6 @@ class SharedLayer(Layer):
         if self.float_layer.bias is not None:
             p["bias"] = self.float_layer.bias
         return p
-
-    def output_shape(self, in_shape: tuple) -> tuple:
-        return self.float_layer.output_shape(in_shape)
 
     def copy(self) -> "SharedLayer":
         return type(self)(self.float_layer.copy(), self.centroids.copy(), self.index.copy(), self.mask.copy(),
@@ -184,9 +164,9 @@ def share_weights(model: Any, bits: int | Mapping[Any, int | None] = 5) -> Any:
     Chain of :class:`SharedDense` / :class:`SharedConv` (other layers copied); ``records`` gains a
     ``"share_weights"`` entry with per-layer centroid counts, k-means iterations and RMS error.
     """
-    if not _is_container(model):
+    if not is_container(model):
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
-    weighted = [p for p, l in walk_layers(model) if _class_for(as_float_layer(l)) is not None]
+    weighted = [p for p, l in walk_layers(model) if quantized_class_for(as_float_layer(l)) is not None]
     if not weighted:
         raise ValueError("model has no Dense/Conv/CrossCor layer to share weights in")
 
