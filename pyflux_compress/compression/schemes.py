@@ -23,6 +23,9 @@ class Scheme:
     name = ""
     act_dtype: type = np.int8
     act_range: tuple[int, int] = (-127, 127)
+    #: onnxruntime drops a Relu in front of QuantizeLinear only when the zero point is the type's minimum (uint8
+    #: zero point 0 after relu), so only then does the integer path run through relu and MaxPool.
+    integer_relu = False
 
     def qrange(self, bits: int) -> tuple[int, int]:
         raise NotImplementedError
@@ -89,6 +92,7 @@ class Affine(Scheme):
     name = "affine"
     act_dtype = np.uint8
     act_range = (0, 255)
+    integer_relu = True
 
     def qrange(self, bits: int) -> tuple[int, int]:
         if bits == 1:

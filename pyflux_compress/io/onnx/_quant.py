@@ -40,6 +40,7 @@ from onnx import TensorProto
 from ._export import (ExportState, UnsupportedLayerError, build_fp32, emit_activation, emit_conv, emit_dense,
                       emit_layer, flux_conv_to_onnx, layer_kind, spatial_attrs)
 from ._graph import GraphBuilder
+from ...compression.schemes import get_scheme
 
 QUANTIZED = ("QuantizedDense", "QuantizedConv")
 # layers a quantization commutes with (monotone / pure data movement): QDQ can move in front of them
@@ -63,7 +64,7 @@ def build_quantized(model: Any, b: GraphBuilder, fmt: str) -> None:
     if fmt == "qdq":
         _build_qdq(model, b)
     elif fmt == "dynamic":
-        build_fp32(model, b, {"QuantizedDense": _dynamic_dense, "QuantizedConv": _weight_only_conv})
+        build_fp32(model, b, {"QuantizedDense": _dynamic_dense, "QuantizedConv": _weight_only})
     else:  # pragma: no cover - validated by export_onnx
         raise ValueError(f"format: unknown quantized format {fmt!r}")
 
@@ -84,7 +85,7 @@ def _weight_dq(b: GraphBuilder, p: str, q_onnx: np.ndarray, layer: Any) -> str:
 
 def _act_qdq(b: GraphBuilder, layer: Any) -> None:
     """``current = DQ(Q(current))`` with the layer's calibrated input scale / zero point."""
-    zp_dtype = np.uint8 if layer.scheme == "affine" else np.int8  # affine: uint8 [0, 255]; symmetric: int8
+    zp_dtype = get_scheme(layer.scheme).act_dtype  # affine: uint8 [0, 255]; symmetric: int8
     p = b.fresh("act")
     s = b.const(f"{p}_s", np.asarray(layer.act_scale, np.float32))
     zp = b.const(f"{p}_zp", np.asarray(layer.act_zero_point).astype(zp_dtype))
@@ -152,6 +153,9 @@ def _build_qdq(model: Any, b: GraphBuilder) -> None:
     first_qdq: dict[int, int] = {}  # quantized leaf index -> leaf index where its first QDQ went
     for i, layer in enumerate(leaves):
         target = _quantized_ahead(leaves, i)
+        if target is not None and i != target and not get_scheme(leaves[target].scheme).integer_relu:
+            target = None  # QDQ only right before the layer (see integer_relu: nothing to gain, and it avoids
+            # the opset-21 onnxruntime failure on symmetric DQ -> MaxPool -> Q, cf. microsoft/onnxruntime#25526)
         if target is not None and (target not in first_qdq or i == target != first_qdq[target]):
             _act_qdq(b, leaves[target])
             first_qdq.setdefault(target, i)
@@ -182,12 +186,17 @@ def _leaf_paths(model: Any, prefix: str = "") -> list[str]:
 # dynamic
 # ---------------------------------------------------------------------------------------------------
 def _dynamic_dense(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
-    """``DynamicQuantizeLinear`` + ``MatMulInteger`` (weight ``(in, out)`` int8, per-column zero point).
+    """``DynamicQuantizeLinear`` + ``MatMulInteger`` (weight ``(in, out)`` int8, per-column zero point) for a
+    layer that simulates dynamic activations (``quantize(..., activations="dynamic")``).
 
-    With ``bits <= 4`` and ``opset >= 21`` the layer is written weight-only with a packed INT4 weight instead
-    (see :func:`_int4_dense`)."""
-    if layer.bits <= 4 and b.opset >= 21 and layer.bits > 1:
-        _int4_dense(b, layer, st, where)
+    A weights-only layer (float activations) is written weight-only instead, so the file computes what
+    ``pfc.predict`` computes: a packed INT4 weight with ``bits <= 4`` and ``opset >= 21`` (see
+    :func:`_int4_dense`), else an int8 weight behind ``DequantizeLinear`` and a float Gemm."""
+    if not layer.dynamic:
+        if layer.bits <= 4 and b.opset >= 21 and layer.bits > 1:
+            _int4_dense(b, layer, st, where)
+        else:
+            _weight_only(b, layer, st, where)
         return
     p = b.fresh("ddense")
     x_q, x_s, x_zp = b.node("DynamicQuantizeLinear", [b.current], outputs=3, prefix=f"{p}_dql")
@@ -205,15 +214,23 @@ def _dynamic_dense(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> 
     emit_activation(b, layer.float_layer.activation, where)
 
 
-def _weight_only_conv(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
-    """Conv with an int8 weight behind ``DequantizeLinear`` and float activations (no ConvInteger u8s8 on CPU)."""
+def _weight_only(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+    """Dense (Gemm) or Conv with an int8 weight behind ``DequantizeLinear`` and float activations: exactly the
+    simulated forward of a weights-only layer (Conv: onnxruntime's CPU provider has no u8s8 ``ConvInteger``)."""
     fl = layer.float_layer
-    p = b.fresh("wconv")
-    inputs = [b.current, _weight_dq(b, p, _conv_q_onnx(layer), layer)]
+    conv = layer_kind(layer) == "QuantizedConv"
+    if not conv and st.rank != 2:
+        raise UnsupportedLayerError(f"{where}: quantized Dense export needs 2-D (N, features) input")
+    p = b.fresh("wconv" if conv else "wdense")
+    q_onnx = _conv_q_onnx(layer) if conv else np.asarray(layer.qweight)
+    inputs = [b.current, _weight_dq(b, p, q_onnx, layer)]
     if fl.bias is not None:
         inputs.append(b.const(f"{p}_b", np.asarray(fl.bias, np.float32)))
-    attrs = spatial_attrs(fl, kernel=np.shape(layer.qweight)[:2])
-    (y,) = b.node("Conv", inputs, prefix=p, group=int(getattr(fl, "groups", 1) or 1), **attrs)
+    if conv:
+        attrs = spatial_attrs(fl, kernel=np.shape(layer.qweight)[:2])
+        (y,) = b.node("Conv", inputs, prefix=p, group=int(getattr(fl, "groups", 1) or 1), **attrs)
+    else:
+        (y,) = b.node("Gemm", inputs, prefix=p, transB=1)
     b.current = y
     emit_activation(b, fl.activation, where)
 
