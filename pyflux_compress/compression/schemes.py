@@ -118,7 +118,21 @@ class Affine(Scheme):
         return scale, zp, 0, 255
 
 
-SCHEMES: dict[str, Scheme] = {s.name: s for s in (Symmetric(), Affine())}
+class SymmetricWeightsAffineActivations(Symmetric):
+    """Symmetric weights (zero point 0, int8 [-127, 127]) with affine uint8 activations: the combination
+    onnxruntime's ``quantize_static`` writes by default, and the one its fastest integer convolution kernels
+    (which need weight zero point 0) run."""
+
+    name = "symmetric_weights"
+    act_dtype = np.uint8
+    act_range = (0, 255)
+    integer_relu = True
+
+    def activation_params(self, lo: float, hi: float) -> tuple[np.float32, np.int32, int, int]:
+        return Affine.activation_params(self, lo, hi)  # type: ignore[arg-type]
+
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (Symmetric(), Affine(), SymmetricWeightsAffineActivations())}
 
 
 def get_scheme(name: str) -> Scheme:
