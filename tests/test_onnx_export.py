@@ -224,3 +224,19 @@ def test_shape_mismatch_is_named_before_export(tmp_path):
     with pytest.raises(ValueError, match="MeanPool"):
         export_onnx(Chain(L.Dense(784, 10, seed=0), L.MeanPool((2, 2))), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_weight_shared_model_exports(tmp_path, rng):
+    """Regression (issue 17): a weight-shared model asked for input_shape, then had "no ONNX mapping"."""
+    import pyflux_compress as pfc
+
+    for model, x in ((Chain(L.Dense(20, 16, A.relu, seed=0), L.Dense(16, 4, seed=1)),
+                      rng.standard_normal((5, 20)).astype(np.float32)),
+                     (Chain(L.Conv((3, 3), (2, 4), A.relu),
+                            L.Flatten(), L.Dense(4 * 6 * 6, 3, seed=1)),
+                      rng.standard_normal((5, 2, 8, 8)).astype(np.float32))):
+        shared = pfc.share_weights(model, bits=3)
+        path = export_onnx(shared, tmp_path / "shared.onnx")
+        got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        np.testing.assert_allclose(got, shared(x), rtol=1e-5, atol=1e-5)
+        assert len(np.unique(onnx.numpy_helper.to_array(onnx.load(path).graph.initializer[0]))) <= 8

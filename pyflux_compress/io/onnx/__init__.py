@@ -24,7 +24,9 @@ def to_onnx_model(model: Any, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool
     """Build the ``onnx.ModelProto`` that :func:`export_onnx` would write (same arguments, no file)."""
     from . import _export
     from ._graph import GraphBuilder
+    from ._quant import export_view
 
+    model = export_view(model)  # weight-shared layers export as the float layers they compute
     fmt = _validate(model, opset, format, sparse, dynamic_batch)
     shape = tuple(input_shape) if input_shape is not None else _export.infer_input_shape(model)
     if all(isinstance(d, int) for d in shape) and hasattr(model, "output_shape"):

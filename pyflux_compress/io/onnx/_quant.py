@@ -59,6 +59,23 @@ def dequantized_emitters() -> dict:
     return {"QuantizedDense": dense, "QuantizedConv": conv}
 
 
+def export_view(model: Any) -> Any:
+    """``model`` with every non-quantized wrapper leaf (weight-shared ``SharedDense``/``SharedConv``) replaced by
+    the plain float layer it computes, so the exporters see only layers they map (the model itself if none)."""
+    from ...compression.quantize import QuantizedLayer, is_container, map_leaves, walk_layers
+    from ...compression.wrapper import WrappedLayer
+
+    def plain(layer: Any) -> Any:
+        return layer.to_float() if isinstance(layer, WrappedLayer) and not isinstance(layer, QuantizedLayer) \
+            else layer
+
+    if not is_container(model):
+        return plain(model)
+    if all(plain(l) is l for _, l in walk_layers(model)):
+        return model
+    return map_leaves(model, lambda p, l: plain(l))
+
+
 def build_quantized(model: Any, b: GraphBuilder, fmt: str) -> None:
     """Append the quantized graph of ``model`` to ``b`` (only standard ONNX ops: no contrib domain needed)."""
     if fmt == "qdq":
