@@ -211,3 +211,15 @@ def test_int4_dynamic_opset21_packs_weights(data, tmp_path):
     sim = q(x)
     assert np.abs(got - sim).max() <= 0.02 * np.abs(sim).max()
     assert (got.argmax(1) == sim.argmax(1)).mean() >= 0.98
+
+
+@pytest.mark.parametrize("opset", [17, 21])
+def test_symmetric_conv_maxpool_qdq_loads_at_every_opset(cnn, data, opset, tmp_path):
+    """Regression (issue 17): symmetric QDQ Conv -> MaxPool at opset 21 made onnxruntime 1.32 fail at its default
+    optimisation level on a node it inserts itself; the exporter no longer emits that pattern."""
+    Xcal, Xte, _ = data
+    q = quantize(cnn, 8, scheme="symmetric", granularity="per_channel", calibration=Xcal)
+    path = export_onnx(q, tmp_path / "q.onnx", format="qdq", opset=opset)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": Xte[:50]})[0]
+    sim = q(Xte[:50])
+    assert (np.abs(got - sim) <= last_layer_step_bound(q) + 1e-5 * np.abs(sim).max()).all()
