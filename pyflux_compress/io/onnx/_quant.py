@@ -170,7 +170,7 @@ def _build_qdq(model: Any, b: GraphBuilder) -> None:
     first_qdq: dict[int, int] = {}  # quantized leaf index -> leaf index where its first QDQ went
     for i, layer in enumerate(leaves):
         target = _quantized_ahead(leaves, i)
-        if target is not None and i != target and target not in first_qdq and not _integer_before(leaves, i):
+        if target is not None and i != target and target not in first_qdq and not _integer_before(leaves, i, target):
             target = None  # QDQ only right before the layer: see _integer_before
         if target is not None and (target not in first_qdq or i == target != first_qdq[target]):
             _act_qdq(b, leaves[target])
@@ -178,10 +178,10 @@ def _build_qdq(model: Any, b: GraphBuilder) -> None:
         emit_layer(b, layer, st, paths[i], custom)
 
 
-def _integer_before(leaves: list, i: int) -> bool:
+def _integer_before(leaves: list, i: int, target: int) -> bool:
     """Whether a QDQ pair in front of the commuting leaf ``i`` pays off: only when the value there is already
-    integer in onnxruntime -- the graph input, or the output of a statically quantized layer whose scheme lets
-    onnxruntime drop its relu (``Scheme.integer_relu``). Then MaxPool runs as uint8 ``NhwcMaxPool`` between two
+    integer in onnxruntime -- the graph input or the output of a statically quantized layer, with schemes that
+    let onnxruntime drop a relu (``Scheme.integer_relu``). Then MaxPool runs as uint8 ``NhwcMaxPool`` between two
     QLinearConvs. After a float layer the uint8 MaxPool would run in onnxruntime's slow NCHW kernel (measured
     23.8 ms vs 4.8 ms for the float NCHWc MaxPool at batch 256), and with symmetric int8 activations the relu
     blocks the fusion anyway while opset 21 makes onnxruntime 1.32 fail on ``DQ -> MaxPool -> Q``
@@ -190,7 +190,7 @@ def _integer_before(leaves: list, i: int) -> bool:
     while j >= 0 and layer_kind(leaves[j]) in _COMMUTING:
         j -= 1
     if j < 0:
-        return True
+        return get_scheme(leaves[target].scheme).integer_relu
     prev = leaves[j]
     return layer_kind(prev) in QUANTIZED and getattr(prev, "act_scale", None) is not None \
         and get_scheme(prev.scheme).integer_relu
