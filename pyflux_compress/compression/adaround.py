@@ -23,6 +23,7 @@ import numpy as np
 
 from ..model.activations import identity
 
+ROUNDINGS = ("nearest", "adaround")  # pfc.quantize(rounding=...): round to nearest, or learn it (this module)
 ZETA, GAMMA = 1.1, -0.1
 LAMBDA = 0.01
 ITERS = 400

@@ -83,7 +83,7 @@ __all__ = ["quantize", "QuantizedChain", "QuantizedLayer", "QuantizedDense", "Qu
 
 GRANULARITIES = ("per_tensor", "per_channel")
 METHODS = ACT_METHODS  # activation range methods (compression/calibrate.py)
-ROUNDINGS = ("nearest", "adaround")
+ROUNDINGS = AR.ROUNDINGS
 ACTIVATIONS = ("float", "static", "dynamic")  # how a layer's input activation is treated (see quantize)
 SUPPORTED_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 ACT_BITS = 8  # calibrated activations are always 8-bit
