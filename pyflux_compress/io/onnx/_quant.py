@@ -2,25 +2,30 @@
 
 ``format="qdq"`` (static, needs calibrated activations)
     Every quantized layer's *input* goes through ``QuantizeLinear -> DequantizeLinear`` with the layer's
-    calibrated ``act_scale`` / ``act_zero_point`` (uint8 for the affine scheme, int8 for symmetric), and its
-    weight is an int8 initializer behind ``DequantizeLinear`` (per-channel: ``axis=0`` of the ONNX weight, which
-    is Gemm's ``B`` with ``transB=1`` ``(out, in)`` and Conv's ``(cout, cin, kh, kw)``). The bias is stored as
-    int32 with scale ``act_scale * w_scale`` (as ``onnxruntime.quantization.quantize_static`` does).
-    onnxruntime's graph optimizer fuses ``DQ -> Gemm/Conv -> Q`` into integer kernels (QGemm / QLinearConv).
-    A QDQ pair also goes in front of MaxPool / flatten / Dropout that precede the quantized layer: those commute
-    with the (monotone) quantization, so the result is unchanged while onnxruntime can run them on int8.
-    onnxruntime removes a Relu before ``QuantizeLinear`` only when the zero point is the type's minimum, i.e. for
-    the affine scheme (uint8, zero point 0 after relu); with symmetric int8 activations the layers after a relu
-    stay float Gemm/Conv on dequantized values (correct, not faster) -- quantize with ``scheme="affine"`` for speed.
+    calibrated ``act_scale`` / ``act_zero_point`` (the scheme's ``act_dtype``: uint8 for ``affine`` and
+    ``symmetric_weights``, int8 for ``symmetric``), and its weight is an int8 initializer behind
+    ``DequantizeLinear`` (per-channel: ``axis=0`` of the ONNX weight, which is Gemm's ``B`` with ``transB=1``
+    ``(out, in)`` and Conv's ``(cout, cin, kh, kw)``). The bias is stored as int32 with scale
+    ``act_scale * w_scale`` (as ``onnxruntime.quantization.quantize_static`` does). onnxruntime's graph optimizer
+    fuses ``DQ -> Gemm/Conv -> Q`` into integer kernels (QGemm / QLinearConv). BatchNorm is folded into the Conv
+    before quantization (``pfc.quantize(fold=True)``), so a Conv+BN+relu block becomes one QLinearConv.
+    Where the value is already integer (after a quantized layer of a scheme with ``integer_relu``), a QDQ pair
+    also goes in front of the MaxPool / flatten / Dropout that precede the next quantized layer: those commute
+    with the (monotone) quantization, so the result is unchanged while onnxruntime runs them on uint8
+    (``NhwcMaxPool``). onnxruntime removes a Relu before ``QuantizeLinear`` only when the zero point is the
+    type's minimum (uint8, zero point 0 after relu); with symmetric int8 activations the layers after a relu stay
+    float Gemm/Conv on dequantized values (correct, not faster).
 
-``format="dynamic"``
-    Dense: ``DynamicQuantizeLinear`` (uint8, per-batch scale) + ``MatMulInteger`` with the int8 weight, then
-    ``Cast``, ``Mul`` by ``x_scale * w_scale`` and ``Add`` bias -- the graph ``quantize_dynamic`` writes, which
-    onnxruntime fuses into ``DynamicQuantizeMatMul``. Conv is exported weight-only (int8 weight behind
-    ``DequantizeLinear``, float Conv), because onnxruntime's CPU provider has no u8s8 ``ConvInteger``.
+``format="dynamic"`` (no calibrated activations)
+    Each layer is written as its simulated forward computes it. ``activations="dynamic"`` Dense:
+    ``DynamicQuantizeLinear`` (uint8, per-call scale) + ``MatMulInteger`` with the int8 weight, then ``Cast``,
+    ``Mul`` by ``x_scale * w_scale`` and ``Add`` bias -- the graph ``quantize_dynamic`` writes, which onnxruntime
+    fuses into ``DynamicQuantizeMatMul``. Weights-only layers (``activations="float"``, the default without
+    calibration) and every Conv (onnxruntime's CPU provider has no u8s8 ``ConvInteger``): the int8 weight
+    behind ``DequantizeLinear`` and a float Gemm/Conv.
 
 Bits below 8 are stored in int8 containers (exact values, int8 file size) -- except ``format="dynamic"`` with
-``opset=21``: Dense layers of 2..4 bits are written weight-only with packed INT4 weights (half the int8 file);
+``opset=21``: weights-only Dense layers of 2..4 bits get packed INT4 weights (half the int8 file);
 onnxruntime 1.32 turned the activation-free last layer into its 4-bit ``MatMulNBits`` kernel but ran relu layers
 as dequantize + float FusedGemm, so int4 is a file-size option, not a speed one. QDQ and Conv keep int8
 containers (``MatMulInteger`` takes 8-bit inputs only; int4 QDQ fusion in onnxruntime was not verified).
