@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..model.walk import map_layers, modules
 from . import detect
 
 __all__ = ["julia", "to_flux", "from_flux", "sparsity", "count_params", "prune", "prune_iteratively",
@@ -315,7 +316,7 @@ def quantize(model: Any, bits: Any = 8, scheme: str = "symmetric", granularity: 
         if b is None:
             return layer.copy()
         base = Q.as_float_layer(layer).copy()
-        q = Q.quantized_class_for(base)(base, b, scheme, granularity)
+        q = Q.quantized_class(base)(base, b, scheme, granularity)
         qw = weights[path]
         q.qweight = _np(qw.q).astype(np.int8)
         q.w_scale = np.asarray(_np(qw.scale), dtype=np.float32).reshape(() if granularity == "per_tensor" else -1)
@@ -335,7 +336,7 @@ def quantize(model: Any, bits: Any = 8, scheme: str = "symmetric", granularity: 
                          "act_range": None}
         return q
 
-    out = Q.map_leaves(model, fn, Q.QuantizedChain)
+    out = map_layers(fn, model, as_type=Q.QuantizedChain)
     out.records.append({"method": "quantize",
                         "settings": {"bits": bits if not isinstance(bits, dict) else {str(k): v for k, v in bits.items()},
                                      "scheme": scheme, "granularity": granularity, "calibrated": X is not None,
@@ -346,9 +347,9 @@ def quantize(model: Any, bits: Any = 8, scheme: str = "symmetric", granularity: 
 
 def share_weights(model: Any, bits: Any = 5) -> Any:
     from ..compression import sharing as S
-    from ..compression.quantize import quantized_class_for, as_float_layer, map_leaves, resolve_layer_keys, walk_layers
+    from ..compression.quantize import as_float_layer, quantized_class, resolve_layer_keys
 
-    weighted = [p for p, l in walk_layers(model) if quantized_class_for(as_float_layer(l)) is not None]
+    weighted = [p for p, l in modules(model) if quantized_class(as_float_layer(l)) is not None]
     if isinstance(bits, dict):
         per = {p: (None if v is None else int(v)) for p, v in resolve_layer_keys(model, bits, "bits", weighted).items()}
     else:
@@ -374,7 +375,7 @@ def share_weights(model: Any, bits: Any = 5) -> Any:
 
     from ..model.chain import Chain
 
-    out = map_leaves(model, fn, Chain)
+    out = map_layers(fn, model, as_type=Chain)
     out.records.append({"method": "share_weights",
                         "settings": {"bits": bits if not isinstance(bits, dict) else {str(k): v for k, v in bits.items()}},
                         "per_layer": summary})

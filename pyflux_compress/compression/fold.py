@@ -26,12 +26,13 @@ import numpy as np
 from ..model import activations as A
 from ..model import layers as L
 from ..model.chain import Chain
-
-FOLDABLE = (L.Dense, L.Conv)  # CrossCor subclasses Conv
-
+from ..model.walk import modules
 
 def _foldable(layer: Any) -> bool:
-    return isinstance(layer, FOLDABLE) and layer.activation is A.identity
+    """A layer with a declared compressible ``weight``, a bias slot and the identity activation (Dense, Conv,
+    CrossCor, and any registered layer declaring the same: read from the registry declarations)."""
+    return "weight" in getattr(layer, "compressible", ()) and hasattr(layer, "bias") \
+        and getattr(layer, "activation", None) is A.identity
 
 
 def _inference_bn(layer: Any) -> bool:
@@ -42,7 +43,7 @@ def fold_layer(layer: Any, bn: L.BatchNorm) -> Any:
     """A copy of Dense/Conv ``layer`` with the inference-mode ``bn`` that follows it folded in."""
     out = layer.copy()
     w = np.asarray(layer.weight, dtype=np.float64)
-    axis = 0 if w.ndim == 2 else w.ndim - 1
+    axis = layer.out_axes["weight"]  # declared output-channel axis (Dense 0, Conv 3)
     if w.shape[axis] != bn.chs:
         raise ValueError(f"fold_batchnorm: {layer!r} has {w.shape[axis]} output channels but the BatchNorm "
                          f"after it normalises {bn.chs}")
@@ -98,6 +99,11 @@ def _fold_chain(chain: Chain, prefix: str, new_prefix: str, folded: list[str], p
         prev = new[-1] if new else None
         if isinstance(layer, Chain):
             new.append(_fold_chain(layer, path + ".", f"{new_prefix}layers[{len(new) + 1}].", folded, paths))
+        elif getattr(layer, "container", False):  # another container: copied as is, its leaves keep their paths
+            new.append(layer.copy())
+            target = f"{new_prefix}layers[{len(new)}]"
+            for sub, _ in modules(layer):
+                paths[f"{path}.{sub}"] = f"{target}.{sub}"
         elif prev is not None and _foldable(prev) and _inference_bn(layer):
             new[-1] = fold_layer(prev, layer)
             folded.append(path)

@@ -60,7 +60,7 @@ forward recomputes ``qweight`` / ``w_scale`` from the updated shadow weight (``r
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -72,13 +72,14 @@ from . import adaround as AR
 from .calibrate import ACT_METHODS, PERCENTILE, WEIGHT_CLIPS, activation_range, bias_correction, mse_weight_range
 from .fold import fold_with_paths
 from .schemes import SCHEMES, get_scheme
-from .wrapper import WrappedLayer, as_float_layer, is_weighted
+from ..model.walk import map_layers, modules
+from .wrapper import WrappedLayer, as_float_layer
 
 __all__ = ["quantize", "QuantizedChain", "QuantizedLayer", "QuantizedDense", "QuantizedConv", "SCHEMES",
            "GRANULARITIES", "METHODS", "WEIGHT_CLIPS", "ROUNDINGS", "ACTIVATIONS", "SUPPORTED_BITS", "qrange",
            "channel_axis", "quantize_weight", "dequantize_weight", "integer_weight", "activation_qparams",
-           "calibration_range", "fake_quantize_input", "dynamic_quantize_input", "quantized_class_for",
-           "is_container", "walk_layers", "map_leaves", "as_float_layer", "resolve_layer_keys",
+           "calibration_range", "fake_quantize_input", "dynamic_quantize_input", "quantized_class",
+           "as_float_layer", "resolve_layer_keys", "validate_quantize",
            "integer_reference_forward", "PERCENTILE"]
 
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -400,42 +401,12 @@ class QuantizedConv(QuantizedLayer):
         return 1  # (N, C, H, W)
 
 
-def is_container(layer: Any) -> bool:
-    """True for a Chain-like container (a ``layers`` list), which walkers descend into."""
-    return hasattr(layer, "layers") and isinstance(getattr(layer, "layers"), (list, tuple))
-
-
-def quantized_class_for(layer: Any) -> type[QuantizedLayer] | None:
-    """The quantized wrapper class of a float leaf (Dense -> QuantizedDense, Conv/CrossCor -> QuantizedConv)."""
-    if isinstance(layer, L.Dense):
-        return QuantizedDense
-    if isinstance(layer, L.Conv):  # CrossCor subclasses Conv
-        return QuantizedConv
-    return None
-
-
-def walk_layers(chain: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """``(path, layer)`` for every leaf, Flux-style 1-based paths (``layers[3].layers[1]``), like ``Chain.walk``."""
-    for i, layer in enumerate(chain.layers):
-        path = f"{prefix}layers[{i + 1}]"
-        if is_container(layer):
-            yield from walk_layers(layer, path + ".")
-        else:
-            yield path, layer
-
-
-def map_leaves(chain: Any, fn: Any, cls: type | None = None, prefix: str = "") -> Any:
-    """Rebuild ``chain`` with ``fn(path, leaf)`` applied to every leaf; the top level gets class ``cls``."""
-    new_layers = []
-    for i, layer in enumerate(chain.layers):
-        path = f"{prefix}layers[{i + 1}]"
-        if is_container(layer):
-            new_layers.append(map_leaves(layer, fn, None, path + "."))
-        else:
-            new_layers.append(fn(path, layer))
-    out = (cls or type(chain))(*new_layers)
-    out.records = [dict(r) for r in getattr(chain, "records", [])]
-    return out
+def quantized_class(layer: Any) -> type[QuantizedLayer] | None:
+    """The wrapper class for a float layer, from its declarations: a compressible ``weight`` whose output
+    channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv)."""
+    if "weight" not in getattr(layer, "compressible", ()):
+        return None
+    return QuantizedDense if layer.out_axes["weight"] == 0 else QuantizedConv
 
 
 class QuantizedChain(Chain):
@@ -447,7 +418,7 @@ class QuantizedChain(Chain):
 
     def quantized_layers(self) -> list[tuple[str, QuantizedLayer]]:
         """``[(path, layer)]`` of the quantized leaves, in order."""
-        return [(p, l) for p, l in walk_layers(self) if isinstance(l, QuantizedLayer)]
+        return [(p, l) for p, l in modules(self) if isinstance(l, QuantizedLayer)]
 
     def requantize(self) -> "QuantizedChain":
         """Recompute every layer's integer weights from its shadow weights (in place); returns self."""
@@ -461,12 +432,12 @@ class QuantizedChain(Chain):
         def fn(path: str, layer: Any) -> Any:
             return layer.dequantize() if isinstance(layer, QuantizedLayer) else layer.copy()
 
-        out = map_leaves(self, fn, Chain)
+        out = map_layers(fn, self, as_type=Chain)
         out.records.append({"method": "dequantize", "settings": {}, "per_layer": {}})
         return out
 
     def copy(self) -> "QuantizedChain":
-        return map_leaves(self, lambda p, l: l.copy(), type(self))
+        return map_layers(lambda p, l: l.copy(), self)
 
     def __repr__(self) -> str:
         return "QuantizedChain(" + ", ".join(repr(layer) for layer in self.layers) + ")"
@@ -529,7 +500,7 @@ def validate_quantize(model: Any, bits: Any = 8, scheme: Any = "symmetric", gran
         raise ValueError(f"fold must be True or False, got {fold!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    if not is_container(model):
+    if not getattr(model, "container", False):
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
     _check_choice(scheme, "scheme", SCHEMES)
     _check_choice(granularity, "granularity", GRANULARITIES)
@@ -546,7 +517,7 @@ def validate_quantize(model: Any, bits: Any = 8, scheme: Any = "symmetric", gran
             ("rounding='adaround'" if rounding == "adaround" else "bias_correction=True")
         raise ValueError(f"{need} needs calibration data: pass calibration=X (N, *input_shape), e.g. a few "
                          "hundred training samples")
-    weighted = [p for p, l in walk_layers(model) if quantized_class_for(as_float_layer(l)) is not None]
+    weighted = [p for p, l in modules(model) if quantized_class(as_float_layer(l)) is not None]
     if not weighted:
         raise ValueError("model has no Dense/Conv/CrossCor layer to quantize")
     if isinstance(bits, Mapping):
@@ -558,7 +529,7 @@ def validate_quantize(model: Any, bits: Any = 8, scheme: Any = "symmetric", gran
         per_layer = {p: b for p in weighted}
     if scheme == "affine" and any(b == 1 for b in per_layer.values()):
         raise ValueError("bits=1 (binary ±α) is symmetric by definition; use scheme='symmetric'")
-    for p, l in walk_layers(model):
+    for p, l in modules(model):
         w = getattr(as_float_layer(l), "weight", None)
         if p in per_layer and w is not None and not np.all(np.isfinite(w)):
             raise ValueError(f"layer {p} ({l!r}) has NaN/Inf weights; cannot quantize")
@@ -602,7 +573,7 @@ def _quantize_leaf(base: Any, b: int, st: _Settings, xf: np.ndarray | None, xq: 
                    ) -> tuple[QuantizedLayer, dict[str, Any]]:
     """Quantize one float leaf; ``xf`` / ``xq`` are its calibration inputs in the float / quantized model."""
     clip = st.weight_clip if b > 1 else "minmax"
-    q = quantized_class_for(base)(base, b, st.scheme, st.granularity, clip, st.activations)  # type: ignore[misc]
+    q = quantized_class(base)(base, b, st.scheme, st.granularity, clip, st.activations)  # type: ignore[misc]
     rec: dict[str, Any] = {"bits": b}
     if xf is not None and st.activations == "static":
         lo, hi = calibration_range(xf, st.scheme, st.method)
@@ -686,7 +657,7 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
     summary: dict[str, dict[str, Any]] = {}
     replaced: dict[str, Any] = {}
     xf = xq = X  # calibration inputs of the current leaf in the float and in the quantized model
-    for path, layer in walk_layers(model):  # sequential: each layer is calibrated on its real inputs
+    for path, layer in modules(model):  # sequential: each layer is calibrated on its real inputs
         b = per_layer.get(path)
         flt = as_float_layer(layer)
         if b is None:
@@ -697,7 +668,7 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
             replaced[path] = nxt = q
         if X is not None:
             xf, xq = flt(xf), nxt(xq)
-    out = map_leaves(model, lambda p, l: replaced[p], QuantizedChain)
+    out = map_layers(lambda p, l: replaced[p], model, as_type=QuantizedChain)
     out.records.append({"method": "quantize",
                         "settings": {"bits": bits if not isinstance(bits, Mapping) else
                                      {str(k): v for k, v in bits.items()},

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..backends import dispatch
 from ._common import check_inputs, check_labels
-from .quantize import SUPPORTED_BITS, as_float_layer, quantize, quantized_class_for, walk_layers
+from ..model.walk import modules
+from .quantize import SUPPORTED_BITS, as_float_layer, quantize, quantized_class
 
 FLOAT_BYTES = 4
 
@@ -178,7 +179,7 @@ class SensitivityTable:
         if self._model is None:
             raise ValueError("size_bytes needs a table made by pfc.sensitivity (it keeps the model)")
         total = 0
-        for path, layer in walk_layers(self._model):
+        for path, layer in modules(self._model):
             flt = as_float_layer(layer)
             params = flt.params() if hasattr(flt, "params") else {}
             b = policy.get(path)
@@ -271,7 +272,7 @@ def sensitivity(model: Any, X: Any, y: Any, bits: Sequence[int] = (8, 4, 2),
         raise ValueError(f"quantize_options must be a dict of pfc.quantize keyword arguments other than bits, "
                          f"got {quantize_options!r}")
     options = {"scheme": "symmetric", "granularity": "per_channel", **(quantize_options or {})}
-    targets = [(p, l) for p, l in walk_layers(model) if quantized_class_for(as_float_layer(l)) is not None]
+    targets = [(p, l) for p, l in modules(model) if quantized_class(as_float_layer(l)) is not None]
     if not targets:
         raise ValueError("model has no Dense/Conv/CrossCor layer to analyse")
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..model import layers as L
+from ..model.layers import Layer
 
 
-class WrappedLayer(L.Layer):
+class WrappedLayer(Layer):
     """Base of the wrapper layers (see the module docstring). Subclasses implement forward/backward/params."""
 
     flux_fields: dict[str, str] = {}
@@ -46,13 +46,3 @@ class WrappedLayer(L.Layer):
 def as_float_layer(layer: Any) -> Any:
     """The float equivalent of a leaf: a wrapper's :meth:`~WrappedLayer.to_float`, any other layer itself."""
     return layer.to_float() if isinstance(layer, WrappedLayer) else layer
-
-
-def weight_layer_types() -> tuple[type, ...]:
-    """The float layer classes that carry a compressible weight (Dense, Conv and its subclasses)."""
-    return (L.Dense, L.Conv)
-
-
-def is_weighted(layer: Any) -> bool:
-    """True for a Dense/Conv leaf or a wrapper around one."""
-    return isinstance(layer, WrappedLayer) or isinstance(layer, weight_layer_types())

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
+from ...model.walk import modules
 from ._export import (ExportState, UnsupportedLayerError, build_fp32, emit_activation, emit_conv, emit_dense,
                       emit_layer, flux_conv_to_onnx, layer_kind, spatial_attrs)
 from ._graph import GraphBuilder
@@ -67,18 +68,19 @@ def dequantized_emitters() -> dict:
 def export_view(model: Any) -> Any:
     """``model`` with every non-quantized wrapper leaf (weight-shared ``SharedDense``/``SharedConv``) replaced by
     the plain float layer it computes, so the exporters see only layers they map (the model itself if none)."""
-    from ...compression.quantize import QuantizedLayer, is_container, map_leaves, walk_layers
+    from ...compression.quantize import QuantizedLayer
     from ...compression.wrapper import WrappedLayer
+    from ...model.walk import map_layers, modules
 
     def plain(layer: Any) -> Any:
         return layer.to_float() if isinstance(layer, WrappedLayer) and not isinstance(layer, QuantizedLayer) \
             else layer
 
-    if not is_container(model):
+    if not getattr(model, "container", False):
         return plain(model)
-    if all(plain(l) is l for _, l in walk_layers(model)):
+    if all(plain(l) is l for _, l in modules(model)):
         return model
-    return map_leaves(model, lambda p, l: plain(l))
+    return map_layers(lambda p, l: plain(l), model)
 
 
 def build_quantized(model: Any, b: GraphBuilder, fmt: str) -> None:
@@ -129,7 +131,7 @@ def _int32_bias(b: GraphBuilder, p: str, layer: Any) -> str | None:
 
 
 def _conv_q_onnx(layer: Any) -> np.ndarray:
-    return flux_conv_to_onnx(layer.qweight, flipped=layer_kind(layer.float_layer) != "CrossCor")
+    return flux_conv_to_onnx(layer.qweight, flipped=layer.float_layer.flipped)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -166,10 +168,8 @@ def _build_qdq(model: Any, b: GraphBuilder) -> None:
     (MaxPool, flatten, Dropout) that precede it *and* again right before it. Re-quantizing a dequantized value
     with the same scale and zero point gives the same integers, so the second pair changes nothing
     numerically; it gives onnxruntime the ``DQ -> MaxPool -> Q`` and ``DQ -> Gemm`` patterns it fuses."""
-    from ._export import leaf_layers
-
-    leaves = list(leaf_layers(model))
-    paths = _leaf_paths(model)
+    paths = [p for p, _ in modules(model)]
+    leaves = [layer for _, layer in modules(model)]
     st = ExportState(rank=1 + len(b.input_shape))
     custom = {"QuantizedDense": _qdq_dense, "QuantizedConv": _qdq_conv}
     first_qdq: dict[int, int] = {}  # quantized leaf index -> leaf index where its first QDQ went
@@ -210,15 +210,6 @@ def _quantized_ahead(leaves: list, i: int) -> int | None:
         if kind not in _COMMUTING:
             return None
     return None
-
-
-def _leaf_paths(model: Any, prefix: str = "") -> list[str]:
-    if layer_kind(model) not in ("Chain", "QuantizedChain"):
-        return [prefix or "model"]
-    out: list[str] = []
-    for i, sub in enumerate(model.layers):
-        out += _leaf_paths(sub, f"{prefix}.layers[{i + 1}]" if prefix else f"layers[{i + 1}]")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------
