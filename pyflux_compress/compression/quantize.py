@@ -4,7 +4,7 @@
 ``CrossCor`` layers are replaced by :class:`QuantizedDense` / :class:`QuantizedConv`. Each keeps
 
 * ``float_layer`` — the float "shadow" layer (trained by quantization-aware fine-tuning, see below);
-* ``bits`` (1..8), ``scheme`` (``"symmetric"`` / ``"affine"``), ``granularity`` (``"per_tensor"`` /
+* ``bits`` (1..8), ``scheme`` (a name in ``SCHEMES``, compression/schemes.py), ``granularity`` (``"per_tensor"`` /
   ``"per_channel"``);
 * ``qweight`` — int8 array, same shape as the weight (int4 values in [-8, 7], binary in {-1, 1}, 0 if pruned);
 * ``w_scale`` — float32, shape ``(out,)`` per channel (Dense rows, Conv axis 3) or ``()`` per tensor;
@@ -14,7 +14,8 @@
 
 Attributes added beyond docs/ARCHITECTURE.md (the ONNX exporter may ignore them):
 ``act_qmin`` / ``act_qmax`` (int, the activation integer range, ``None`` when not calibrated), ``method``
-(the calibration method used, or ``None``), ``qmin`` / ``qmax`` (the weight integer range), and the methods
+(the calibration method used, or ``None``), ``qmin`` / ``qmax`` (the weight integer range), ``weight_clip``
+(``"minmax"``/``"mse"``), ``activations`` (``"float"``/``"static"``/``"dynamic"``), and the methods
 ``requantize()`` (recompute the integers from the shadow weight), ``set_integer_weights(q, scale, zp)``
 (install integers computed elsewhere — an archive, the Julia backend), ``weight_dequantized()`` and
 ``dequantize()``. ``QuantizedChain`` adds ``quantized_layers()``, ``requantize()`` and ``dequantize()``.

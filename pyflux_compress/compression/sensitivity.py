@@ -14,6 +14,7 @@ it is); stop when nothing can move, or, with ``budget_bytes`` alone, as soon as 
 """
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Any, Sequence
 
 import numpy as np
@@ -99,7 +100,7 @@ class SensitivityTable:
         return out
 
     def suggest_bits(self, max_drop: float | None = 0.005, *, budget_bytes: int | None = None,
-                     measure: bool = True) -> BitPolicy:
+                     measure: bool = True, confidence: float = 0.95) -> BitPolicy:
         """A mixed-precision policy under a budget (see the module docstring for the greedy search).
 
         Parameters
@@ -108,6 +109,12 @@ class SensitivityTable:
             the table's validation split after every step; None = no accuracy constraint.
         budget_bytes : optional size budget for the weights (see :class:`BitPolicy` for how size is counted).
         measure : False = add up single-layer drops instead of measuring (fast, optimistic).
+        confidence : a step is kept only if the drop's one-sided upper confidence bound stays within
+            ``max_drop``: ``drop + z * SE`` with ``SE`` the standard error of the paired per-sample difference
+            (same validation images with and without the step) and ``z`` the normal quantile of ``confidence``.
+            Without it the greedy search keeps steps whose loss hides in the validation noise and the choice
+            does not carry over to new data (measured: 0.36 points on validation, 1.40 on the test set).
+            0.5 = accept on the point estimate.
 
         Returns
         -------
@@ -122,6 +129,8 @@ class SensitivityTable:
         if budget_bytes is not None and (isinstance(budget_bytes, bool) or not isinstance(budget_bytes, (int, np.integer))
                                          or budget_bytes <= 0):
             raise ValueError(f"budget_bytes must be a positive int, got {budget_bytes!r}")
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
+            raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}")
         if measure and self._model is None:
             raise ValueError("suggest_bits(measure=True) needs a table made by pfc.sensitivity (it keeps the model "
                              "and the validation split); pass measure=False to add up single-layer drops")
@@ -134,19 +143,31 @@ class SensitivityTable:
         policy: dict[str, int | None] = {l: v[0] for l, v in levels.items()}
         steps: list[str] = []
 
-        def combined(p: dict[str, int | None]) -> float:
+        z = NormalDist().inv_cdf(confidence)
+        base_ok = None
+        if measure:
+            from ..train.fit import predict
+
+            base_ok = np.asarray(predict(self._model, self._X)).argmax(1) == self._y
+
+        def combined(p: dict[str, int | None]) -> tuple[float, float]:
+            """(accuracy, upper bound of the drop) of the whole model quantized with policy ``p``."""
             if not measure:
-                return self.baseline - sum(drop1.get((l, b), 0.0) for l, b in p.items() if b is not None)
-            from ..train.fit import accuracy
+                acc = self.baseline - sum(drop1.get((l, b), 0.0) for l, b in p.items() if b is not None)
+                return acc, self.baseline - acc
+            from ..train.fit import predict
 
-            return accuracy(quantize(self._model, bits=dict(p), **self.quantize_options), self._X, self._y)
+            ok = np.asarray(predict(quantize(self._model, bits=dict(p), **self.quantize_options), self._X)
+                            ).argmax(1) == self._y
+            d = base_ok.astype(np.float64) - ok
+            return float(ok.mean()), float(d.mean() + z * d.std() / np.sqrt(len(d)))
 
-        acc = combined(policy)
+        acc, bound = combined(policy)
         # the widest setting already too lossy: give the most sensitive layers back to float until it fits
-        while max_drop is not None and self.baseline - acc > max_drop and any(b is not None for b in policy.values()):
+        while max_drop is not None and bound > max_drop and any(b is not None for b in policy.values()):
             worst = max((l for l, b in policy.items() if b is not None), key=lambda l: drop1[(l, policy[l])])
             policy[worst] = None
-            acc = combined(policy)
+            acc, bound = combined(policy)
             steps.append(f"{worst}: float (the widest setting alone costs too much)")
         frozen: set[str] = set()
         while budget_bytes is None or self.size_bytes(policy) > budget_bytes:
@@ -162,14 +183,14 @@ class SensitivityTable:
                 break
             _, l, nb = max(moves)
             trial = {**policy, l: nb}
-            trial_acc = combined(trial)
-            if max_drop is not None and self.baseline - trial_acc > max_drop:
+            trial_acc, trial_bound = combined(trial)
+            note = f"combined drop {100 * (self.baseline - trial_acc):.2f} points, bound {100 * trial_bound:.2f}"
+            if max_drop is not None and trial_bound > max_drop:
                 frozen.add(l)
-                steps.append(f"{l}: int{nb} rejected (combined drop {100 * (self.baseline - trial_acc):.2f} points)")
+                steps.append(f"{l}: int{nb} rejected ({note})")
                 continue
             policy, acc = trial, trial_acc
-            steps.append(f"{l}: int{nb} (combined drop {100 * (self.baseline - acc):.2f} points, "
-                         f"{self.size_bytes(policy)} bytes)")
+            steps.append(f"{l}: int{nb} ({note}, {self.size_bytes(policy)} bytes)")
         return BitPolicy(policy, size_bytes=self.size_bytes(policy), float_bytes=self.size_bytes({}),
                          accuracy=acc if measure else None, baseline=self.baseline, max_drop=max_drop,
                          budget_bytes=budget_bytes, steps=steps)
