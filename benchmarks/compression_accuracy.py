@@ -9,11 +9,11 @@ Adam 1e-3, batch 128, seed 0 — the test fixture's recipe), then measures on th
 * 2:4 sparsity; low-rank at energy 0.9 and 0.95;
 * distillation into ``Chain(Dense(784 => 32, relu), Dense(32 => 10))`` vs the same student on labels alone;
 * a small CNN with structured filter pruning through pooling and flatten;
-* ``ptq``: post-training quantization only (no QAT) of a LeNet-style CNN (trained ``--lenet-epochs`` on 55,000
-  training images; 512 of the other 5,000 calibrate): int8/int4/int3/int2 per-channel weights with 8-bit
+* ``ptq``: post-training quantization only (no QAT) of a LeNet-style CNN (trained ``--lenet-epochs`` on 50,000
+  training images; 512 of the other 10,000, a random validation split, calibrate): int8/int4/int3/int2 per-channel weights with 8-bit
   static activations, each with its activation calibration method, weight clipping and rounding printed
   (targets: int4 drop <= 0.5 points, int3 <= 2, int2 accuracy >= 0.75);
-* ``mixed``: ``sensitivity`` on a validation split (the last 5,000 training images, never test) and
+* ``mixed``: ``sensitivity`` on the validation split (10,000 training images, never test) and
   ``suggest_bits(max_drop=0.005)``: the policy's combined drop measured on the validation split and on the
   held-out test set (target <= 0.5 points), and its size.
 
@@ -170,12 +170,14 @@ TARGETS = {4: ("drop", 0.5), 3: ("drop", 2.0), 2: ("accuracy", 75.0)}
 def ptq_section(Xtr, ytr, Xte, yte, epochs, fit_kw, rows, sections):
     """Post-training quantization of a LeNet-style CNN; budgeted mixed precision on a validation split."""
     lenet = pfc.parse(LENET, seed=0)
-    pfc.fit(lenet, Xtr[:55000], ytr[:55000], epochs=epochs, opt=pfc.Adam(1e-3), **fit_kw)
-    Xval, yval = Xtr[55000:], ytr[55000:]  # never trained on; calibration and selection data
+    order = np.random.default_rng(0).permutation(len(Xtr))  # a random validation split, not the file's tail
+    fit_idx, val_idx = order[:50000], order[50000:]
+    pfc.fit(lenet, Xtr[fit_idx], ytr[fit_idx], epochs=epochs, opt=pfc.Adam(1e-3), **fit_kw)
+    Xval, yval = Xtr[val_idx], ytr[val_idx]  # never trained on; calibration and selection data
     cal = Xval[:512]
     a0 = 100 * pfc.accuracy(lenet, Xte, yte)
     n = pfc.count_params(lenet)["total"]
-    rows.append((f"LeNet (fp32, {epochs} epochs on 55k)", f"{a0:.2f}", "-", f"{n}", f"{n}"))
+    rows.append((f"LeNet (fp32, {epochs} epochs on 50k)", f"{a0:.2f}", "-", f"{n}", f"{n}"))
     if "ptq" in sections:
         for bits, kw in PTQ:
             t = time.perf_counter()
