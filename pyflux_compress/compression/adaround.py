@@ -41,7 +41,7 @@ def _h(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def adaround_weight(float_layer: Any, scale_b: np.ndarray, zp_b: np.ndarray, qrange: tuple[int, int],
-                    x: np.ndarray, target: np.ndarray, *, iters: int = ITERS, batch: int = BATCH,
+                    x: np.ndarray, target: np.ndarray, *, iters: int | None = None, batch: int | None = None,
                     seed: int = 0, mask: np.ndarray | None = None) -> np.ndarray:
     """Learned rounding of one layer's weight; returns the integer weight (int8, the weight's shape).
 
@@ -53,7 +53,10 @@ def adaround_weight(float_layer: Any, scale_b: np.ndarray, zp_b: np.ndarray, qra
     x : calibration inputs of this layer ``(N, ...)`` (outputs of the quantized layers before it).
     target : the float model's pre-activation output of this layer for the same samples, without bias.
     mask : optional bool array like the weight; False entries stay at the zero point (pruned weights stay 0).
+    iters, batch : Adam steps and calibration samples per step (default ``ITERS``, ``BATCH``).
     """
+    iters = ITERS if iters is None else int(iters)
+    batch = BATCH if batch is None else int(batch)
     qmin, qmax = qrange
     w = np.asarray(float_layer.weight, np.float64)
     s = np.asarray(scale_b, np.float64)
