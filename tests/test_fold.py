@@ -76,3 +76,14 @@ def test_quantized_cnn_runs_integer_kernels_only(cnn, rng, tmp_path):
         got = sess.run(None, {"input": X[:16]})[0]
         sim = q(X[:16])
         assert np.abs(got - sim).max() <= 0.02 * np.abs(sim).max()
+
+
+def test_every_scheme_round_trips_through_the_archive(cnn, rng, tmp_path):
+    X = np.abs(rng.standard_normal((32, 2, 14, 14))).astype(np.float32)
+    from pyflux_compress.compression.schemes import SCHEMES
+
+    for scheme in SCHEMES:
+        q = pfc.quantize(cnn, 8, scheme=scheme, granularity="per_channel", calibration=X)
+        pfc.save_compressed(tmp_path / f"{scheme}.pfcz", q)
+        back = pfc.load_compressed(tmp_path / f"{scheme}.pfcz")
+        np.testing.assert_array_equal(back(X), q(X))

@@ -177,8 +177,8 @@ def broadcast_channel(a: np.ndarray, weight_ndim: int, axis: int) -> np.ndarray:
 
 def integer_weight(qweight: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
     """``q - zp`` as an integer-valued float64 array (the kernel operand of the simulated integer forward)."""
-    zp = broadcast_channel(zero_point, qweight.ndim, channel_axis(qweight))
-    return qweight.astype(np.float64) - zp.astype(np.float64)
+    zp = broadcast_channel(np.asarray(zero_point), qweight.ndim, channel_axis(qweight))
+    return np.subtract(qweight, zp, dtype=np.float64)  # one float64 array, not two (same exact values)
 
 
 def dequantize_weight(qweight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
@@ -404,8 +404,10 @@ class QuantizedConv(QuantizedLayer):
 
 def quantized_class(layer: Any) -> type[QuantizedLayer] | None:
     """The wrapper class for a float layer, from its declarations: a compressible ``weight`` whose output
-    channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv)."""
-    if "weight" not in getattr(layer, "compressible", ()):
+    channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv).
+    None (stays float) when the declared axis is not the one the array numerics assume (``channel_axis``)."""
+    if "weight" not in getattr(layer, "compressible", ()) or \
+            layer.out_axes.get("weight") != channel_axis(layer.weight):
         return None
     return QuantizedDense if layer.out_axes["weight"] == 0 else QuantizedConv
 

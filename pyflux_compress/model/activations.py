@@ -108,6 +108,9 @@ class Activation:
     def __repr__(self) -> str:
         return self.name
 
+    def julia(self) -> str:
+        return self.name  # the NNlib function
+
     def to_onnx(self, g: Any, x: str) -> str:
         """Append this activation's nodes (identity adds none); NotImplementedError if it has no ONNX form."""
         if self._onnx is None:
