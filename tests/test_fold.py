@@ -87,3 +87,13 @@ def test_every_scheme_round_trips_through_the_archive(cnn, rng, tmp_path):
         pfc.save_compressed(tmp_path / f"{scheme}.pfcz", q)
         back = pfc.load_compressed(tmp_path / f"{scheme}.pfcz")
         np.testing.assert_array_equal(back(X), q(X))
+
+
+def test_fold_conv_transpose_along_its_declared_output_axis(rng):
+    """ConvTranspose's weight keeps its output channels on another axis; folding reads the declaration."""
+    m = randomise_bn(pfc.parse("Chain(ConvTranspose((3, 3), 4 => 6), BatchNorm(6, relu))", seed=0), rng)
+    X = rng.standard_normal((4, 4, 8, 8)).astype(np.float32)
+    f = fold_batchnorm(m)
+    assert str(f) == "Chain(ConvTranspose((3, 3), 4 => 6, relu))"
+    ref = m(X)
+    assert np.abs(f(X) - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
