@@ -31,12 +31,13 @@ weights, symmetric         qmax = 2^(b-1) - 1, qmin = -qmax  (int8: [-127, 127],
                            scale = 1 where amax == 0; q = clamp(rint(w / scale), qmin, qmax); zp = 0
 weights, affine            qmin = -2^(b-1), qmax = 2^(b-1) - 1  (int8: [-128, 127], int4: [-8, 7])
                            lo = min(min(w), 0), hi = max(max(w), 0); scale = (hi - lo) / Float32(qmax - qmin);
-                           scale = 1 where hi == lo; zp = clamp(qmin - rint(lo / scale), qmin, qmax) (Int32);
+                           where hi - lo overflows (weights near ±3.4e38) scale = hi / n - lo / n with
+                           n = Float32(qmax - qmin); scale = 1 where hi == lo or scale underflows to 0; zp = clamp(qmin - rint(lo / scale), qmin, qmax) (Int32);
                            q = clamp(rint(w / scale) + zp, qmin, qmax)
 weights, binary (b = 1)    α = Float32(sum(Float64.(|w|)) / n) over the channel's (unmasked) entries;
                            q = +1 where w >= 0 else -1; q = 0 where the layer's mask is False or α == 0;
                            scale = α (1 where α == 0); zp = 0
-dequantized weight         (Float32(q) - Float32(zp)) * scale
+dequantized weight         (Float32(q) - Float32(zp)) * scale, clamped to ±floatmax(Float32)
 activations (calibrated)   always 8-bit, per tensor. symmetric: int8 [-127, 127], scale = amax / 127;
                            affine: uint8 [0, 255], lo/hi as for weights (range extended to contain 0),
                            scale = (hi - lo) / 255, zp = clamp(-rint(lo / scale), 0, 255).

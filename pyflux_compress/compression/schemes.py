@@ -48,8 +48,12 @@ class Scheme:
     @staticmethod
     def dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> np.ndarray:
         """``(q - zp) * scale`` in float32 (``scale``/``zp`` already shaped to broadcast)."""
-        return ((q.astype(np.float32) - np.asarray(zp, np.float32)) * np.asarray(scale, np.float32)).astype(
-            np.float32)
+        with np.errstate(over="ignore"):
+            out = ((q.astype(np.float32) - np.asarray(zp, np.float32)) * np.asarray(scale, np.float32)).astype(
+                np.float32)
+        # a weight near ±3.4e38 may round to the grid point one step beyond float32's range: keep it finite
+        big = np.finfo(np.float32).max
+        return np.clip(out, -big, big, out=out)
 
     def activation_params(self, lo: float, hi: float) -> tuple[np.float32, np.int32, int, int]:
         raise NotImplementedError
@@ -106,8 +110,12 @@ class Affine(Scheme):
     def weight_params(self, lo: np.ndarray, hi: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
         qmin, qmax = self.qrange(bits)
         lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
-        scale = ((hi - lo) / np.float32(qmax - qmin)).astype(np.float32)
-        scale[hi == lo] = 1
+        with np.errstate(over="ignore"):
+            span = hi - lo  # overflows to inf only for weights near ±3.4e38: then divide before subtracting
+            scale = (span / np.float32(qmax - qmin)).astype(np.float32)
+        huge = ~np.isfinite(span)
+        scale[huge] = hi[huge] / np.float32(qmax - qmin) - lo[huge] / np.float32(qmax - qmin)
+        scale[(hi == lo) | (scale == 0)] = 1  # scale == 0: a subnormal range underflowed
         zp = np.clip(qmin - np.rint(lo / scale), qmin, qmax).astype(np.int32)
         return scale, zp
 
