@@ -284,13 +284,24 @@ def lowrank(model: Any, rank: Any = None, energy: float = 0.95) -> Any:
 
 
 def quantize(model: Any, bits: Any = 8, scheme: str = "symmetric", granularity: str = "per_tensor",
-             calibration: Any = None, method: str = "minmax") -> Any:
+             calibration: Any = None, method: str = "minmax", *, weight_clip: str = "minmax",
+             rounding: str = "nearest", bias_correction: bool = False, activations: Any = None, fold: bool = True,
+             seed: int = 0) -> Any:
     """Julia computes the integers, scales, zero points and activation parameters; the Python
     ``QuantizedChain`` is assembled with them (its layers' own constructor runs first, then every integer
     array is replaced by Julia's, so the object holds exactly what FluxCompress computed)."""
     from ..compression import quantize as Q
 
-    per_layer, X = Q._validate_quantize(model, bits, scheme, granularity, calibration, method)
+    per_layer, X, _ = Q.validate_quantize(model, bits, scheme, granularity, calibration, method)
+    if weight_clip != "minmax" or rounding != "nearest" or bias_correction or method in ("mse", "entropy") \
+            or activations not in (None, "static" if X is not None else "float"):
+        raise ValueError("the julia backend quantizes with weight_clip='minmax', rounding='nearest', "
+                         "bias_correction=False and minmax/percentile static or float activations only; "
+                         "use pfc.set_backend('numpy') for the post-training options")
+    if fold:
+        from ..compression.fold import fold_with_paths
+        model, paths = fold_with_paths(model)
+        per_layer = {paths[p]: b for p, b in per_layer.items() if p in paths}
     fc = _fc()
     jbits = fc.as_dict(_pairs(per_layer))
     jcal = None if X is None else batch_to_julia(X)

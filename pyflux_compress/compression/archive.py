@@ -105,6 +105,7 @@ from ..backends import dispatch
 from . import codecs as C
 from ..model.walk import map_layers, modules
 from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, qrange
+from .schemes import SCHEMES
 from .sharing import SharedLayer
 
 __all__ = ["save_compressed", "load_compressed", "size_report", "encode_archive", "decode_archive", "archive_size",
@@ -806,7 +807,7 @@ def _layer_shapes_v2(hv: _HeaderV2, e: Any) -> dict[str, tuple[int, ...]]:
         return shapes
     _need(e.get("class") in QUANTIZED_CLASSES, f"unknown class {e.get('class')!r}")
     _int(e, "bits", 1, 8)
-    _need(e.get("scheme") in ("symmetric", "affine"), f"unknown scheme {e.get('scheme')!r}")
+    _need(e.get("scheme") in SCHEMES, f"unknown scheme {e.get('scheme')!r}")
     _need(e.get("granularity") in ("per_tensor", "per_channel"), "unknown granularity")
     shape, count = hv.array(e.get("qweight"), codes=True, max_width=8)
     _need(len(shape) >= 2, "quantized weight must have >= 2 dims")
@@ -1217,7 +1218,7 @@ def _shapes_v1(e: Any) -> dict[str, tuple[int, ...]]:
         shapes["weight"] = _shape(e.get("index", {}))
     elif e["kind"] == "quantized":
         _int(e, "bits", 1, 8)
-        _need(e.get("scheme") in ("symmetric", "affine"), f"unknown scheme {e.get('scheme')!r}")
+        _need(e.get("scheme") in SCHEMES, f"unknown scheme {e.get('scheme')!r}")
         _check_act(e.get("act"))
         shapes["weight"] = _shape(e.get("qweight", {}))
     return shapes

@@ -289,7 +289,9 @@ class PolynomialDecay:
     the masks keep pruned weights at zero.
 
     Use it as ``pfc.fit(model, X, y, pruning=PolynomialDecay(0.0, 0.9, begin=0, end=1000, frequency=100))``:
-    fit calls :meth:`on_step` before each optimiser step (``step`` counts optimiser steps from 0).
+    fit calls :meth:`on_step` before each optimiser step (``step`` counts optimiser steps from 0 in each call).
+    The schedule keeps its own clock per model: when a later ``fit`` call starts counting again, its steps
+    continue where the previous call stopped, so three ``fit(epochs=1)`` calls prune like one ``fit(epochs=3)``.
 
     Parameters
     ----------
@@ -312,6 +314,7 @@ class PolynomialDecay:
         self.include = include
         self.history: list[tuple[int, float]] = []   # (step, sparsity) of every pruning event
         self._record: dict | None = None
+        self._clock: dict[int, tuple[int, int]] = {}  # id(model) -> (last step passed in, offset to schedule time)
 
     def sparsity_at(self, step: int) -> float:
         """Target sparsity at optimiser ``step`` (``initial`` before ``begin``, ``final`` after ``end``)."""
@@ -324,7 +327,14 @@ class PolynomialDecay:
                                                    or step == self.end)
 
     def on_step(self, model: Any, step: int) -> None:
-        """Prune ``model`` in place to :meth:`sparsity_at` ``(step)`` when ``step`` is due; else do nothing."""
+        """Prune ``model`` in place to :meth:`sparsity_at` ``(t)`` when schedule time ``t`` is due; else do
+        nothing. ``t = step`` within one fit call; a ``step`` not above the previous one (a new fit call) continues
+        the clock from the previous call's last step."""
+        last, offset = self._clock.get(id(model), (None, 0))
+        if last is not None and step <= last:
+            offset += last + 1 - step
+        self._clock[id(model)] = (step, offset)
+        step += offset
         if not self.due(step):
             return
         s = self.sparsity_at(step)

@@ -179,8 +179,9 @@ def prune_structured(model: Any, fraction: float, criterion: str = "l1") -> Any:
     Returns
     -------
     Chain
-        A smaller copy. Kept units compute exactly what they computed before (same weights, same order),
-        so before fine-tuning the kept channels of every shrunk layer's output are bit-identical. Record:
+        A smaller copy. Kept units keep their weights (same values, same order), so before fine-tuning the
+        kept channels of every shrunk layer's output are unchanged up to float32 rounding (sums over fewer
+        terms, possibly ordered differently by BLAS: about 1e-7 relative, not bit for bit). Record:
         ``{"method": "prune_structured", "settings", "per_layer": {path: fraction removed},
         "kept": {path: [kept unit indices]}, "skipped": {path: reason}, "params_before", "params_after"}``.
 
