@@ -68,7 +68,6 @@ from typing import Any
 import numpy as np
 
 from .._files import jsonable, write_atomic
-from ..backends import dispatch
 from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, dequantize_weight, map_leaves, qrange, \
     walk_layers
 from .sharing import SharedLayer
@@ -533,7 +532,6 @@ def _check_path(path: Any, name: str = "path") -> str:
     return os.fspath(path)
 
 
-@dispatch("save_compressed")
 def save_compressed(path: str | os.PathLike, model: Any) -> int:
     """Write ``model`` as a compressed archive (atomically). Returns the number of bytes written.
 
@@ -712,7 +710,6 @@ def _decode_layer(r: _Reader, layer: Any, e: dict[str, Any]) -> Any:
     raise ArchiveError(f"{r.where}: unknown layer kind {e['kind']!r}")
 
 
-@dispatch("load_compressed")
 def load_compressed(path: str | os.PathLike) -> Any:
     """Read an archive written by :func:`save_compressed`; returns the model (Chain or QuantizedChain).
 
@@ -752,7 +749,6 @@ class SizeReport(dict):
     __str__ = __repr__
 
 
-@dispatch("size_report")
 def size_report(model: Any) -> SizeReport:
     """Bytes of ``model`` as fp32 dense, sparse CSR, int8 and the compressed archive (see :class:`SizeReport`)."""
     if not hasattr(model, "layers"):

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._validate import check_bool, check_fraction, check_in, check_int, check_positive
-from ..backends import dispatch
+from ..backends import kernel
 from ._common import add_record, check_finite, check_inputs, check_labels, check_model
 
 __all__ = ["distill", "validate_distill", "soft_targets"]
@@ -101,6 +101,7 @@ def validate_distill(teacher: Any, student: Any, X: Any, y: Any, temperature: An
     }
 
 
+@kernel("distill_loss_grad")
 def _distill_loss(s: np.ndarray, p: np.ndarray, yb: np.ndarray | None, T: float, alpha: float,
                   kind: str) -> tuple[float, np.ndarray]:
     """Blended distillation loss of student logits ``s (B, K)`` and its gradient ``dL/ds``."""
@@ -120,7 +121,6 @@ def _distill_loss(s: np.ndarray, p: np.ndarray, yb: np.ndarray | None, T: float,
     return alpha * soft + (1 - alpha) * hard, a * dsoft + (1 - a) * dhard
 
 
-@dispatch("distill")
 def distill(teacher: Any, student: Any, X: Any, y: Any = None, temperature: float = 4.0, alpha: float = 0.9,
             loss: str = "kl", epochs: int = 5, batchsize: int = 128, opt: Any = None, *, seed: int = 0,
             progress: bool = True) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_fraction, check_int
-from ..backends import dispatch
+from ..backends import kernel
 from ._common import add_record, check_finite, check_model, leaves
 
 __all__ = ["lowrank", "validate_lowrank", "rank_for_energy"]
@@ -54,11 +54,23 @@ def validate_lowrank(model: Any, rank: Any, energy: Any) -> tuple[Any, float]:
     return rank, energy
 
 
+@kernel("svd")
+def svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD of ``w (out, in)`` in float64: ``(u (out, p), s (p,) descending, vt (p, in))``, p = min."""
+    return np.linalg.svd(np.asarray(w, dtype=np.float64), full_matrices=False)
+
+
+@kernel("singular_values")
+def singular_values(w: np.ndarray) -> np.ndarray:
+    """Singular values of ``w`` in float64, descending."""
+    return np.linalg.svd(np.asarray(w, dtype=np.float64), compute_uv=False)
+
+
 def _factorise(layer: Any, r: int) -> list[Any]:
     from ..model.layers import Dense
 
     w = layer.weight
-    u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
+    u, s, vt = svd(w)
     root = np.sqrt(s[:r])
     first = Dense((root[:, None] * vt[:r]).astype(w.dtype), False)
     bias = None if layer.bias is None else layer.bias.copy()
@@ -85,7 +97,6 @@ def _rewrite(chain: Any, prefix: str, choose) -> None:
     chain.layers[:] = new_layers
 
 
-@dispatch("lowrank")
 def lowrank(model: Any, rank: Any = None, energy: float = 0.95) -> Any:
     """Replace Dense layers by truncated-SVD pairs where that saves parameters.
 
@@ -125,7 +136,7 @@ def lowrank(model: Any, rank: Any = None, energy: float = 0.95) -> Any:
         if isinstance(rank, dict) and path not in rank:
             return None
         out_f, in_f = layer.weight.shape
-        s = np.linalg.svd(layer.weight.astype(np.float64), compute_uv=False)
+        s = singular_values(layer.weight)
         if rank is None:
             r = rank_for_energy(s, energy)
         else:

@@ -64,7 +64,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..backends import dispatch
+from ..backends import kernel
 from ..model import activations as A
 from ..model import layers as L
 from ..model.chain import Chain
@@ -108,6 +108,7 @@ def _per_channel_view(w: np.ndarray, axis: int | None) -> np.ndarray:
     return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
 
 
+@kernel("quantize_weight")
 def quantize_weight(w: np.ndarray, bits: int, scheme: str, granularity: str,
                     mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantize one weight array with the module's rounding rules.
@@ -171,6 +172,7 @@ def integer_weight(qweight: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
     return qweight.astype(np.float64) - zp.astype(np.float64)
 
 
+@kernel("dequantize_weight")
 def dequantize_weight(qweight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
     """``(q - zp) * scale`` in float32, broadcasting per-channel scales over the weight's channel axis."""
     scale = np.asarray(scale, dtype=np.float32)
@@ -570,7 +572,6 @@ def _calibrate(model: Any, X: np.ndarray, targets: set[str], scheme: str, method
     return {p: calibration_range(np.concatenate([a.ravel() for a in v]), scheme, method) for p, v in seen.items()}
 
 
-@dispatch("quantize")
 def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str = "symmetric",
              granularity: str = "per_tensor", calibration: np.ndarray | None = None,
              method: str = "minmax") -> Any:

@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends import dispatch
 from ._common import check_inputs, check_labels
 from .quantize import SUPPORTED_BITS, _class_for, as_float_layer, quantize, walk_layers
 
@@ -109,7 +108,6 @@ def _prune_one(model: Any, path: str, sparsity: float) -> Any:
     return prune(model, sparsity, scope="layer", include=path)
 
 
-@dispatch("sensitivity")
 def sensitivity(model: Any, X: Any, y: Any, bits: Sequence[int] = (8, 4, 2),
                 sparsities: Sequence[float] = DEFAULT_SPARSITIES) -> SensitivityTable:
     """Accuracy per layer per setting (one layer modified at a time).

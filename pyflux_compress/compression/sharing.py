@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..backends import dispatch
+from ..backends import kernel
 from ..model.layers import Layer
 from .quantize import _class_for, _is_container, as_float_layer, map_leaves, resolve_layer_keys, walk_layers
 
@@ -27,6 +27,7 @@ SHARING_BITS = tuple(range(1, 17))
 MAX_ITER = 100  # k-means iterations (1-D k-means converges in a few dozen)
 
 
+@kernel("kmeans_1d")
 def kmeans_1d(values: np.ndarray, k: int, max_iter: int = MAX_ITER) -> tuple[np.ndarray, np.ndarray, int]:
     """1-D k-means with linear initialization; vectorized (sorted centroids -> ``searchsorted`` on midpoints).
 
@@ -169,7 +170,6 @@ def share_layer(layer: Any, bits: int) -> tuple[SharedLayer, dict[str, Any]]:
                     "iterations": iters, "rms_error": err}
 
 
-@dispatch("share_weights")
 def share_weights(model: Any, bits: int | Mapping[Any, int | None] = 5) -> Any:
     """Share weights within each Dense/Conv layer through a k-means codebook of ``2**bits`` centroids.
 

@@ -15,13 +15,11 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_bool
-from ..backends import dispatch
 from ._common import array_sparsity, check_model, leaves, prunable
 
 __all__ = ["sparsity", "count_params"]
 
 
-@dispatch("sparsity")
 def sparsity(model: Any, include: Any = None) -> dict:
     """Fraction of exact zeros among the prunable weights.
 
@@ -45,7 +43,6 @@ def sparsity(model: Any, include: Any = None) -> dict:
     return {"total": float(zeros / n) if n else 0.0, "per_layer": per_layer}
 
 
-@dispatch("count_params")
 def count_params(model: Any, nonzero: bool = True) -> dict:
     """Number of trainable parameters (weights, biases, BatchNorm scale/shift), per layer and in total.
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_fraction, check_in
-from ..backends import dispatch
+from ..backends import kernel
 from ._common import add_record, check_finite, check_model, leaves
 
 __all__ = ["prune_structured", "validate_prune_structured"]
@@ -42,11 +42,21 @@ def _kind(layer: Any) -> str:
     return getattr(layer, "flux_name", type(layer).__name__)
 
 
-def _unit_norms(layer: Any, criterion: str) -> np.ndarray:
+def _unit_norms(weight: np.ndarray, criterion: str) -> np.ndarray:
     """Norm of each unit's incoming weights: Dense rows (axis 1), Conv filters (axes 0, 1, 2)."""
-    w = layer.weight.astype(np.float64)
+    w = weight.astype(np.float64)
     axes = (1,) if w.ndim == 2 else (0, 1, 2)
     return np.abs(w).sum(axis=axes) if criterion == "l1" else np.sqrt((w * w).sum(axis=axes))
+
+
+@kernel("select_units")
+def select_units(weight: np.ndarray, n_remove: int, criterion: str) -> np.ndarray:
+    """Sorted 0-based indices of the output units that stay when the ``n_remove`` weakest go.
+
+    Weakest = lowest L1/L2 norm of the unit's incoming weights; ties: the lower index goes first.
+    """
+    order = np.argsort(_unit_norms(weight, criterion), kind="stable")
+    return np.sort(order[n_remove:])
 
 
 def _plan(model: Any, fraction: float, criterion: str) -> tuple[list[dict], dict[str, str]]:
@@ -96,8 +106,7 @@ def _plan(model: Any, fraction: float, criterion: str) -> tuple[list[dict], dict
         if n_remove >= n_units:
             raise ValueError(f"fraction={fraction} would remove all {n_units} units of {path} ({layer!r}); "
                              f"use a fraction below {(n_units - 0.5) / n_units:.3f}")
-        order = np.argsort(_unit_norms(layer, criterion), kind="stable")   # weakest first, ties by index
-        keep = np.sort(order[n_remove:])
+        keep = select_units(layer.weight, n_remove, criterion)
         plans.append({"path": path, "producer": pi, "between": between, "consumer": ci, "keep": keep,
                       "block": block, "units": n_units})
     return plans, skipped
@@ -147,7 +156,6 @@ def validate_prune_structured(model: Any, fraction: Any, criterion: Any = "l1") 
     return fraction, criterion
 
 
-@dispatch("prune_structured")
 def prune_structured(model: Any, fraction: float, criterion: str = "l1") -> Any:
     """Remove the weakest ``fraction`` of neurons/filters of every hidden weight layer, physically.
 
