@@ -60,6 +60,8 @@ class WType:
 
 
 class Bits(WType):
+    """A number type. Instances are shared per dtype (``bits``): type_of runs once per value in a model."""
+
     def __init__(self, dtype: np.dtype) -> None:
         super().__init__(JULIA_NUMBER[dtype.name])
         self.dtype, self.size, self.dt = dtype, dtype.itemsize, atomic_bytes(dtype)
@@ -101,6 +103,17 @@ class GhostT(WType):
     def __init__(self, name: str, params: tuple = ()) -> None:
         super().__init__(name + (f"{{{','.join(_pkey(p) for p in params)}}}" if params else ""))
         self.name, self.params = name, tuple(params)
+
+
+_BITS: dict[np.dtype, Bits] = {}
+
+
+def bits(dtype: np.dtype) -> Bits:
+    """The shared Bits type of ``dtype`` (native byte order)."""
+    t = _BITS.get(dtype)
+    if t is None:
+        t = _BITS[dtype] = Bits(dtype.newbyteorder("="))
+    return t
 
 
 def _pkey(p) -> str:
@@ -185,11 +198,15 @@ def _layout(t: WType) -> tuple[int, int]:
     return 8, 8                    # arrays, strings, symbols: a pointer
 
 
-def TupleSpelling(elems: list[WType]):
+class _Spelling:
+    """A tuple type's spelling: ``name``, ``params`` (WTypes and ints) and the full ``key``."""
+
+    __slots__ = ("name", "params", "key")
+
+
+def TupleSpelling(elems: list[WType]) -> _Spelling:
     """The Julia tuple type name JLD2 0.4.41-0.4.50 writes: Tuple{T} / NTuple{N,T} / Core.Tuple{...}."""
-    class _S:
-        pass
-    s = _S()
+    s = _Spelling()
     keys = [e.key for e in elems]
     if not elems:
         s.name, s.params = "Tuple", []
@@ -209,15 +226,15 @@ def type_of(value, depth: int = 0) -> WType:
         if value.dtype.kind not in "biuf" or value.dtype.name not in JULIA_NUMBER:
             raise ValueError(f"array dtype {value.dtype} cannot be written (allowed: bool, int8-64, uint8-64, "
                              f"float16/32/64)")
-        return ArrayT(Bits(value.dtype.newbyteorder("=")), value.ndim)
+        return ArrayT(bits(value.dtype), value.ndim)
     if isinstance(value, (bool, np.bool_)):
-        return Bits(np.dtype(np.bool_))
+        return bits(np.dtype(np.bool_))
     if isinstance(value, int):
-        return Bits(np.dtype(np.int64))
+        return bits(np.dtype(np.int64))
     if isinstance(value, float):
-        return Bits(np.dtype(np.float64))
+        return bits(np.dtype(np.float64))
     if isinstance(value, np.generic) and value.dtype.name in JULIA_NUMBER:
-        return Bits(value.dtype.newbyteorder("="))
+        return bits(value.dtype)
     if isinstance(value, str):
         return StringT()
     if value is None:
@@ -252,6 +269,12 @@ def type_of(value, depth: int = 0) -> WType:
 # ---------------------------------------------------------------------------------------------- bytes helpers
 def message(mtype: int, body: bytes, flags: int = 0) -> bytes:
     return bytes([mtype]) + len(body).to_bytes(2, "little") + bytes([flags]) + body
+
+
+def ohdr_len(messages: list[bytes]) -> int:
+    """The length of ``ohdr(messages)``, without computing its checksum."""
+    n = sum(len(m) for m in messages)
+    return 6 + (1 if n < 256 else 2 if n < 65536 else 4) + n + 4
 
 
 def ohdr(messages: list[bytes]) -> bytes:
@@ -555,17 +578,18 @@ class Writer:
         hit = self.arrays.get(id(a))
         if hit is not None and hit[1] is a:
             return hit[0]
-        eltype = Bits(a.dtype.newbyteorder("="))
+        eltype = bits(a.dtype)
         nbytes = a.size * eltype.size
         dims = tuple(reversed(a.shape))            # HDF5 dims are Julia's size reversed
         space = simple(dims) if a.ndim else simple((1,))
         extra = [] if a.ndim else [attribute("dimensions", fixed_bytes(8, True), simple([0]), b"")]
         head = [FILL, message(0x01, space), *extra, message(0x03, eltype.dt, 1)]
-        if nbytes < COMPACT_LIMIT:
+        if nbytes == 0:        # JLD2 >= 0.5 (src/datasets.jl): non-empty arrays are never compact. Contiguous
+            # data also keeps the checksummed header small (lookup3 in pure Python costs ~10 us per 12 bytes)
             raw = b"".join(bytes(c) for c in julia_chunks(a, eltype.dtype))
             addr = self.put(ohdr(head + [message(0x08, b"\x04\x00" + nbytes.to_bytes(2, "little") + raw)]))
         else:
-            size = len(ohdr(head + [message(0x08, b"\x04\x01" + b"\0" * 16)]))
+            size = ohdr_len(head + [message(0x08, b"\x04\x01" + b"\0" * 16)])
             addr = self.rel()
             data_addr = addr + size + (-(addr + size) % 8)
             self.put(ohdr(head + [message(0x08, b"\x04\x01" + data_addr.to_bytes(8, "little")
@@ -608,7 +632,7 @@ class Writer:
         """A dataset with header messages ``head`` and ``data``: compact below COMPACT_LIMIT, else contiguous."""
         if len(data) < COMPACT_LIMIT:
             return self.put(ohdr(head + [message(0x08, b"\x04\x00" + len(data).to_bytes(2, "little") + data)]))
-        size = len(ohdr(head + [message(0x08, b"\x04\x01" + b"\0" * 16)]))
+        size = ohdr_len(head + [message(0x08, b"\x04\x01" + b"\0" * 16)])
         addr = self.rel()
         data_addr = addr + size + (-(addr + size) % 8)
         self.put(ohdr(head + [message(0x08, b"\x04\x01" + data_addr.to_bytes(8, "little")
@@ -645,14 +669,19 @@ class Writer:
         self.f.write(HEADER_TEXT + b"\0" * (BASE - len(HEADER_TEXT)) + sb)
 
 
-def _validate(values: dict, depth: int = 0) -> None:
+def _validate(values: dict, depth: int = 0) -> dict[str, WType]:
+    """Check every name and value before anything is written; returns the top-level values' types."""
+    types = {}
     for name, v in values.items():
         if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"group member name {name!r} is not allowed (non-empty str without '/')")
         if isinstance(v, dict) and depth < 32:
             _validate(v, depth + 1)
-        elif not isinstance(v, str):
+        elif not isinstance(v, (str, np.ndarray, dict)):
+            types[name] = type_of(v)
+        elif isinstance(v, np.ndarray):
             type_of(v)
+    return types
 
 
 def write_file(path: str, values: dict) -> None:
@@ -660,8 +689,8 @@ def write_file(path: str, values: dict) -> None:
     for name in values:
         if not isinstance(name, str) or not name or "/" in name or name == "_types":
             raise ValueError(f"dataset name {name!r} is not allowed (non-empty str without '/', not '_types')")
-    _validate(values)               # everything is checked before touching the disk
+    types = _validate(values)       # everything is checked before touching the disk
     with atomic_write(path) as f:
         w = Writer(f)
-        links = {name: w.dataset(v) for name, v in values.items()}
+        links = {name: w.dataset(v, types.get(name)) for name, v in values.items()}
         w.close(links)
