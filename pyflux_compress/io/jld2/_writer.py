@@ -562,16 +562,28 @@ class Writer:
         """A one-dimensional dataset of ``values`` of type ``elem`` (a ``Vector{T}``), as JLD2 writes the
         ``wconvert``-ed NTuple: isbits elements and Symbols inline (``h5fieldtype(f, T, T, Val{false})``),
         anything else (arrays, strings' Julia objects, non-isbits tuples) as references to their own datasets."""
-        if isinstance(elem, (Bits, SymbolT)) or (isinstance(elem, CompoundT) and _isbits(elem)):
+        space = [FILL, message(0x01, simple((len(values),)))]
+        if isinstance(elem, (Bits, SymbolT, LongTupleT)) or (isinstance(elem, CompoundT) and _isbits(elem)):
             dt, flags = (shared(self.commit(elem)), 3) if elem.committed else (elem.dt, 1)
             data = b"".join(self.encode(v, elem) for v in values)
         elif isinstance(elem, StringT):
             dt, flags = elem.dt, 1
             data = b"".join(self.encode(v, elem) for v in values)
         else:
+            # an array of references carries its element type: a `julia_type` attribute referencing a DataType
+            # value (JLD2 src/dataspaces.jl, WriteDataspace(f, x::Array{T,N}, ::Type{RelOffset}))
             dt, flags = REF_BYTES, 1
             data = b"".join(self.dataset(v, elem).to_bytes(8, "little") for v in values)
-        return self._stored([FILL, message(0x01, simple((len(values),))), message(0x03, dt, flags)], data)
+            space.append(attribute("julia_type", REF_BYTES, SCALAR, self.type_dataset(elem).to_bytes(8, "little")))
+        return self._stored(space + [message(0x03, dt, flags)], data)
+
+    def type_dataset(self, t: WType) -> int:
+        """A dataset holding the DataType value of ``t`` (``write_ref(f, T)`` in JLD2)."""
+        if isinstance(t, CompoundT) and t.names is not None:
+            return self.type_value("Core.NamedTuple", [self.names_dataset(t.names), self.param_tuple(t.tuple_t)])
+        if isinstance(t, CompoundT):
+            return self.type_value(t.tuple_t.name, [self.param(p) for p in t.tuple_t.params])
+        return self.param(t)
 
     def array(self, a: np.ndarray) -> int:
         """Write array ``a`` (Julia size ``a.shape``) once per object; returns its dataset address."""
