@@ -13,9 +13,11 @@ What it writes, per Python value (the Julia type in brackets):
 * dict of str -> value at top level: an HDF5 group (a ``JLD2.Group``).
 
 The layout mirrors JLD2 0.4.46 (``PavelNikolaichev__JuliaHEPNet__model.jld2``): header ``version 0.1.1``,
-superblock v2 at 512, OHDR v2 with lookup3 checksums, GCOL heaps with JLD2's capacity convention, data
-below 8192 bytes compact, above contiguous (8-aligned). Types get their ``_types`` index in the order JLD2
-commits them (members first, then the type, then its ``julia_type`` parameters).
+superblock v2 at 512, OHDR v2 with lookup3 checksums, GCOL heaps with JLD2's capacity convention, non-array
+data below 8192 bytes compact, arrays and larger data contiguous (8-aligned, as JLD2 >= 0.5), groups with JLD2's
+reserve and continuation placeholder. Types get their ``_types`` index in the order JLD2 commits them (members
+first, then the type, then its ``julia_type`` parameters). Tuples of more than 10 identical elements are
+written as Vectors and fields over 1 KiB by reference, as JLD2 does (docs/jld2.md has the sources).
 """
 from __future__ import annotations
 
