@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import pyflux_compress as pfc
+from _toy_models import tie_mlp
 import importlib
 
 B = importlib.import_module("pyflux_compress.backends")
@@ -236,13 +237,7 @@ def _on(name: str, fn, *args, **kwargs):
         B._active = "julia"
 
 
-def _mlp(seed: int = 0):
-    """Weights rounded to 0.1: many magnitude ties, the hard case for mask selection."""
-    model = pfc.parse("Chain(Dense(12 => 8, relu), Chain(Dense(8 => 8, tanh)), Dense(8 => 4))", seed=seed)
-    for _, layer in model.walk():
-        if getattr(layer, "weight", None) is not None:
-            layer.weight = np.round(layer.weight * 10).astype(np.float32) / 10
-    return model
+_mlp = tie_mlp
 
 
 def _cnn(seed: int = 0):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import pyflux_compress as pfc
+from _toy_models import tie_mlp
 from pyflux_compress.backends import detect
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,12 +187,7 @@ def test_julia_tests_read_the_kernel_fixtures():
 
 
 # ------------------------------------------------------------------------------------------ live end to end
-def _tie_mlp(seed: int = 0):
-    model = pfc.parse("Chain(Dense(12 => 8, relu), Chain(Dense(8 => 8, tanh)), Dense(8 => 4))", seed=seed)
-    for _, layer in model.walk():
-        if getattr(layer, "weight", None) is not None:
-            layer.weight = np.round(layer.weight * 10).astype(np.float32) / 10
-    return model
+_tie_mlp = tie_mlp
 
 
 def _cnn(seed: int = 0):
