@@ -134,10 +134,12 @@ def kernel(name: str) -> Callable[[F], F]:
     types. Everything around the kernels — argument validation, building models, records — is Python code that
     runs once for both backends, so results and records cannot differ by backend except through a kernel.
     """
-    if name in _KERNELS:
-        raise ValueError(f"kernel {name!r} is registered twice ({_KERNELS[name].__module__})")
-
     def decorate(func: F) -> F:
+        old = _KERNELS.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (func.__module__, func.__qualname__):
+            raise ValueError(f"kernel {name!r} is registered twice ({old.__module__}.{old.__qualname__} and "
+                             f"{func.__module__}.{func.__qualname__})")
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if backend() == "julia":
