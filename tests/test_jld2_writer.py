@@ -364,3 +364,10 @@ def test_large_fields_by_reference_and_oversized_types_refused(tmp_path):
     with pytest.raises(ValueError, match="65535"):
         jld2.save(tmp_path / "huge.jld2", model_state=huge)
     assert not (tmp_path / "huge.jld2").exists()
+
+
+def test_header_limits_are_value_errors(tmp_path):
+    """Nothing in a header may overflow its 16-bit size field silently or as an OverflowError."""
+    with pytest.raises(ValueError, match="too long"):
+        jld2.save(tmp_path / "n.jld2", **{"a" * 70000: 1})
+    assert not (tmp_path / "n.jld2").exists()

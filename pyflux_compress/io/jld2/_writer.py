@@ -270,6 +270,9 @@ def type_of(value, depth: int = 0) -> WType:
 
 # ---------------------------------------------------------------------------------------------- bytes helpers
 def message(mtype: int, body: bytes, flags: int = 0) -> bytes:
+    if len(body) > MAX_MESSAGE:          # e.g. a link name or attribute this large: say so, not OverflowError
+        raise ValueError(f"an HDF5 object header message (type {mtype:#04x}) of {len(body)} bytes cannot be "
+                         f"written: HDF5 and JLD2 allow at most {MAX_MESSAGE} bytes per message")
     return bytes([mtype]) + len(body).to_bytes(2, "little") + bytes([flags]) + body
 
 
@@ -689,6 +692,9 @@ def _validate(values: dict, depth: int = 0) -> dict[str, WType]:
     for name, v in values.items():
         if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"group member name {name!r} is not allowed (non-empty str without '/')")
+        if len(name.encode()) > MAX_MESSAGE - 13:     # a link message: 13 bytes + the name, 16-bit size
+            raise ValueError(f"group member name of {len(name.encode())} bytes is too long: a link message "
+                             f"holds at most {MAX_MESSAGE - 13} bytes of name")
         if isinstance(v, dict) and depth < 32:
             _validate(v, depth + 1)
         elif not isinstance(v, (str, np.ndarray, dict)):
