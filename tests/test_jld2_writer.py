@@ -371,3 +371,84 @@ def test_header_limits_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match="too long"):
         jld2.save(tmp_path / "n.jld2", **{"a" * 70000: 1})
     assert not (tmp_path / "n.jld2").exists()
+
+
+# ---------------------------------------------------------------------------------------------- appending
+def jld2_add_link(path, name: str, target: int) -> str:
+    """Add a root link the way JLD2.jl does when a file is reopened with ``jldopen(path, "a+")`` (a port of
+    ``load_group`` and the existing-group branch of ``save_group``, JLD2 src/groups.jl): into the reserve NIL
+    when the link fits, else a continuation message written into the 20-byte placeholder that points at a new
+    OCHK chunk at the end of the file. Returns which way was taken."""
+    from pyflux_compress.io.jld2._hdf5 import lookup3
+
+    raw = bytearray(open(path, "rb").read())
+    root = int.from_bytes(raw[512 + 36:512 + 44], "little")
+    start = 512 + root
+    flags = raw[start + 5]
+    width = 1 << (flags & 3)
+    q = start + 6
+    size = int.from_bytes(raw[q:q + width], "little")
+    q += width
+    chunk_end = q + size                        # the checksum follows
+    slot, next_link = -1, -1
+    while q < chunk_end - 4:
+        mtype, msize = raw[q], int.from_bytes(raw[q + 1:q + 3], "little")
+        end = q + 4 + msize
+        if mtype == 0:
+            if slot == -1 and chunk_end - q == 20:
+                slot = q
+            elif end + 20 == chunk_end and msize >= 13:
+                next_link = q
+        else:
+            slot = -1
+        q = end
+    nb = name.encode()
+    link = bytes([6]) + (12 + len(nb)).to_bytes(2, "little") + b"\0" + bytes([1, 0x10, 1, len(nb)]) + nb + \
+        target.to_bytes(8, "little")
+    if next_link != -1 and (chunk_end - 20 - next_link >= len(link) + 4 or chunk_end - 20 - next_link == len(link)):
+        remaining = chunk_end - 20 - next_link - len(link)
+        raw[next_link:next_link + len(link)] = link
+        if remaining:
+            raw[next_link + len(link):chunk_end - 20] = bytes([0]) + (remaining - 4).to_bytes(2, "little") + \
+                b"\0" * (remaining - 3)
+        how = "reserve"
+    else:
+        if slot == -1:
+            raise RuntimeError("objects cannot be added to this group because it was created with a previous "
+                               "version of JLD2")          # what JLD2 says without a placeholder
+        cont = len(raw)
+        extra = 3 * 24                                       # group_extra_space: 4 estimated links - 1 written
+        chunk = b"OCHK" + link + bytes([0]) + (extra - 4).to_bytes(2, "little") + b"\0" * (extra - 3) + \
+            bytes([0, 16, 0, 0]) + b"\0" * 16
+        chunk += lookup3(chunk).to_bytes(4, "little")
+        raw[slot:slot + 20] = bytes([0x10, 16, 0, 0]) + (cont - 512).to_bytes(8, "little") + \
+            len(chunk).to_bytes(8, "little")
+        raw += chunk
+        how = "continuation"
+    raw[chunk_end:chunk_end + 4] = lookup3(bytes(raw[start:chunk_end])).to_bytes(4, "little")
+    raw[512 + 28:512 + 36] = len(raw).to_bytes(8, "little")                  # superblock end-of-file
+    raw[512 + 44:512 + 48] = lookup3(bytes(raw[512:512 + 44])).to_bytes(4, "little")
+    open(path, "wb").write(bytes(raw))
+    return how
+
+
+def test_jld2_can_append_to_our_files(tmp_path):
+    """Issue 14 #10: JLD2.jl opening our file with "a+" finds room for new keys: first the reserve NIL, then the
+    continuation placeholder. Every key stays readable, by our reader and by HDF5 (h5py)."""
+    import pyflux_compress as pfc
+
+    path = tmp_path / "m.jld2"
+    model = pfc.parse("Chain(Dense(4 => 3, relu), Dense(3 => 2))", seed=0)
+    pfc.save(path, model)
+    arch = root_and_types(path)[0]
+    reader, _ = open_file(path)
+    target = reader.h5.links(reader.h5.root)["model_arch"]
+    assert jld2_add_link(path, "archcopy", target) == "reserve"      # room for a 4th link of an 8-byte name
+    assert jld2_add_link(path, "arch3", target) == "continuation"
+    back = jld2.load(path)
+    assert back["archcopy"] == back["arch3"] == back["model_arch"] == str(model)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(pfc.load(path)(x), model(x))
+    with h5py.File(path, "r") as f:
+        assert {"archcopy", "arch3", "model_arch", "model_state", "_types"} <= set(f.keys())
+    assert arch == root_and_types(path)[0]
