@@ -7,11 +7,17 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python -m pip wheel -q --no-deps -w "$work/dist" "$root"
+# nothing of the clone may be importable in the venv (a PYTHONPATH pointing at it, or the egg-info an in-tree
+# build leaves, would make pip think the package is already installed); build from a copy of the sources so
+# that a stale build/ folder in the clone cannot leak into the wheel
+unset PYTHONPATH
+mkdir "$work/src"
+cp -r "$root/pyproject.toml" "$root/README.md" "$root/pyflux_compress" "$work/src/"
+python -m pip wheel -q --no-deps -w "$work/dist" "$work/src"
 python -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q --no-deps "$work"/dist/pyflux_compress-*.whl
 cd "$work"
-env -u PYTHONPATH "$work/venv/bin/python" - "$root" <<'PY'
+"$work/venv/bin/python" - "$root" <<'PY'
 import importlib.util, json, os, sys
 root = os.path.realpath(sys.argv[1])
 spec = importlib.util.find_spec("pyflux_compress")          # locates the package without importing it
