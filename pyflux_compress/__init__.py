@@ -34,6 +34,8 @@ _export(".model.layers", "Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanP
 _export(".model.activations", "Activation", "relu", "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu",
         "gelu", "swish", "identity")
 _export(".model.chain", "Chain")
+_export(".model.walk", "modules", "map_layers")
+_export(".model.registry", "register_layer")
 _export(".model.syntax", "parse", "FluxSyntaxError")
 _export(".train.fit", "fit", "predict", "accuracy", "History")
 _export(".train.optimisers", "Adam", "SGD")
@@ -54,8 +56,8 @@ _export(".deploy.predictor", "Predictor")
 _export(".deploy.report", "report")
 _export(".deploy.sweep", "sweep")
 
-# submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2
-_SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2"}
+# submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2, pfc.registry
+_SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2", "registry": ".model.registry"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES])
 

@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -401,183 +400,24 @@ def _describe(model: Any, label: str, data: Any) -> str:
 
 # -------------------------------------------------------------------------------------------- inspect
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from .io.checkpoint import inspect
+    from .io.onnx.inspect import inspect_onnx
+    from .model.summary import parameter_rows
+
     p = _check_file(args.file)
     ext = p.suffix.lower()
     with _naming(p):
         if ext == ".onnx":
-            info = _inspect_onnx(p)
+            info = inspect_onnx(p)
         elif ext == ".jld2":
-            info = _inspect_jld2(p, args.max_depth)
+            info = inspect(p, args.max_depth)
         else:
-            info = {"file": str(p), "kind": "archive", **_model_info(read_model(str(p)))}
+            info = {"file": str(p), "kind": "archive", **parameter_rows(read_model(str(p)))}
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
     _print_info(info)
     return 0
-
-
-def _model_info(model: Any) -> dict[str, Any]:
-    """Per-parameter rows of a Chain: path, layer, name, shape, dtype, count, nonzeros."""
-    rows = []
-    for path, layer in model.walk():
-        params = layer.params() if hasattr(layer, "params") else {}
-        qweight = getattr(layer, "qweight", None)
-        for name, arr in params.items():
-            arr = np.asarray(arr)
-            shown = arr
-            if name == "weight" and qweight is not None:  # deployed integers
-                shown = np.asarray(qweight)
-            rows.append({"path": f"{path}.{name}", "layer": repr(layer), "shape": list(arr.shape),
-                         "dtype": str(shown.dtype) + (f" ({layer.bits}-bit)" if qweight is not None and
-                                                      name == "weight" else ""),
-                         "params": int(arr.size), "nonzero": int(np.count_nonzero(shown))})
-    total = sum(r["params"] for r in rows)
-    nz = sum(r["nonzero"] for r in rows)
-    return {"model": str(model), "parameters": rows, "total_params": total, "total_nonzero": nz,
-            "sparsity": 1 - nz / total if total else 0.0, "records": getattr(model, "records", [])}
-
-
-def _inspect_jld2(p: Path, max_depth: int) -> dict[str, Any]:
-    import pyflux_compress as pfc
-    from .io import jld2
-
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model = pfc.load(str(p))
-    except jld2.JLD2FormatError:
-        raise  # not a readable JLD2 file at all: bad input
-    except (ValueError, TypeError, KeyError, NotImplementedError, ImportError) as err:
-        reason = " ".join(str(err).split())
-        reason = reason[len(str(p)) + 2:] if reason.startswith(f"{p}: ") else reason
-        tree = jld2.load(str(p))
-        lines: list[str] = []
-        stats = {"arrays": 0, "elements": 0, "nonzero": 0}
-        _tree(tree, "", 0, lines, stats, max_depth, set())
-        return {"file": str(p), "kind": "generic", "reason": reason, "tree": lines, **stats}
-    notes = [" ".join(str(w.message).split()) for w in caught]
-    return {"file": str(p), "kind": "flux", "notes": notes, **_model_info(model)}
-
-
-_MAX_CHILDREN = 40
-
-
-def _tree(value: Any, name: str, depth: int, lines: list[str], stats: dict[str, int], max_depth: int,
-          active: set[int]) -> None:
-    """Render any value the JLD2 reader returns as indented lines; count numeric array elements."""
-    pad = "  " * depth
-    label = f"{pad}{name}: " if name else pad
-    if isinstance(value, np.ndarray):
-        desc = f"Array{{{value.dtype}}} {'x'.join(map(str, value.shape)) or 'scalar'}"
-        if value.dtype.kind in "biufc":
-            nz = int(np.count_nonzero(value))
-            stats["arrays"] += 1
-            stats["elements"] += int(value.size)
-            stats["nonzero"] += nz
-            if value.size:
-                desc += f", {value.size:,} elements, sparsity {1 - nz / value.size:.3f}"
-                if value.dtype.kind in "fc" and np.all(np.isfinite(value)):
-                    desc += f", range [{value.real.min():.4g}, {value.real.max():.4g}]"
-            lines.append(label + desc)
-            return
-        lines.append(label + desc)  # an array of objects: show its first elements
-        children = list(enumerate(value.reshape(-1, order="F")[:_MAX_CHILDREN], 1))
-        _children(children, value.size, depth, lines, stats, max_depth, active)
-        return
-    if isinstance(value, (str, bytes, int, float, complex, bool, np.generic)) or value is None:
-        text = repr(value)
-        lines.append(label + (text if len(text) <= 100 else text[:97] + "..."))
-        return
-    key = id(value)
-    if key in active:
-        lines.append(label + "<shared reference, shown above>")
-        return
-    if depth >= max_depth:
-        lines.append(label + f"{_type_name(value)} ... (depth limit; --max-depth)")
-        return
-    items = _items(value)
-    lines.append(label + _type_name(value) + ("" if items is None else f" ({len(items)} entries)"))
-    if items is None:
-        return
-    active.add(key)
-    _children(items[:_MAX_CHILDREN], len(items), depth, lines, stats, max_depth, active)
-    active.discard(key)
-
-
-def _children(items: list, total: int, depth: int, lines: list[str], stats: dict[str, int], max_depth: int,
-              active: set[int]) -> None:
-    for k, v in items:
-        _tree(v, str(k), depth + 1, lines, stats, max_depth, active)
-    if total > len(items):
-        lines.append("  " * (depth + 1) + f"... {total - len(items)} more")
-
-
-def _type_name(value: Any) -> str:
-    from .io.jld2 import Ghost, JuliaStruct, NamedTuple
-
-    if isinstance(value, (JuliaStruct, Ghost)):
-        return value.type_name
-    if isinstance(value, NamedTuple):
-        return "NamedTuple"
-    if isinstance(value, dict):
-        return "Dict"
-    if isinstance(value, tuple):
-        return "Tuple"
-    if isinstance(value, list):
-        return "Vector"
-    return type(value).__name__
-
-
-def _items(value: Any) -> list[tuple[Any, Any]] | None:
-    """Children of a JLD2 value as (name, value) pairs (tuples 1-based, as Julia indexes them); None for a leaf."""
-    from .io.jld2 import JuliaStruct, NamedTuple
-
-    if isinstance(value, (dict, NamedTuple)):
-        return list(value.items())
-    if isinstance(value, JuliaStruct):
-        return list(value.fields.items())
-    if isinstance(value, (tuple, list)):
-        return [(f"[{i}]", v) for i, v in enumerate(value, 1)]
-    return None
-
-
-def _inspect_onnx(p: Path) -> dict[str, Any]:
-    import onnx
-    from onnx import numpy_helper
-
-    try:
-        m = onnx.load(str(p))
-    except Exception as err:  # noqa: BLE001 - protobuf raises various types on garbage
-        raise ValueError(f"{p}: not a readable ONNX file ({type(err).__name__}: {err})") from None
-    g = m.graph
-    rows = []
-    for t in g.initializer:
-        a = numpy_helper.to_array(t)
-        rows.append({"path": t.name, "layer": "initializer", "shape": list(a.shape), "dtype": str(a.dtype),
-                     "params": int(a.size), "nonzero": int(np.count_nonzero(a))})
-    for st in g.sparse_initializer:
-        dims = list(st.dims)
-        nnz = int(np.prod(st.values.dims)) if st.values.dims else 0
-        rows.append({"path": st.values.name, "layer": "sparse_initializer", "shape": dims,
-                     "dtype": onnx.helper.tensor_dtype_to_np_dtype(st.values.data_type).name,
-                     "params": int(np.prod(dims)), "nonzero": nnz})
-
-    def shape(vi: Any) -> str:
-        dims = [d.dim_param or str(d.dim_value) for d in vi.type.tensor_type.shape.dim]
-        return f"{vi.name} ({', '.join(dims)})"
-
-    ops: dict[str, int] = {}
-    for n in g.node:
-        ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    total = sum(r["params"] for r in rows)
-    nz = sum(r["nonzero"] for r in rows)
-    return {"file": str(p), "kind": "onnx", "ir_version": m.ir_version,
-            "opsets": {o.domain or "ai.onnx": o.version for o in m.opset_import},
-            "inputs": [shape(i) for i in g.input], "outputs": [shape(o) for o in g.output],
-            "nodes": [f"{n.op_type}({', '.join(n.input)}) -> {', '.join(n.output)}" for n in g.node],
-            "op_counts": ops, "parameters": rows, "total_params": total, "total_nonzero": nz,
-            "sparsity": 1 - nz / total if total else 0.0, "bytes": p.stat().st_size}
 
 
 def _print_info(info: dict[str, Any]) -> None:
@@ -642,59 +482,67 @@ def _finetune(model: Any, data: Any, args: argparse.Namespace) -> None:
         _say(_describe(model, f"fine-tuned {args.epochs} epoch(s)", data))
 
 
-def cmd_prune(args: argparse.Namespace) -> int:
-    import pyflux_compress as pfc
-
+def _compress_command(args: argparse.Namespace, compress: Callable[[Any, Any], tuple[Any, str]], *,
+                      before: str = "before", finetune: bool = True) -> int:
+    """The skeleton of every load -> compress -> fine-tune -> write subcommand: ``compress(model, data)``
+    returns ``(compressed model, label)``; accuracy is reported before and after each step."""
     model = read_model(args.input)
     _check_output(args.output)
     data = load_data(args)
-    _check_finetune_data(args, data)
-    _say(_describe(model, "before", data))
-    if args.structured:
-        pruned = pfc.prune_structured(model, args.sparsity, criterion=args.criterion)
-        _say(f"structured pruning: removed {100 * args.sparsity:.0f}% of hidden neurons/filters -> {pruned}")
-    else:
-        pruned = pfc.prune(model, args.sparsity, scope=args.scope)
-        _say(f"magnitude pruning ({args.scope}) to sparsity {args.sparsity}")
-    _say(_describe(pruned, "pruned", data))
-    _finetune(pruned, data, args)
-    _say(write_model(pruned, args.output))
+    if finetune:
+        _check_finetune_data(args, data)
+    _say(_describe(model, before, data))
+    out, label = compress(model, data)
+    _say(_describe(out, label, data))
+    if finetune:
+        _finetune(out, data, args)
+    _say(write_model(out, args.output))
     return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    import pyflux_compress as pfc
+
+    def compress(model: Any, data: Any) -> tuple[Any, str]:
+        if args.structured:
+            pruned = pfc.prune_structured(model, args.sparsity, criterion=args.criterion)
+            _say(f"structured pruning: removed {100 * args.sparsity:.0f}% of hidden neurons/filters -> {pruned}")
+        else:
+            pruned = pfc.prune(model, args.sparsity, scope=args.scope)
+            _say(f"magnitude pruning ({args.scope}) to sparsity {args.sparsity}")
+        return pruned, "pruned"
+
+    return _compress_command(args, compress)
 
 
 def cmd_sparsify(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
-    model = read_model(args.input)
-    _check_output(args.output)
-    data = load_data(args)
-    _say(_describe(model, "before", data))
-    out = pfc.sparsify(model, pattern=args.pattern) if args.pattern else pfc.sparsify(model, args.level)
-    _say(_describe(out, f"sparsified ({args.pattern or f'level {args.level}'})", data))
-    _say(write_model(out, args.output))
-    return 0
+    def compress(model: Any, data: Any) -> tuple[Any, str]:
+        out = pfc.sparsify(model, pattern=args.pattern) if args.pattern else pfc.sparsify(model, args.level)
+        return out, f"sparsified ({args.pattern or f'level {args.level}'})"
+
+    return _compress_command(args, compress, finetune=False)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
-    model = read_model(args.input)
-    _check_output(args.output)
     if args.bits is None:
         raise UsageError("--bits must be an integer bit width for quantize (1, 2, 4 or 8)")
-    data = load_data(args)
-    calib = None
-    if args.calibrate:
-        if data is None:
-            raise UsageError("--calibrate needs a dataset (use --calibrate 0 with --dataset none)")
-        calib = _inputs(model, data[1][:args.calibrate])
-    q = pfc.quantize(model, bits=args.bits, scheme=args.scheme, granularity=args.granularity,
-                     calibration=calib, method=args.method)
-    _say(_describe(model, "float", data))
-    _say(_describe(q, f"int{args.bits} {args.scheme} {args.granularity}"
-                      + (f", calibrated on {args.calibrate}" if calib is not None else ""), data))
-    _say(write_model(q, args.output))
-    return 0
+
+    def compress(model: Any, data: Any) -> tuple[Any, str]:
+        calib = None
+        if args.calibrate:
+            if data is None:
+                raise UsageError("--calibrate needs a dataset (use --calibrate 0 with --dataset none)")
+            calib = _inputs(model, data[1][:args.calibrate])
+        q = pfc.quantize(model, bits=args.bits, scheme=args.scheme, granularity=args.granularity,
+                         calibration=calib, method=args.method)
+        return q, (f"int{args.bits} {args.scheme} {args.granularity}"
+                   + (f", calibrated on {args.calibrate}" if calib is not None else ""))
+
+    return _compress_command(args, compress, before="float", finetune=False)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -720,17 +568,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def cmd_lowrank(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
-    model = read_model(args.input)
-    _check_output(args.output)
-    data = load_data(args)
-    _check_finetune_data(args, data)
-    _say(_describe(model, "before", data))
-    out = pfc.lowrank(model, rank=args.rank) if args.rank else pfc.lowrank(model, energy=args.energy or 0.95)
-    _say(f"low-rank: {out}")
-    _say(_describe(out, "factorized", data))
-    _finetune(out, data, args)
-    _say(write_model(out, args.output))
-    return 0
+    def compress(model: Any, data: Any) -> tuple[Any, str]:
+        out = pfc.lowrank(model, rank=args.rank) if args.rank else pfc.lowrank(model, energy=args.energy or 0.95)
+        _say(f"low-rank: {out}")
+        return out, "factorized"
+
+    return _compress_command(args, compress)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

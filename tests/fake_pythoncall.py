@@ -163,8 +163,8 @@ class FakeFluxCompress:
     def _kernel_nm_mask(self, w: Any, n: int, m: int) -> JlArray:
         return JlArray(_numpy("nm_mask")(_arr(w), n, m))
 
-    def _kernel_select_units(self, w: Any, n_remove: int, criterion: str) -> JlArray:
-        return JlArray(_numpy("select_units")(_arr(w), n_remove, criterion) + 1)     # 1-based
+    def _kernel_select_units(self, w: Any, axis: int, n_remove: int, criterion: str) -> JlArray:
+        return JlArray(_numpy("select_units")(_arr(w), axis - 1, n_remove, criterion) + 1)     # 1-based
 
     def _kernel_quantize_array(self, w: Any, bits: int, scheme: str, granularity: str, mask: Any) -> NamedTuple:
         q, s, zp = _numpy("quantize_weight")(_arr(w), bits, scheme, granularity,

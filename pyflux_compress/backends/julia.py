@@ -96,8 +96,8 @@ def nm_mask(weight: np.ndarray, n: int, m: int) -> np.ndarray:
     return _np(_fc().kernel_nm_mask(weight, int(n), int(m)), bool)
 
 
-def select_units(weight: np.ndarray, n_remove: int, criterion: str) -> np.ndarray:
-    return _np(_fc().kernel_select_units(weight, int(n_remove), str(criterion)), np.int64) - 1
+def select_units(weight: np.ndarray, out_axis: int, n_remove: int, criterion: str) -> np.ndarray:
+    return _np(_fc().kernel_select_units(weight, int(out_axis) + 1, int(n_remove), str(criterion)), np.int64) - 1
 
 
 def quantize_weight(w: np.ndarray, bits: int, scheme: str, granularity: str,

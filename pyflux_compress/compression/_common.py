@@ -6,7 +6,9 @@
 * :func:`add_record` — append the ``{"method", "settings", "per_layer"}`` record to the returned copy;
 * :func:`check_inputs` — validate data ``X`` against the model's expected per-sample shape.
 
-Paths are the Flux-style, 1-based paths of ``Chain.walk()``: ``layers[1]``, ``layers[3].layers[2]``.
+Paths are those of :func:`pyflux_compress.model.walk.modules`: ``layers[1]``, ``layers[3].layers[2]`` (a bare
+layer passed as the model is ``model``). Which parameters are pruned by default is each layer's
+``compressible`` declaration (docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
 
@@ -17,9 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .._validate import check_array
-
-# Layer types whose ``weight`` is pruned by default (others with a >= 2-D weight are prunable when named).
-DEFAULT_TYPES = ("Dense", "Conv", "CrossCor")
+from ..model.walk import modules
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,15 @@ class Target:
 
 
 def check_model(model: Any, name: str = "model") -> Any:
-    """Raise ``ValueError`` unless ``model`` looks like a Chain/Layer (has ``walk``/``copy`` or ``params``)."""
-    if not (hasattr(model, "copy") and (hasattr(model, "walk") or hasattr(model, "params"))):
+    """Raise ``ValueError`` unless ``model`` looks like a Chain/Layer (has ``copy`` and ``params``)."""
+    if not (hasattr(model, "copy") and hasattr(model, "params")):
         raise ValueError(f"{name} must be a pyflux_compress Chain or Layer; got {type(model).__name__}")
     return model
 
 
 def leaves(model: Any) -> list[tuple[str, Any]]:
-    """``[(path, layer), ...]`` for every leaf layer, in order (a bare Layer is its own leaf ``"layer"``)."""
-    if hasattr(model, "walk"):
-        return list(model.walk())
-    return [("layer", model)]
+    """``list(pfc.modules(model))``: ``[(path, leaf), ...]`` in order."""
+    return list(modules(model))
 
 
 def check_finite(model: Any, name: str = "model", skip: Sequence[np.ndarray] = ()) -> None:
@@ -75,9 +73,8 @@ def non_finite_message(name: str, path: str, pname: str, layer: Any) -> str:
 
 
 def _default_targets(model: Any) -> list[Target]:
-    return [Target(path, layer, "weight") for path, layer in leaves(model)
-            if getattr(layer, "flux_name", type(layer).__name__) in DEFAULT_TYPES
-            and "weight" in layer.params() and layer.params()["weight"].ndim >= 2]
+    return [Target(path, layer, name) for path, layer in leaves(model)
+            for name in getattr(layer, "compressible", ()) if name in layer.params()]
 
 
 def prunable(model: Any, include: Any = None, name: str = "include") -> list[Target]:
@@ -87,7 +84,8 @@ def prunable(model: Any, include: Any = None, name: str = "include") -> list[Tar
     ----------
     model : Chain
     include : None, str or sequence of str
-        ``None``: the ``weight`` of every Dense/Conv/CrossCor (biases are never pruned by default).
+        ``None``: the ``compressible`` parameters of every layer (the ``weight`` of Dense/Conv/CrossCor;
+        biases are never pruned by default).
         Otherwise each entry is a layer path (``"layers[2]"`` -> its weight), a parameter path
         (``"layers[2].bias"``), or a layer type (``"Dense"``, ``"Conv"`` -> the weights of all such layers).
 

@@ -68,8 +68,8 @@ from typing import Any
 import numpy as np
 
 from .._files import jsonable, write_atomic
-from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, dequantize_weight, map_leaves, qrange, \
-    walk_layers
+from ..model.walk import map_layers, modules
+from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, dequantize_weight, qrange
 from .sharing import SharedLayer
 
 MAGIC = b"PFCZARCH"
@@ -419,7 +419,7 @@ def _reindex(desc: Any, base: int) -> Any:
 def _float_chain(model: Any) -> Any:
     from ..model.chain import Chain
 
-    return map_leaves(model, lambda p, l: as_float_layer(l), Chain)
+    return map_layers(lambda p, l: as_float_layer(l), model, as_type=Chain)
 
 
 def _array_fields(layer: Any) -> list[str]:
@@ -503,7 +503,7 @@ def encode_archive(model: Any) -> bytes:
     """The archive bytes of ``model`` (what :func:`save_compressed` writes)."""
     w = _Writer()
     layers = []
-    for path, layer in walk_layers(model):
+    for path, layer in modules(model):
         if isinstance(layer, QuantizedLayer):
             entry = _encode_quantized(w, path, layer)
         elif isinstance(layer, SharedLayer):
@@ -650,14 +650,14 @@ def decode_archive(data: bytes, where: str = "archive") -> Any:
         payload = data[end + 4:-32]
         model = parse(header["architecture"])
         reader = _Reader(payload, header["streams"], where)
-        leaves = list(walk_layers(model))
+        leaves = list(modules(model))
         if len(leaves) != len(header["layers"]):
             raise ArchiveError(f"{where}: {len(header['layers'])} layer entries for {len(leaves)} layers")
         replace: dict[str, Any] = {}
         for (path, layer), entry in zip(leaves, header["layers"]):
             replace[path] = _decode_layer(reader, layer, entry)
         cls = QuantizedChain if header["chain_class"] == "QuantizedChain" else Chain
-        out = map_leaves(model, lambda p, l: replace[p], cls)
+        out = map_layers(lambda p, l: replace[p], model, as_type=cls)
         out.records = header["records"]
         return out
     except ArchiveError:
@@ -755,7 +755,7 @@ def size_report(model: Any) -> SizeReport:
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
     flt = _float_chain(model)
     params = nonzero = csr = int8 = 0
-    for _, layer in walk_layers(flt):
+    for _, layer in modules(flt):
         for attr in _array_fields(layer):
             arr = getattr(layer, attr)
             params += arr.size

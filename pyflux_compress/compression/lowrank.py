@@ -20,6 +20,7 @@ import numpy as np
 
 from .._validate import check_fraction, check_int
 from ..backends import kernel
+from ..model.walk import ROOT
 from ._common import add_record, check_finite, check_model, leaves
 
 __all__ = ["lowrank", "validate_lowrank", "rank_for_energy"]
@@ -155,8 +156,8 @@ def lowrank(model: Any, rank: Any = None, energy: float = 0.95) -> Any:
 
     if isinstance(result, Chain):
         _rewrite(result, "", choose)
-    elif choose("layer", result) is not None:   # a bare Dense: return a Chain of the two factors
-        result = Chain(*_factorise(result, per_layer["layer"]))
+    elif choose(ROOT, result) is not None:   # a bare Dense: return a Chain of the two factors
+        result = Chain(*_factorise(result, per_layer[ROOT]))
         result.records = list(getattr(model, "records", []))
     after = sum(a.size for _, layer in leaves(result) for a in layer.params().values())
     add_record(result, "lowrank", {"rank": rank, "energy": energy}, per_layer, energy_kept=kept,

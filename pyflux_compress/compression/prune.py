@@ -183,7 +183,7 @@ def _copy_back(out: Sequence[np.ndarray], c_out: Sequence[np.ndarray]) -> None:
             np.copyto(o, c)
 
 
-def _prune_targets(targets: Sequence[Target], sparsity: float, scope: str, fresh: bool = False
+def prune_targets(targets: Sequence[Target], sparsity: float, scope: str, fresh: bool = False
                    ) -> dict[str, float]:
     """Prune ``targets`` (weights zeroed, masks set); return ``{target key: pruned fraction}``.
 
@@ -266,7 +266,7 @@ def prune(model: Any, sparsity: float, scope: str = "layer", include: Any = None
     # copy everything but the arrays being pruned: their pruned versions are written straight into new
     # arrays (one memory pass instead of copy + prune)
     result = copy_sharing(model, [t.array() for t in targets])
-    per_layer = _prune_targets(retarget(targets, result), sparsity, scope, fresh=True)
+    per_layer = prune_targets(retarget(targets, result), sparsity, scope, fresh=True)
     sizes = {t.key: t.array().size for t in targets}
     total = sum(per_layer[k] * sizes[k] for k in per_layer) / sum(sizes.values())
     add_record(result, "prune", {"sparsity": sparsity, "scope": scope, "include": include},
@@ -328,7 +328,7 @@ class PolynomialDecay:
             return
         s = self.sparsity_at(step)
         targets = prunable(model, self.include)
-        per_layer = _prune_targets(targets, s, self.scope)
+        per_layer = prune_targets(targets, s, self.scope)
         self.history.append((int(step), s))
         settings = {"initial": self.initial, "final": self.final, "begin": self.begin, "end": self.end,
                     "frequency": self.frequency, "scope": self.scope, "include": self.include}

@@ -60,7 +60,7 @@ forward recomputes ``qweight`` / ``w_scale`` from the updated shadow weight (``r
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -68,6 +68,7 @@ from ..backends import kernel
 from ..model import activations as A
 from ..model import layers as L
 from ..model.chain import Chain
+from ..model.walk import map_layers, modules
 
 SCHEMES = ("symmetric", "affine")
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -393,41 +394,14 @@ class QuantizedConv(QuantizedLayer):
         return 1  # (N, C, H, W)
 
 
-def _is_container(layer: Any) -> bool:
-    return hasattr(layer, "layers") and isinstance(getattr(layer, "layers"), (list, tuple))
-
-
-def _class_for(layer: Any) -> type[QuantizedLayer] | None:
-    if isinstance(layer, L.Dense):
-        return QuantizedDense
-    conv_types = tuple(c for c in (getattr(L, "Conv", None), getattr(L, "CrossCor", None)) if c is not None)
-    if conv_types and isinstance(layer, conv_types):
-        return QuantizedConv
-    return None
-
-
-def walk_layers(chain: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """``(path, layer)`` for every leaf, Flux-style 1-based paths (``layers[3].layers[1]``), like ``Chain.walk``."""
-    for i, layer in enumerate(chain.layers):
-        path = f"{prefix}layers[{i + 1}]"
-        if _is_container(layer):
-            yield from walk_layers(layer, path + ".")
-        else:
-            yield path, layer
-
-
-def map_leaves(chain: Any, fn: Any, cls: type | None = None, prefix: str = "") -> Any:
-    """Rebuild ``chain`` with ``fn(path, leaf)`` applied to every leaf; the top level gets class ``cls``."""
-    new_layers = []
-    for i, layer in enumerate(chain.layers):
-        path = f"{prefix}layers[{i + 1}]"
-        if _is_container(layer):
-            new_layers.append(map_leaves(layer, fn, None, path + "."))
-        else:
-            new_layers.append(fn(path, layer))
-    out = (cls or type(chain))(*new_layers)
-    out.records = [dict(r) for r in getattr(chain, "records", [])]
-    return out
+def quantized_class(layer: Any) -> type[QuantizedLayer] | None:
+    """The wrapper class for a float layer, from its declarations: a compressible ``weight`` whose output
+    channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv).
+    None (stays float) when the declared axis is not the one the array numerics assume (``channel_axis``)."""
+    if "weight" not in getattr(layer, "compressible", ()) or \
+            layer.out_axes.get("weight") != channel_axis(layer.weight):
+        return None
+    return QuantizedDense if layer.out_axes["weight"] == 0 else QuantizedConv
 
 
 def as_float_layer(layer: Any) -> Any:
@@ -447,7 +421,7 @@ class QuantizedChain(Chain):
 
     def quantized_layers(self) -> list[tuple[str, QuantizedLayer]]:
         """``[(path, layer)]`` of the quantized leaves, in order."""
-        return [(p, l) for p, l in walk_layers(self) if isinstance(l, QuantizedLayer)]
+        return [(p, l) for p, l in modules(self) if isinstance(l, QuantizedLayer)]
 
     def requantize(self) -> "QuantizedChain":
         """Recompute every layer's integer weights from its shadow weights (in place); returns self."""
@@ -461,12 +435,12 @@ class QuantizedChain(Chain):
         def fn(path: str, layer: Any) -> Any:
             return layer.dequantize() if isinstance(layer, QuantizedLayer) else layer.copy()
 
-        out = map_leaves(self, fn, Chain)
+        out = map_layers(fn, self, as_type=Chain)
         out.records.append({"method": "dequantize", "settings": {}, "per_layer": {}})
         return out
 
     def copy(self) -> "QuantizedChain":
-        return map_leaves(self, lambda p, l: l.copy(), type(self))
+        return map_layers(lambda p, l: l.copy(), self)
 
     def __repr__(self) -> str:
         return "QuantizedChain(" + ", ".join(repr(layer) for layer in self.layers) + ")"
@@ -515,7 +489,7 @@ def resolve_layer_keys(model: Any, spec: Mapping[Any, Any], arg: str, weighted: 
 
 def _validate_quantize(model: Any, bits: Any, scheme: Any, granularity: Any, calibration: Any,
                        method: Any) -> tuple[dict[str, int | None], np.ndarray | None]:
-    if not _is_container(model):
+    if not getattr(model, "container", False):
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -523,7 +497,7 @@ def _validate_quantize(model: Any, bits: Any, scheme: Any, granularity: Any, cal
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    weighted = [p for p, l in walk_layers(model) if _class_for(as_float_layer(l)) is not None]
+    weighted = [p for p, l in modules(model) if quantized_class(as_float_layer(l)) is not None]
     if not weighted:
         raise ValueError("model has no Dense/Conv/CrossCor layer to quantize")
     if isinstance(bits, Mapping):
@@ -535,7 +509,7 @@ def _validate_quantize(model: Any, bits: Any, scheme: Any, granularity: Any, cal
         per_layer = {p: b for p in weighted}
     if scheme == "affine" and any(b == 1 for b in per_layer.values()):
         raise ValueError("bits=1 (binary ±α) is symmetric by definition; use scheme='symmetric'")
-    for p, l in walk_layers(model):
+    for p, l in modules(model):
         w = getattr(as_float_layer(l), "weight", None)
         if p in per_layer and w is not None and not np.all(np.isfinite(w)):
             raise ValueError(f"layer {p} ({l!r}) has NaN/Inf weights; cannot quantize")
@@ -561,7 +535,7 @@ def _validate_quantize(model: Any, bits: Any, scheme: Any, granularity: Any, cal
 def _calibrate(model: Any, X: np.ndarray, targets: set[str], scheme: str, method: str,
                batchsize: int = 1024) -> dict[str, tuple[float, float]]:
     """Input ranges of the target layers: run the float model over ``X``; percentile uses all inputs seen."""
-    leaves = list(walk_layers(model))
+    leaves = list(modules(model))
     seen: dict[str, list[np.ndarray]] = {p: [] for p in targets}
     for start in range(0, len(X), batchsize):  # loop over batches, not samples
         x = X[start:start + batchsize]
@@ -608,7 +582,7 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
         if b is None:
             return layer.copy()
         base = as_float_layer(layer).copy()
-        q = _class_for(base)(base, b, scheme, granularity)  # type: ignore[misc]
+        q = quantized_class(base)(base, b, scheme, granularity)  # type: ignore[misc]
         if path in ranges:
             q.set_activation_range(*ranges[path], method)
         err = float(np.abs(q.weight_dequantized() - base.weight).max())
@@ -616,7 +590,7 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
                          "act_range": list(ranges[path]) if path in ranges else None}
         return q
 
-    out = map_leaves(model, fn, QuantizedChain)
+    out = map_layers(fn, model, as_type=QuantizedChain)
     out.records.append({"method": "quantize",
                         "settings": {"bits": bits if not isinstance(bits, Mapping) else
                                      {str(k): v for k, v in bits.items()},

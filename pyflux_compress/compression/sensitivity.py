@@ -13,7 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._common import check_inputs, check_labels
-from .quantize import SUPPORTED_BITS, _class_for, as_float_layer, quantize, walk_layers
+from ..model.walk import modules
+from .quantize import SUPPORTED_BITS, as_float_layer, quantize, quantized_class
 
 DEFAULT_SPARSITIES = (0.5, 0.75, 0.9, 0.95)
 
@@ -130,7 +131,7 @@ def sensitivity(model: Any, X: Any, y: Any, bits: Sequence[int] = (8, 4, 2),
     X = check_inputs(model, X)
     y = check_labels(y, len(X))
     bits, sparsities = _check_settings(bits, sparsities)
-    targets = [(p, l) for p, l in walk_layers(model) if _class_for(as_float_layer(l)) is not None]
+    targets = [(p, l) for p, l in modules(model) if quantized_class(as_float_layer(l)) is not None]
     if not targets:
         raise ValueError("model has no Dense/Conv/CrossCor layer to analyse")
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..backends import kernel
 from ..model.layers import Layer
-from .quantize import _class_for, _is_container, as_float_layer, map_leaves, resolve_layer_keys, walk_layers
+from ..model.walk import map_layers, modules
+from .quantize import as_float_layer, quantized_class, resolve_layer_keys
 
 SHARING_BITS = tuple(range(1, 17))
 MAX_ITER = 100  # k-means iterations (1-D k-means converges in a few dozen)
@@ -184,9 +185,9 @@ def share_weights(model: Any, bits: int | Mapping[Any, int | None] = 5) -> Any:
     Chain of :class:`SharedDense` / :class:`SharedConv` (other layers copied); ``records`` gains a
     ``"share_weights"`` entry with per-layer centroid counts, k-means iterations and RMS error.
     """
-    if not _is_container(model):
+    if not getattr(model, "container", False):
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
-    weighted = [p for p, l in walk_layers(model) if _class_for(as_float_layer(l)) is not None]
+    weighted = [p for p, l in modules(model) if quantized_class(as_float_layer(l)) is not None]
     if not weighted:
         raise ValueError("model has no Dense/Conv/CrossCor layer to share weights in")
 
@@ -202,7 +203,7 @@ def share_weights(model: Any, bits: int | Mapping[Any, int | None] = 5) -> Any:
     else:
         b = check(bits, "bits")
         per = {p: b for p in weighted}
-    for p, l in walk_layers(model):
+    for p, l in modules(model):
         if per.get(p) is not None and not np.all(np.isfinite(as_float_layer(l).weight)):
             raise ValueError(f"layer {p} ({l!r}) has NaN/Inf weights; cannot share weights")
 
@@ -218,7 +219,7 @@ def share_weights(model: Any, bits: int | Mapping[Any, int | None] = 5) -> Any:
 
     from ..model.chain import Chain
 
-    out = map_leaves(model, fn, Chain)
+    out = map_layers(fn, model, as_type=Chain)
     out.records.append({"method": "share_weights",
                         "settings": {"bits": bits if not isinstance(bits, Mapping) else
                                      {str(k): v for k, v in bits.items()}},
@@ -230,4 +231,4 @@ def unshare(model: Any) -> Any:
     """A float Chain with every shared layer replaced by its plain layer (weights and pruning masks kept)."""
     from ..model.chain import Chain
 
-    return map_leaves(model, lambda p, l: l.to_float() if isinstance(l, SharedLayer) else l.copy(), Chain)
+    return map_layers(lambda p, l: l.to_float() if isinstance(l, SharedLayer) else l.copy(), model, as_type=Chain)

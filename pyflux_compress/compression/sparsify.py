@@ -30,7 +30,7 @@ import numpy as np
 from .._validate import check_fraction
 from ..backends import kernel
 from ._common import add_record, check_finite, check_model, prunable, retarget, set_mask
-from .prune import SCOPES, _prune_targets
+from .prune import SCOPES, prune_targets
 
 __all__ = ["sparsify", "nm_mask", "validate_sparsify"]
 
@@ -121,7 +121,7 @@ def sparsify(model: Any, level: float | None = None, pattern: str | None = None,
     result = model.copy()
     targets = retarget(targets, result)
     if nm is None:
-        per_layer = _prune_targets(targets, level, SCOPES[0])
+        per_layer = prune_targets(targets, level, SCOPES[0])
     else:
         per_layer = {}
         for t in targets:

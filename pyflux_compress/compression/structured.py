@@ -5,12 +5,13 @@ Whole units are removed — Dense neurons (rows of ``weight``, entries of ``bias
 ``Dense(128 => 64)`` followed by ``Dense(64 => 10)`` becomes ``Dense(128 => 32)`` and ``Dense(32 => 10)``.
 The smaller arrays are dense: fewer parameters, fewer FLOPs, a smaller file, a faster CPU forward pass.
 
-Dependency tracking along the Chain (leaves in ``walk()`` order). Between a unit-producing layer
-(Dense/Conv/CrossCor) and the next one, only these layers may appear:
+Dependency tracking along the Chain (leaves in ``pfc.modules`` order), from each layer's declared ``structured``
+role (docs/ARCHITECTURE.md). Between a unit-producing layer (role "units": Dense/Conv/CrossCor; sliced by its
+``slice_outputs`` / ``slice_inputs``) and the next one, only these layers may appear:
 
-* activations, ``Dropout``, ``MaxPool``/``MeanPool``/``GlobalMeanPool`` — they keep channels apart;
-* ``BatchNorm`` — its ``beta``/``gamma``/``mu``/``sigma2`` are sliced to the kept channels;
-* ``flatten`` — channel ``c`` of an ``(N, C, H, W)`` tensor becomes the Dense input columns
+* role "channelwise" (activations, ``Dropout``, pooling, ``BatchNorm``) — they keep channels apart; their
+  per-channel arrays (``out_axes``: BatchNorm's ``beta``/``gamma``/``mu``/``sigma2``) are sliced to the kept channels;
+* role "flatten" — channel ``c`` of an ``(N, C, H, W)`` tensor becomes the Dense input columns
   ``c*H*W : (c+1)*H*W`` (our C-order flatten of NCHW is Flux's column-major flatten of WHCN), so a removed
   filter removes that block of columns. ``H*W`` is inferred as ``in_features / C`` of the consuming Dense.
 
@@ -30,32 +31,27 @@ from ._common import add_record, check_finite, check_model, leaves
 __all__ = ["prune_structured", "validate_prune_structured"]
 
 CRITERIA = ("l1", "l2")
-_PRODUCERS = ("Dense", "Conv", "CrossCor")
-_CHANNELWISE = ("MaxPool", "MeanPool", "GlobalMeanPool", "Dropout")
 
 
-def _kind(layer: Any) -> str:
-    from ..model.activations import Activation
-
-    if isinstance(layer, Activation):
-        return "activation"
-    return getattr(layer, "flux_name", type(layer).__name__)
+def _role(layer: Any) -> str | None:
+    """The layer's declared ``structured`` role: "units", "channelwise", "flatten" or None (opaque)."""
+    return getattr(layer, "structured", None)
 
 
-def _unit_norms(weight: np.ndarray, criterion: str) -> np.ndarray:
-    """Norm of each unit's incoming weights: Dense rows (axis 1), Conv filters (axes 0, 1, 2)."""
+def _unit_norms(weight: np.ndarray, out_axis: int, criterion: str) -> np.ndarray:
+    """Norm of each unit's incoming weights: every axis of ``weight`` but its output axis (``out_axes``)."""
     w = weight.astype(np.float64)
-    axes = (1,) if w.ndim == 2 else (0, 1, 2)
+    axes = tuple(a for a in range(w.ndim) if a != out_axis)
     return np.abs(w).sum(axis=axes) if criterion == "l1" else np.sqrt((w * w).sum(axis=axes))
 
 
 @kernel("select_units")
-def select_units(weight: np.ndarray, n_remove: int, criterion: str) -> np.ndarray:
-    """Sorted 0-based indices of the output units that stay when the ``n_remove`` weakest go.
+def select_units(weight: np.ndarray, out_axis: int, n_remove: int, criterion: str) -> np.ndarray:
+    """Sorted 0-based indices of the units along ``out_axis`` that stay when the ``n_remove`` weakest go.
 
     Weakest = lowest L1/L2 norm of the unit's incoming weights; ties: the lower index goes first.
     """
-    order = np.argsort(_unit_norms(weight, criterion), kind="stable")
+    order = np.argsort(_unit_norms(weight, out_axis, criterion), kind="stable")
     return np.sort(order[n_remove:])
 
 
@@ -63,11 +59,11 @@ def _plan(model: Any, fraction: float, criterion: str) -> tuple[list[dict], dict
     """Decide, from the unmodified weights, which units every prunable producer keeps.
 
     Returns ``(plans, skipped)``: one plan per producer to shrink (``producer``, ``between``, ``consumer``
-    indices into the leaf list, ``keep`` indices, ``block`` = Dense columns per channel across a flatten)
+    indices into the leaf list, ``keep`` indices, ``block`` = matrix columns per channel across a flatten)
     and ``{path: reason}`` for producers left alone.
     """
     items = leaves(model)
-    producers = [i for i, (_, layer) in enumerate(items) if _kind(layer) in _PRODUCERS]
+    producers = [i for i, (_, layer) in enumerate(items) if _role(layer) == "units"]
     plans, skipped = [], {}
     for pi, ci in zip(producers, producers[1:] + [None]):
         path, layer = items[pi]
@@ -75,76 +71,55 @@ def _plan(model: Any, fraction: float, criterion: str) -> tuple[list[dict], dict
             skipped[path] = "last weight layer: its outputs are the model's outputs"
             continue
         between = list(range(pi + 1, ci))
-        kinds = [_kind(items[i][1]) for i in between]
-        odd = [f"{items[i][0]} ({k})" for i, k in zip(between, kinds)
-               if k not in (*_CHANNELWISE, "activation", "BatchNorm", "flatten")]
+        roles = [_role(items[i][1]) for i in between]
+        odd = [f"{items[i][0]} ({items[i][1].flux_name})" for i, r in zip(between, roles)
+               if r not in ("channelwise", "flatten")]
         if odd:
             skipped[path] = f"followed by {', '.join(odd)}, which structured pruning cannot see through"
             continue
         if getattr(layer, "groups", 1) != 1:
             skipped[path] = "grouped convolution"
             continue
-        consumer = items[ci][1]
-        n_units = layer.weight.shape[0] if layer.weight.ndim == 2 else layer.weight.shape[3]
+        cpath, consumer = items[ci]
+        n_units = layer.weight.shape[layer.out_axes["weight"]]
         block = 1
         if layer.weight.ndim == 4 and consumer.weight.ndim == 2:          # Conv -> ... -> flatten -> Dense
-            if "flatten" not in kinds:
-                skipped[path] = f"Conv output reaches {items[ci][0]} (Dense) without a flatten"
+            if "flatten" not in roles:
+                skipped[path] = f"Conv output reaches {cpath} ({consumer.flux_name}) without a flatten"
                 continue
-            block, rem = divmod(consumer.weight.shape[1], n_units)
+            block, rem = divmod(consumer.weight.shape[consumer.in_axes["weight"]], n_units)
             if rem:
-                skipped[path] = (f"{items[ci][0]} has {consumer.weight.shape[1]} inputs, not a multiple of "
+                skipped[path] = (f"{cpath} has {consumer.weight.shape[1]} inputs, not a multiple of "
                                  f"the {n_units} channels")
                 continue
         elif layer.weight.ndim == 2 and consumer.weight.ndim == 4:
-            skipped[path] = "Dense feeding a Conv"
+            skipped[path] = f"{layer.flux_name} feeding a {consumer.flux_name}"
             continue
-        elif layer.weight.ndim == 4 and "flatten" in kinds:
+        elif layer.weight.ndim == 4 and "flatten" in roles:
             skipped[path] = "flatten between two convolutions"
             continue
         n_remove = int(np.floor(fraction * n_units + 0.5))
         if n_remove >= n_units:
             raise ValueError(f"fraction={fraction} would remove all {n_units} units of {path} ({layer!r}); "
                              f"use a fraction below {(n_units - 0.5) / n_units:.3f}")
-        keep = select_units(layer.weight, n_remove, criterion)
+        keep = select_units(layer.weight, layer.out_axes["weight"], n_remove, criterion)
         plans.append({"path": path, "producer": pi, "between": between, "consumer": ci, "keep": keep,
                       "block": block, "units": n_units})
     return plans, skipped
 
 
-def _slice_param(layer: Any, name: str, index: Any, axis: int) -> None:
-    """``layer.<name> = take(layer.<name>, index, axis)``, and the same for its mask if it has one."""
-    arr = getattr(layer, name, None)
-    if arr is None:
-        return
-    setattr(layer, name, np.ascontiguousarray(np.take(arr, index, axis=axis)))
-    masks = getattr(layer, "masks", None)
-    if masks and name in masks:
-        masks[name] = np.ascontiguousarray(np.take(masks[name], index, axis=axis))
-
-
 def _apply(model: Any, plans: list[dict]) -> None:
-    """Slice producers' outputs, BatchNorm stats in between, and consumers' inputs (in place on ``model``)."""
+    """Slice producers' outputs, per-channel arrays in between (BatchNorm), and consumers' inputs (in place)."""
     items = leaves(model)
     for plan in plans:
         keep = plan["keep"]
-        producer = items[plan["producer"]][1]
-        out_axis = 0 if producer.weight.ndim == 2 else 3
-        _slice_param(producer, "weight", keep, out_axis)
-        _slice_param(producer, "bias", keep, 0)
+        items[plan["producer"]][1].slice_outputs(keep)
         for i in plan["between"]:
-            layer = items[i][1]
-            if _kind(layer) == "BatchNorm":
-                for name in ("beta", "gamma", "mu", "sigma2"):
-                    _slice_param(layer, name, keep, 0)
-                layer.chs = len(keep)
-        consumer = items[plan["consumer"]][1]
-        if consumer.weight.ndim == 2:
-            b = plan["block"]
-            cols = (keep[:, None] * b + np.arange(b)).reshape(-1)   # channel c -> columns c*b:(c+1)*b
-            _slice_param(consumer, "weight", cols, 1)
-        else:
-            _slice_param(consumer, "weight", keep, 2)
+            if hasattr(items[i][1], "slice_outputs"):  # activations (shared singletons) have nothing to slice
+                items[i][1].slice_outputs(keep)
+        b = plan["block"]
+        cols = (keep[:, None] * b + np.arange(b)).reshape(-1)   # channel c -> columns c*b:(c+1)*b
+        items[plan["consumer"]][1].slice_inputs(cols)
 
 
 def validate_prune_structured(model: Any, fraction: Any, criterion: Any = "l1") -> tuple[float, str]:

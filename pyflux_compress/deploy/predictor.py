@@ -192,7 +192,7 @@ def _model_bytes(source: Any, input_shape: Sequence[int] | None) -> tuple[str, b
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Predictor: file {path!r} does not exist")
         if ext == ".onnx":
-            from ..io.onnx._import import load_onnx_proto
+            from ..io.onnx import load_onnx_proto
 
             load_onnx_proto(path)  # clear error for a corrupt file before onnxruntime sees it
             with open(path, "rb") as fh:

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence, TextIO
 import numpy as np
 
 from .._files import jsonable, write_atomic
+from ..model.walk import modules
 
 __all__ = ["ModelMetrics", "Report", "report", "storage_bytes", "count_weights", "render_table",
            "peak_memory_mb", "prepare_input", "plain_table", "p50_and_throughput"]
@@ -49,13 +50,6 @@ def peak_memory_mb() -> float | None:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def _leaf_layers(model: Any) -> list[tuple[str, Any]]:
-    walk = getattr(model, "walk", None)
-    if callable(walk):
-        return list(walk())
-    return [("layers[1]", model)]
-
-
 def count_weights(model: Any) -> tuple[int, int]:
     """``(parameters, nonzero parameters)`` of the model's *float equivalent*, biases included.
 
@@ -66,7 +60,7 @@ def count_weights(model: Any) -> tuple[int, int]:
     from ..compression.quantize import as_float_layer
 
     total = nonzero = 0
-    for _, layer in _leaf_layers(model):
+    for _, layer in modules(model):
         flt = as_float_layer(layer)
         params = flt.params() if hasattr(flt, "params") else {}
         dequantized = getattr(layer, "weight_dequantized", None)
@@ -80,18 +74,20 @@ def count_weights(model: Any) -> tuple[int, int]:
 
 
 def _first_weight_layer(model: Any) -> Any:
-    for _, layer in _leaf_layers(model):
-        if getattr(layer, "flux_name", "") in ("Dense", "Conv", "CrossCor") or hasattr(layer, "float_layer"):
-            return getattr(layer, "float_layer", layer)
+    for _, layer in modules(model):
+        layer = getattr(layer, "float_layer", layer)  # quantized wrappers: their float layer
+        if getattr(layer, "compressible", ()):
+            return layer
     return None
 
 
 def prepare_input(model: Any, X: np.ndarray) -> np.ndarray:
-    """Flatten image batches ``(N, C, H, W)`` to ``(N, C*H*W)`` when the model starts with a Dense layer
-    (Flux's flatten order equals C-order reshape of our NCHW arrays); otherwise return X unchanged."""
+    """Flatten image batches ``(N, C, H, W)`` to ``(N, C*H*W)`` when the model's first weight layer takes
+    feature vectors (a 2-D weight, like Dense; Flux's flatten order equals C-order reshape of our NCHW arrays);
+    otherwise return X unchanged."""
     X = np.asarray(X)
     first = _first_weight_layer(model)
-    if first is not None and getattr(first, "flux_name", "") == "Dense" and X.ndim > 2:
+    if first is not None and np.ndim(getattr(first, "weight", None)) == 2 and X.ndim > 2:
         return X.reshape(len(X), -1)
     return X
 

@@ -13,7 +13,8 @@
   and names the path (``layers[2].weight``) and both shapes on a mismatch. It checks everything before
   copying anything, so a failed load leaves the model untouched.
 
-Flux field names and order come from each layer's ``flux_fields`` (docs/ARCHITECTURE.md).
+Flux field names and order come from each layer's ``flux_fields`` / ``flux_state()`` and rebuilding from its
+``from_flux`` (docs/ARCHITECTURE.md, the layer registry); nothing here names a layer class.
 """
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from ..model import registry
+from ..model.activations import get_activation
+from ..model.walk import ROOT, join
 from .jld2 import Ghost, JLD2FormatError, JuliaStruct, NamedTuple
 from .jld2 import load as jld2_load
 from .jld2 import save as jld2_save
-
-FLOAT32_FIELDS = {"ϵ", "momentum"}   # BatchNorm scalars Flux stores as Float32
-
 
 class CheckpointError(ValueError):
     """A checkpoint does not match the model, or holds something this package cannot rebuild."""
@@ -36,35 +37,34 @@ class CheckpointError(ValueError):
 
 # ---------------------------------------------------------------------------------------------- state trees
 def state(model: Any) -> Any:
-    """``Flux.state(model)`` as Python values: NamedTuple/tuple trees of arrays, numbers and ghosts ``()``."""
-    from ..model.chain import Chain
+    """``Flux.state(model)`` as Python values: NamedTuple/tuple trees of arrays, numbers and ghosts ``()``.
 
-    if isinstance(model, Chain):
-        return NamedTuple(layers=tuple(state(layer) for layer in model.layers))
-    fields = getattr(model, "flux_fields", None)
-    if not fields:
-        # a field-less struct (GlobalMeanPool) has the empty NamedTuple as state; functions used as
-        # layers (activations, flatten) are leaves, which Flux.state turns into ()
-        return NamedTuple() if getattr(model, "flux_name", "") == "GlobalMeanPool" else ()
-    out = {}
-    for jname, attr in fields.items():
-        out[jname] = _leaf_state(jname, getattr(model, attr, None))
-    return NamedTuple(out)
+    Each layer gives its fields (``layer.flux_state()``, Flux's order); functions used as layers (activations,
+    flatten) are leaves, which Flux.state turns into ``()``; child layers become their own state trees."""
+    if getattr(model, "flux_function", False):
+        return ()
+    return NamedTuple({jname: _leaf_state(jname, v) for jname, v in model.flux_state().items()})
+
+
+def _is_layer(v: Any) -> bool:
+    return hasattr(v, "forward") and hasattr(v, "flux_fields")
 
 
 def _leaf_state(jname: str, v: Any) -> Any:
-    if isinstance(v, np.ndarray):
+    if _is_layer(v):
+        return state(v)
+    if isinstance(v, (tuple, list)) and v and all(_is_layer(x) for x in v):
+        return tuple(state(x) for x in v)
+    if isinstance(v, (np.ndarray, np.float32)):
         return v
-    if v is None and jname == "dims":
-        return ()                                       # Dropout dims=: (Colon, a singleton) -> ()
     if v is None:
-        return False if jname == "bias" else None       # Dense/Conv bias=false is the Bool false
+        return False if jname == "bias" else None       # bias=false is the Bool false in Flux
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
     if isinstance(v, (int, np.integer)):
         return int(v)
     if isinstance(v, (float, np.floating)):
-        return np.float32(v) if jname in FLOAT32_FIELDS else float(v)
+        return float(v)
     if isinstance(v, tuple) and all(isinstance(x, (int, np.integer)) for x in v):
         return tuple(int(x) for x in v)
     return ()                            # functions (σ, λ), RNGs, Colon: Flux.state makes them ()
@@ -75,9 +75,7 @@ def save(path: str | os.PathLike, model: Any) -> None:
 
     Julia: ``Flux.loadmodel!(model, JLD2.load(path, "model_state"))``. The write is atomic.
     """
-    from ..model.chain import Chain
-
-    if not isinstance(model, Chain):
+    if not getattr(model, "container", False):
         raise ValueError(f"model must be a Chain; got {type(model).__name__}")
     jld2_save(path, model_state=state(model), model_arch=str(model))
 
@@ -111,7 +109,7 @@ def _load_tree(model: Any, tree: Any, in_place: bool) -> Any:
     stored arrays are Julia-ordered (F order), and a same-order copy is a fast memcpy where an in-place
     copy would transpose."""
     copies: list[tuple[Any, str, Any]] = []
-    _match(model, tree, "", copies)
+    _match(model, tree, ROOT, copies)
     for layer, attr, value in copies:          # all checks passed: now copy
         dst = getattr(layer, attr)
         if value is False:
@@ -123,38 +121,32 @@ def _load_tree(model: Any, tree: Any, in_place: bool) -> Any:
     return model
 
 
-def _match(model: Any, tree: Any, path: str, copies: list) -> None:
-    from ..model.chain import Chain
-
-    where = path or "model"
-    if isinstance(model, Chain):
-        layers = tree.layers if isinstance(tree, NamedTuple) and list(tree.keys()) == ["layers"] else None
-        if isinstance(layers, np.ndarray):
-            layers = tuple(layers.ravel())
-        if not isinstance(layers, tuple):
-            raise CheckpointError(f"{where}: model is a Chain, state has {_describe(tree)} "
-                                  "(expected (layers = (...),))")
-        if len(layers) != len(model.layers):
-            raise CheckpointError(f"{where}.layers: model has {len(model.layers)} layers, state has {len(layers)}")
-        for i, (layer, sub) in enumerate(zip(model.layers, layers)):
-            _match(layer, sub, f"{path + '.' if path else ''}layers[{i + 1}]", copies)
-        return
-    fields = getattr(model, "flux_fields", None) or {}
-    if not fields:
+def _match(model: Any, tree: Any, where: str, copies: list) -> None:
+    fields = {} if getattr(model, "flux_function", False) else model.flux_fields
+    if not fields:                               # functions (state ()) and field-less structs (NamedTuple())
         empty = tree is None or (isinstance(tree, (tuple, NamedTuple)) and len(tree) == 0)
         if not empty:
             raise CheckpointError(f"{where}: model has {model!r} (no state), state has {_describe(tree)}")
         return
     if not isinstance(tree, NamedTuple):
-        raise CheckpointError(f"{where}: model has {model!r} with fields {list(fields)}, state has "
+        raise CheckpointError(f"{where}: model has {type(model).__name__} with fields {list(fields)}, state has "
                               f"{_describe(tree)}")
     if list(tree.keys()) != list(fields):
         raise CheckpointError(f"{where}: field names differ: model {type(model).__name__} has {list(fields)}, "
                               f"state has {list(tree.keys())}")
     for jname, attr in fields.items():
-        dst, src = getattr(model, attr, None), tree[jname]
-        p = f"{where}.{jname}"
-        if isinstance(dst, np.ndarray) and isinstance(src, np.ndarray):
+        dst, src, p = getattr(model, attr, None), tree[jname], f"{where}.{jname}"
+        if isinstance(dst, (list, tuple)) and dst and all(_is_layer(x) for x in dst):   # children: Chain layers
+            src = tuple(src.ravel()) if isinstance(src, np.ndarray) else src
+            if not isinstance(src, tuple):
+                raise CheckpointError(f"{p}: model has {len(dst)} layers, state has {_describe(src)}")
+            if len(src) != len(dst):
+                raise CheckpointError(f"{p}: model has {len(dst)} layers, state has {len(src)}")
+            for i, (child, sub) in enumerate(zip(dst, src)):
+                _match(child, sub, join(where, f"{jname}[{i + 1}]"), copies)
+        elif _is_layer(dst) and (dst.flux_fields or getattr(dst, "container", False)):  # a child layer
+            _match(dst, src, join(where, jname), copies)
+        elif isinstance(dst, np.ndarray) and isinstance(src, np.ndarray):
             if dst.shape != src.shape:
                 raise CheckpointError(f"{p}: shape mismatch: model {dst.shape}, state {src.shape}")
             copies.append((model, attr, src))
@@ -228,40 +220,34 @@ def load(path: str | os.PathLike) -> Any:
 
 
 def chain_from_state(tree: Any) -> Any:
-    """A Chain from a bare Flux.state tree, when unambiguous: Dense, Conv, CrossCor and BatchNorm layers
-    and nested Chains (their field names identify them). Activations are not in a state tree: identity."""
-    from ..model.chain import Chain
-    from ..model.layers import BatchNorm, Conv, CrossCor, Dense
-
-    def build(sub, path):
+    """A Chain from a bare Flux.state tree, when unambiguous: each subtree's field names must identify exactly
+    one registered layer (Dense, Conv, CrossCor, BatchNorm, Chain, ...). Activations are not in a state tree:
+    identity."""
+    def build(sub: Any, path: str) -> Any:
         keys = list(sub.keys()) if isinstance(sub, NamedTuple) else None
-        if keys == ["layers"] and isinstance(sub.layers, tuple):
-            return Chain(*[build(s, f"{path}layers[{i + 1}]") for i, s in enumerate(sub.layers)])
-        w = sub["weight"] if keys and "weight" in keys else None
-        if keys == ["weight", "bias", "σ"] and isinstance(w, np.ndarray) and w.ndim == 2:
-            return Dense(w.shape[1], w.shape[0], bias=sub.bias is not False)
-        if keys in (list(Conv.flux_fields), list(CrossCor.flux_fields)) and isinstance(w, np.ndarray) \
-                and w.ndim == 4:
-            cls = Conv if keys == list(Conv.flux_fields) else CrossCor
-            if cls is Conv and sub.groups != 1:
-                raise CheckpointError(f"{path.rstrip('.')}: Conv with groups={sub.groups} is not supported")
-            return cls(tuple(w.shape[:2]), (w.shape[2], w.shape[3]), stride=tuple(sub.stride),
-                       pad=tuple(sub.pad), dilation=tuple(sub.dilation), bias=sub.bias is not False)
-        if keys == list(BatchNorm.flux_fields):
-            return BatchNorm(int(sub.chs), eps=_f32(sub["ϵ"]), momentum=_f32(sub.momentum),
-                             affine=bool(sub.affine), track_stats=bool(sub.track_stats), active=sub.active)
+        cands = [c for c in registry.registered() if keys is not None and not getattr(c, "flux_function", False)
+                 and list(c.flux_fields) == keys]
+        built, errors = [], []
+        for cls in cands:
+            try:
+                built.append(cls.from_flux(dict(sub.items()), lambda v, frag: build(v, join(path, frag))))
+            except (ValueError, TypeError, KeyError) as err:
+                errors.append(f"{cls.flux_name}: {err}")
+        if len(built) == 1:
+            return built[0]
         if isinstance(sub, tuple) and not sub:
             what = "() is the state of any activation or flatten"
-        elif keys == ["k", "pad", "stride"]:
-            what = "(k, pad, stride) is the state of both MaxPool and MeanPool"
+        elif len(built) > 1:
+            what = f"({', '.join(keys)}) is the state of {', '.join(c.flux_name for c in cands)}"
+        elif errors:
+            what = "; ".join(errors)
         else:
-            what = f"{_describe(sub)} matches no supported layer"
-        raise CheckpointError(
-            f"{path.rstrip('.') or 'state'}: cannot tell which layer this is: {what}. Build the model and "
-            "use pfc.load_state(model, path) with its architecture")
+            what = f"{_describe(sub)} matches no supported layer ({registry.supported()})"
+        raise CheckpointError(f"{path}: cannot tell which layer this is: {what}. Build the model and use "
+                              "pfc.load_state(model, path) with its architecture")
 
-    model = build(tree, "")
-    if not isinstance(model, Chain):
+    model = build(tree, ROOT) if isinstance(tree, NamedTuple) and list(tree.keys()) == ["layers"] else None
+    if not getattr(model, "container", False):
         raise CheckpointError("the state tree is not a Chain state (layers = (...),)")
     warnings.warn("the file holds only Flux.state (no model_arch): activations are unknown and were set to "
                   "identity; use pfc.load_state(model, path) with the real architecture", stacklevel=3)
@@ -307,105 +293,89 @@ def _offsets_to_state(offsets: Any, st: Any, flat: np.ndarray, where: str) -> An
 
 # ---------------------------------------------------------------------------------------------- structs
 def _activation(jt: Any, where: str):
-    from ..model.activations import get_activation
-
     name = str(jt) if jt is not None else "?"
-    short = name.rsplit(".", 1)[-1].lstrip("#")
     try:
-        return get_activation(short)
+        return get_activation(name.rsplit(".", 1)[-1].lstrip("#"))
     except ValueError:
         raise CheckpointError(f"{where}: activation {name} is not supported") from None
 
 
-def chain_from_struct(value: Any, where: str = "model") -> Any:
+def chain_from_struct(value: Any, where: str = ROOT) -> Any:
     """A Chain from a ``Flux.Chain`` struct value (as ``JLD2.@save`` stores a model)."""
-    from ..model.chain import Chain
-
     if not (isinstance(value, JuliaStruct) and value.julia_type is not None and
             value.julia_type.name == "Flux.Chain"):
         raise CheckpointError(f"{where}: expected a Flux.Chain, got {_jname(value)}")
-    layers = value.fields.get("layers")
-    if isinstance(layers, NamedTuple):
-        layers = tuple(layers.values())
-    elif isinstance(layers, np.ndarray):
-        layers = tuple(layers.ravel())
-    if not isinstance(layers, tuple):
-        raise CheckpointError(f"{where}: Chain layers are {_describe(layers)}")
-    return Chain(*[_layer_from_struct(v, f"{where}.layers[{i + 1}]") for i, v in enumerate(layers)])
+    return _layer_from_struct(value, where)
 
 
 def _jname(v: Any) -> str:
-    if isinstance(v, JuliaStruct):
-        return v.type_name
-    if isinstance(v, Ghost):
+    if isinstance(v, (JuliaStruct, Ghost)):
         return v.type_name
     return type(v).__name__
 
 
-def _layer_from_struct(v: Any, where: str):
-    from ..model import layers as L
+def _unsupported(where: str, what: Any) -> CheckpointError:
+    return CheckpointError(f"{where}: unsupported Julia layer type {what} (supported: "
+                           f"{registry.supported(lambda c: c.flux_name != 'activation')}, NNlib activations)")
 
-    if isinstance(v, Ghost):                  # a function used as a layer: relu, flatten, ...
-        short = v.type_name.rsplit(".", 1)[-1].lstrip("#")
-        if short == "flatten":
-            return L.flatten
+
+def _layer_from_struct(v: Any, where: str):
+    """One layer from its Julia value: a registered ``Flux.<name>`` struct (its ``from_flux`` sizes it, then its
+    arrays are copied in) or a function used as a layer (``flatten``, an NNlib activation)."""
+    if isinstance(v, Ghost):
+        cls = registry.by_name(v.type_name.rsplit(".", 1)[-1].lstrip("#"))
+        if cls is not None and getattr(cls, "flux_function", False) and cls.flux_name != "activation":
+            return cls.from_flux({}, None)
         try:
             return _activation(v.type_name, where)
         except CheckpointError:
-            raise CheckpointError(f"{where}: unsupported Julia layer type {v.type_name}") from None
+            raise _unsupported(where, v.type_name) from None
     if not isinstance(v, JuliaStruct) or v.julia_type is None:
         raise CheckpointError(f"{where}: unsupported Julia layer {_describe(v)}")
-    jt, f = v.julia_type, v.fields
-    name = jt.name
-    if name == "Flux.Chain":
-        return chain_from_struct(v, where)
-    if name == "Flux.Dense":
-        act = _activation(jt.params[0] if jt.params else None, where)
-        w = f["weight"]
-        layer = L.Dense(w.shape[1], w.shape[0], act, bias=f["bias"] is not False)
-        return _fill(layer, {"weight": w, "bias": f["bias"]}, where)
-    if name in ("Flux.Conv", "Flux.CrossCor"):
-        act = _activation(jt.params[2] if len(jt.params) > 2 else None, where)
-        w = f["weight"]
-        cls = L.Conv if name == "Flux.Conv" else L.CrossCor
-        groups = int(f.get("groups", 1))
-        if groups != 1:
-            raise CheckpointError(f"{where}: {name} with groups={groups} is not supported")
-        layer = cls(tuple(w.shape[:2]), (w.shape[2], w.shape[3]), act, stride=tuple(f["stride"]),
-                    pad=tuple(f["pad"]), dilation=tuple(f["dilation"]), bias=f["bias"] is not False)
-        return _fill(layer, {"weight": w, "bias": f["bias"]}, where)
-    if name == "Flux.BatchNorm":
-        act = _activation(jt.params[0] if jt.params else None, where)
-        layer = L.BatchNorm(int(f["chs"]), act, eps=_f32(f["ϵ"]), momentum=_f32(f["momentum"]),
-                            affine=bool(f["affine"]), track_stats=bool(f["track_stats"]),
-                            active=f.get("active"))
-        return _fill(layer, {"beta": f["β"], "gamma": f["γ"], "mu": f["μ"], "sigma2": f["σ²"]}, where)
-    if name in ("Flux.MaxPool", "Flux.MeanPool"):
-        cls = L.MaxPool if name == "Flux.MaxPool" else L.MeanPool
-        return cls(tuple(f["k"]), pad=tuple(f["pad"]), stride=tuple(f["stride"]))
-    if name == "Flux.GlobalMeanPool":
-        return L.GlobalMeanPool()
-    if name == "Flux.Dropout":
-        return L.Dropout(float(f["p"]))
-    raise CheckpointError(f"{where}: unsupported Julia layer type {jt}")
-
-
-def _f32(x: Any) -> float:
-    """A stored Float32 as the short decimal Julia prints (1f-5 -> 1e-05, not 9.99999974e-06)."""
-    return float(str(np.float32(x)))
-
-
-def _fill(layer: Any, arrays: dict, where: str):
-    for attr, src in arrays.items():
-        dst = getattr(layer, attr)
-        if src is None or src is False:
-            continue
-        if not isinstance(src, np.ndarray) or dst is None or dst.shape != src.shape:
-            raise CheckpointError(f"{where}.{attr}: stored {_describe(src)} does not fit the layer "
-                                  f"({None if dst is None else dst.shape})")
-        dst[...] = src.astype(dst.dtype, copy=False)
+    jt = v.julia_type
+    module, _, short = jt.name.rpartition(".")
+    cls = registry.by_name(short) if module == "Flux" else None
+    if cls is None or getattr(cls, "flux_function", False):
+        raise _unsupported(where, jt)
+    fields = dict(v.fields)
+    idx = cls.flux_activation_param
+    if idx is not None:
+        act = _activation(jt.params[idx] if len(jt.params) > idx else None, where)
+        fields.update({j: act for j, attr in cls.flux_fields.items() if attr == "activation"})
+    try:
+        layer = cls.from_flux(fields, lambda val, frag: _layer_from_struct(val, join(where, frag)))
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{where}: {jt.name}: {err}") from None
+    for jname, attr in layer.flux_fields.items():
+        src, dst = fields.get(jname), getattr(layer, attr, None)
+        if isinstance(src, np.ndarray) and src.dtype.kind in "fiu" and src.ndim:
+            if not isinstance(dst, np.ndarray) or dst.shape != src.shape:
+                raise CheckpointError(f"{where}.{jname}: stored {_describe(src)} does not fit the layer "
+                                      f"({None if dst is None else getattr(dst, 'shape', dst)})")
+            dst[...] = src.astype(dst.dtype, copy=False)
     return layer
 
 
+def inspect(path: str | os.PathLike, max_depth: int) -> dict[str, Any]:
+    """What ``pyflux-compress inspect`` shows of a JLD2 file: the Flux model's parameter rows (and the loader's
+    warnings as notes), or, when the file holds no model this package can rebuild, its generic contents."""
+    from ..model.summary import parameter_rows
+    from .jld2.inspect import render
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = load(path)
+    except JLD2FormatError:
+        raise  # not a readable JLD2 file at all: bad input
+    except (ValueError, TypeError, KeyError, NotImplementedError, ImportError) as err:
+        reason = " ".join(str(err).split())
+        prefix = f"{os.fspath(path)}: "
+        return {"file": os.fspath(path), "kind": "generic", "reason": reason.removeprefix(prefix),
+                **render(jld2_load(path), max_depth)}
+    notes = [" ".join(str(w.message).split()) for w in caught]
+    return {"file": os.fspath(path), "kind": "flux", "notes": notes, **parameter_rows(model)}
+
+
 __all__ = ["load", "save", "load_state", "state", "chain_from_state", "chain_from_struct",
-           "chain_from_restructure", "CheckpointError", "JLD2FormatError"]
+           "chain_from_restructure", "inspect", "CheckpointError", "JLD2FormatError"]

@@ -2,7 +2,8 @@
 
 Submodules: ``layers`` (Dense, Conv, ...), ``activations``, ``chain``, ``syntax`` (parse), ``summary``
 (``summary.summary(model, input_shape)``, also ``Chain.summary``),
-``init`` (Flux's glorot_uniform), ``_conv`` (vectorised convolution/pooling kernels).
+``init`` (Flux's glorot_uniform), ``_conv`` (vectorised convolution/pooling kernels), ``registry``
+(``register_layer``: what each layer declares about itself), ``walk`` (``modules``, ``map_layers``).
 """
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from .activations import (ACTIVATIONS, Activation, elu, gelu, get_activation, id
 from .chain import Chain
 from .layers import (BatchNorm, Conv, CrossCor, Dense, Dropout, Flatten, GlobalMeanPool, Layer, MaxPool,
                      MeanPool, SamePad, flatten)
+from .registry import register_layer
 from .syntax import FluxSyntaxError, parse
+from .walk import map_layers, modules
 
 __all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool", "Flatten", "flatten",
            "BatchNorm", "Dropout", "SamePad", "Chain", "Activation", "ACTIVATIONS", "get_activation", "relu",
            "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish", "identity", "parse",
-           "FluxSyntaxError"]
+           "FluxSyntaxError", "modules", "map_layers", "register_layer"]

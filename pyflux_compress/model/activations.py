@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .registry import register_layer
+
 __all__ = ["Activation", "relu", "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish",
            "identity", "ACTIVATIONS", "get_activation"]
 
@@ -45,13 +47,21 @@ class Activation:
     grad : ``dx = grad(x, y, dy)`` — the vector-Jacobian product given the forward input and output.
     """
 
+    # registry declarations (docs/ARCHITECTURE.md): a Flux function used as a layer, channel-wise
     flux_name = "activation"
     flux_fields: dict[str, str] = {}
+    flux_function = True
+    container = False
+    structured = "channelwise"
+    compressible: tuple[str, ...] = ()
+    onnx_ops = ("Relu", "Sigmoid", "Tanh", "Softmax", "LeakyRelu", "Elu", "Gelu")
 
-    def __init__(self, name: str, fn: ForwardFn, grad: GradFn) -> None:
+    def __init__(self, name: str, fn: ForwardFn, grad: GradFn, onnx: Callable[[Any, str], str] | None = None
+                 ) -> None:
         self.name = name
         self._fn = fn
         self._grad = grad
+        self._onnx = onnx  # (graph builder, input tensor name) -> output tensor name
 
     # ---- function use -------------------------------------------------------------------------------
     def __call__(self, x: Any) -> np.ndarray:
@@ -97,6 +107,29 @@ class Activation:
 
     def __repr__(self) -> str:
         return self.name
+
+    def julia(self) -> str:
+        return self.name  # the NNlib function
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        """Append this activation's nodes (identity adds none); NotImplementedError if it has no ONNX form."""
+        if self._onnx is None:
+            raise NotImplementedError(self.name)
+        return self._onnx(g, x)
+
+    @classmethod
+    def from_onnx(cls, node: Any, r: Any) -> "Activation":
+        """Relu/Sigmoid/Tanh, Softmax over the last axis, LeakyRelu/Elu with NNlib's alpha, tanh-Gelu."""
+        op, attrs = node.op_type, r.attrs(node)
+        if op == "Softmax" and attrs.get("axis", -1) not in (-1, 1):
+            raise r.error(node, f"Softmax must be over the feature axis (-1); got axis {attrs.get('axis')}")
+        if op == "Gelu" and attrs.get("approximate", b"none") not in ("tanh", b"tanh"):
+            raise r.error(node, "only the tanh approximation of Gelu is NNlib's gelu")
+        alpha = {"LeakyRelu": (attrs.get("alpha", 0.01), _LEAKY_A), "Elu": (attrs.get("alpha", 1.0), 1.0)}
+        if op in alpha and not np.isclose(float(alpha[op][0]), alpha[op][1], rtol=1e-6, atol=0):
+            raise r.error(node, f"alpha {alpha[op][0]} differs from NNlib's default {alpha[op][1]}")
+        return {"Relu": relu, "Sigmoid": sigmoid, "Tanh": tanh, "Softmax": softmax, "LeakyRelu": leakyrelu,
+                "Elu": elu, "Gelu": gelu}[op]
 
 
 # ---- definitions ------------------------------------------------------------------------------------
@@ -174,16 +207,42 @@ def _swish_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return dy * (s + y * (1 - s))  # d(xσ)/dx = σ + xσ(1-σ) = σ + y(1-σ)
 
 
-relu = Activation("relu", _relu, _relu_grad)
-sigmoid = Activation("σ", _sigmoid, _sigmoid_grad)  # Julia prints sigmoid as σ (sigmoid === σ)
+# ---- ONNX forms: (graph builder g, input tensor x) -> output tensor ------------------------------------
+
+def _onnx_op(op: str, **attrs: Any) -> Callable[[Any, str], str]:
+    return lambda g, x: g.node(op, [x], **attrs)[0]
+
+
+def _swish_onnx(g: Any, x: str) -> str:
+    return g.node("Mul", [x, g.node("Sigmoid", [x])[0]], prefix="swish")[0]
+
+
+def _gelu_onnx(g: Any, x: str) -> str:
+    """NNlib's gelu (tanh form); ONNX has ``Gelu(approximate="tanh")`` only from opset 20: else composed."""
+    if g.opset >= 20:
+        return g.node("Gelu", [x], approximate="tanh")[0]
+    c, k, half, one = (g.const(g.fresh(f"gelu_{n}"), np.array(v, np.float32)) for n, v in
+                       (("c", _GELU_A), ("k", _GELU_L), ("half", 0.5), ("one", 1.0)))
+
+    def op(name: str, a: str, b: str) -> str:
+        return g.node(name, [a, b], prefix="gelu")[0]
+
+    inner = op("Add", x, op("Mul", op("Mul", op("Mul", x, x), x), c))
+    t = g.node("Tanh", [op("Mul", inner, k)], prefix="gelu")[0]
+    return op("Mul", op("Mul", x, half), op("Add", t, one))
+
+
+relu = Activation("relu", _relu, _relu_grad, _onnx_op("Relu"))
+sigmoid = Activation("σ", _sigmoid, _sigmoid_grad, _onnx_op("Sigmoid"))  # Julia prints sigmoid as σ
 σ = sigmoid
-tanh = Activation("tanh", np.tanh, _tanh_grad)
-softmax = Activation("softmax", _softmax, _softmax_grad)
-leakyrelu = Activation("leakyrelu", _leakyrelu, _leakyrelu_grad)
-elu = Activation("elu", _elu, _elu_grad)
-gelu = Activation("gelu", _gelu, _gelu_grad)
-swish = Activation("swish", _swish, _swish_grad)
-identity = Activation("identity", lambda x: x, lambda x, y, dy: dy)
+tanh = Activation("tanh", np.tanh, _tanh_grad, _onnx_op("Tanh"))
+softmax = Activation("softmax", _softmax, _softmax_grad, _onnx_op("Softmax", axis=-1))  # NNlib dims=1
+leakyrelu = Activation("leakyrelu", _leakyrelu, _leakyrelu_grad, _onnx_op("LeakyRelu", alpha=_LEAKY_A))
+elu = Activation("elu", _elu, _elu_grad, _onnx_op("Elu", alpha=1.0))
+gelu = Activation("gelu", _gelu, _gelu_grad, _gelu_onnx)
+swish = Activation("swish", _swish, _swish_grad, _swish_onnx)
+identity = Activation("identity", lambda x: x, lambda x, y, dy: dy, lambda g, x: x)
+register_layer(Activation)
 
 #: every name (incl. aliases) -> activation; the parser and checkpoint loader resolve names here
 ACTIVATIONS: dict[str, Activation] = {

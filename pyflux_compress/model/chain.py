@@ -7,16 +7,19 @@ users read them.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .._validate import check_array
-from .layers import Conv, Dense, Grads, Layer
+from .layers import Grads, Layer
+from .registry import register_layer
+from .walk import modules
 
 __all__ = ["Chain"]
 
 
+@register_layer
 class Chain(Layer):
     """A sequence of layers (or activations) applied in order.
 
@@ -29,6 +32,8 @@ class Chain(Layer):
 
     flux_name = "Chain"
     flux_fields = {"layers": "layers"}
+    container = True
+    input_grad_optional = True
 
     def __init__(self, *layers: Any) -> None:
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):  # Chain([l1, l2]) like Flux's Chain(vec)
@@ -67,15 +72,44 @@ class Chain(Layer):
         except TypeError:
             return Chain(*layers)
 
-    def walk(self, prefix: str = "") -> Iterator[tuple[str, Layer]]:
-        """Yield ``(path, layer)`` for every leaf layer in order; paths are Flux-style 1-based,
-        e.g. ``"layers[1]"``, ``"layers[3].layers[2]"``."""
-        for i, layer in enumerate(self.layers):
-            path = f"{prefix}layers[{i + 1}]"
-            if isinstance(layer, Chain):
-                yield from layer.walk(prefix=path + ".")
-            else:
-                yield path, layer
+    def walk(self) -> Iterator[tuple[str, Layer]]:
+        """``pfc.modules(self)``: ``(path, leaf)`` in order, paths like ``"layers[3].layers[2]"``."""
+        return modules(self)
+
+    # ---- tree ----------------------------------------------------------------------------------------
+    def children(self) -> dict[str, Layer]:
+        return {f"layers[{i + 1}]": layer for i, layer in enumerate(self.layers)}
+
+    def with_children(self, children: dict[str, Layer], as_type: type | None = None) -> "Chain":
+        """A new chain (class ``as_type`` or this one's) of ``children``, carrying a copy of ``records``."""
+        out = (as_type or type(self))(*children.values())
+        out.records = [dict(r) for r in getattr(self, "records", [])]
+        return out
+
+    @classmethod
+    def from_syntax(cls, call: Any) -> "Chain":
+        if call.kwargs:
+            raise ValueError("named Chain(name = layer, ...) is not supported; list the layers positionally")
+        return cls(*[call.layer(a) for a in call.args])
+
+    def flux_state(self) -> dict[str, Any]:
+        return {"layers": tuple(self.layers)}
+
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Callable[[Any, str], Any]) -> "Chain":
+        layers = fields.get("layers")
+        if hasattr(layers, "values"):                 # a NamedTuple of layers (named Chain)
+            layers = tuple(layers.values())
+        elif isinstance(layers, np.ndarray):          # a Vector of layers
+            layers = tuple(layers.ravel())
+        if not isinstance(layers, tuple):
+            raise ValueError(f"Chain layers must be a tuple; got {type(layers).__name__}")
+        return cls(*[build(v, f"layers[{i + 1}]") for i, v in enumerate(layers)])
+
+    def to_onnx(self, g: Any, x: str) -> str:
+        for layer in self.layers:
+            x = layer.to_onnx(g, x)
+        return x
 
     # ---- Layer interface -----------------------------------------------------------------------------
     def params(self) -> dict[str, np.ndarray]:
@@ -150,7 +184,7 @@ class Chain(Layer):
         grads: Grads = {}
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
-            if i == 0 and not need_input_grad and isinstance(layer, (Chain, Dense, Conv)):
+            if i == 0 and not need_input_grad and getattr(layer, "input_grad_optional", False):
                 dy, g = layer.backward(caches[i], dy, need_input_grad=False)
             else:
                 dy, g = layer.backward(caches[i], dy)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .walk import first_weight, modules
+
 __all__ = ["summary", "group_digits"]
 
 _COL = 40  # column of the "#" comments, as in Flux
@@ -41,13 +43,8 @@ def _state(layer: Any) -> dict[str, np.ndarray]:
 
 
 def _infer_input(model: Any) -> tuple | None:
-    from .layers import Dense
-
-    walk = getattr(model, "walk", None)
-    first = next(iter(walk()), (None, None))[1] if walk else model
-    if isinstance(first, Dense):
-        return (first.in_features,)
-    return None
+    first = first_weight(model)  # a model starting with a matrix weight (Dense) takes (features,)
+    return (first[1],) if first is not None and first[2] == 2 else None
 
 
 def summary(model: Any, input_shape: Any = None) -> str:
@@ -56,8 +53,6 @@ def summary(model: Any, input_shape: Any = None) -> str:
     ``input_shape`` is a per-sample shape such as ``(784,)`` or ``(1, 28, 28)`` (an int means ``(n,)``).
     An incompatible shape raises ``ValueError`` naming the layer (e.g. ``layers[2] Dense(128 => 64) ...``).
     """
-    from .chain import Chain
-
     if isinstance(input_shape, (int, np.integer)):
         input_shape = (int(input_shape),)
     shape = tuple(input_shape) if input_shape is not None else _infer_input(model)
@@ -87,11 +82,12 @@ def summary(model: Any, input_shape: Any = None) -> str:
     def emit(text: str, comment: str) -> None:
         lines.append(text.ljust(_COL) + f"# {comment}" if comment else text)
 
-    def walk(chain: Chain, indent: str, shape: tuple | None, trailing: str) -> tuple | None:
-        emit(f"{indent}Chain(", f"input {shape}" if (shape is not None and not indent) else "")
-        for layer in chain.layers:
-            if isinstance(layer, Chain):
-                shape = walk(layer, indent + "  ", shape, ",")
+    def show(node: Any, indent: str, shape: tuple | None, trailing: str) -> tuple | None:
+        """Print a container and its children (shapes flow through the children in order)."""
+        emit(f"{indent}{node.flux_name}(", f"input {shape}" if (shape is not None and not indent) else "")
+        for layer in node.children().values():
+            if getattr(layer, "container", False):
+                shape = show(layer, indent + "  ", shape, ",")
                 continue
             if shape is not None:
                 shape = tuple(layer.output_shape(shape))
@@ -99,8 +95,9 @@ def summary(model: Any, input_shape: Any = None) -> str:
         lines.append(f"{indent}){trailing}")
         return shape
 
-    if isinstance(model, Chain):
-        walk(model, "", shape, "")
+    container = getattr(model, "container", False)
+    if container:
+        show(model, "", shape, "")
     else:
         out = tuple(model.output_shape(shape)) if shape is not None else None
         emit(repr(model), leaf_comment(model, out))
@@ -110,8 +107,26 @@ def summary(model: Any, input_shape: Any = None) -> str:
     if totals["state_arrays"]:
         total += f"plus {totals['state_arrays']} non-trainable, {group_digits(totals['state'])} parameters, "
     total += f"{_bytes_str(totals['bytes'])}."
-    if isinstance(model, Chain):
+    if container:
         lines[-1] = lines[-1].ljust(20) + "# " + total  # Flux puts the total after the closing parenthesis
     else:
         lines.append("# " + total)
     return "\n".join(lines)
+
+
+def parameter_rows(model: Any) -> dict[str, Any]:
+    """JSON-ready per-parameter rows of a model (``pyflux-compress inspect``): path (``pfc.modules`` paths),
+    layer, shape, dtype (the deployed integers' for quantized weights), count, nonzeros; totals; records."""
+    rows = []
+    for path, layer in modules(model):
+        qweight = getattr(layer, "qweight", None)
+        for name, arr in layer.params().items():
+            arr = np.asarray(arr)
+            shown = np.asarray(qweight) if name == "weight" and qweight is not None else arr  # deployed integers
+            bits = f" ({layer.bits}-bit)" if qweight is not None and name == "weight" else ""
+            rows.append({"path": f"{path}.{name}", "layer": repr(layer), "shape": list(arr.shape),
+                         "dtype": str(shown.dtype) + bits, "params": int(arr.size),
+                         "nonzero": int(np.count_nonzero(shown))})
+    total, nz = sum(r["params"] for r in rows), sum(r["nonzero"] for r in rows)
+    return {"model": str(model), "parameters": rows, "total_params": total, "total_nonzero": nz,
+            "sparsity": 1 - nz / total if total else 0.0, "records": getattr(model, "records", [])}

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .._validate import check_rng
+from . import registry
 from .activations import ACTIVATIONS, Activation
-from .chain import Chain
-from .layers import (BatchNorm, Conv, CrossCor, Dense, Dropout, Flatten, GlobalMeanPool, Layer, MaxPool,
-                     MeanPool, SamePad, flatten)
 
-__all__ = ["parse", "FluxSyntaxError"]
+__all__ = ["parse", "FluxSyntaxError", "Call", "Pair", "Name", "Colon", "SamePad", "show", "as_int", "as_ints",
+           "as_pair", "as_pad"]
 
 _MODULES = {"Flux", "NNlib", "Base", "Main"}
 
@@ -108,21 +107,33 @@ def _number(tok: _Tok, text: str) -> int | float:
 # ---- values --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Name:
-    """An identifier that is not a call (e.g. ``relu``, ``flatten``, ``σ``)."""
+class Name:
+    """An identifier that is not a call (e.g. ``relu``, ``flatten``, ``σ``, ``nothing``)."""
     name: str
     pos: int
 
 
 @dataclass(frozen=True)
-class _Pair:
+class Pair:
     """``a => b``."""
     first: Any
     second: Any
 
 
-class _Colon:
+class Colon:
     """Julia ``:`` (e.g. ``dims=:``)."""
+
+
+class SamePad:
+    """Flux ``SamePad()``: pad so that a stride-1 layer keeps the spatial size (``pad="same"`` also works)."""
+
+    def __repr__(self) -> str:
+        return "SamePad()"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, SamePad)
+
+    __hash__ = object.__hash__
 
 
 # ---- parser ------------------------------------------------------------------------------------------
@@ -162,7 +173,7 @@ class _Parser:
         a = self.atom()
         if self.is_op("=>"):
             self.next()
-            return _Pair(a, self.atom())
+            return Pair(a, self.atom())
         return a
 
     def atom(self) -> Any:
@@ -178,7 +189,7 @@ class _Parser:
             return -v
         if tok.kind == "op" and tok.text == ":":
             self.next()
-            return _Colon()
+            return Colon()
         if tok.kind == "op" and tok.text == "(":
             return self.tuple_()
         if tok.kind == "name":
@@ -189,7 +200,7 @@ class _Parser:
                 return False
             if self.is_op("("):
                 return self.call(name, tok)
-            return _Name(name, tok.pos)
+            return Name(name, tok.pos)
         raise self.error("unexpected token")
 
     def qualified_name(self) -> str:
@@ -259,208 +270,119 @@ class _Parser:
             elif not self.is_op(")") and not self.is_op(";"):
                 raise self.error("expected ',' or ')'")
         self.expect(")")
-        builder = _BUILDERS.get(name)
-        if builder is None:
-            raise FluxSyntaxError(f"unknown layer or function {name!r} (known: {', '.join(sorted(_BUILDERS))})",
+        if name == "SamePad":
+            if args or kwargs:
+                raise self.error("SamePad() takes no arguments", name_tok)
+            return SamePad()
+        cls = registry.by_name(name)
+        if cls is None:
+            raise FluxSyntaxError(f"unknown layer or function {name!r} (known: {registry.supported()}, SamePad)",
                                   self.text, name_tok.pos, name)
         try:
-            return builder(self, args, kwargs)
+            return cls.from_syntax(Call(name, args, kwargs, self))
         except FluxSyntaxError:
             raise
         except (ValueError, TypeError) as err:
             raise FluxSyntaxError(f"invalid arguments for {name}: {err}", self.text, name_tok.pos, name) from None
 
-    # ---- conversion of parsed values to Python arguments ---------------------------------------------
-    def layer(self, v: Any) -> Layer:
-        if isinstance(v, Layer):
+        # ---- conversion of parsed values to Python arguments ---------------------------------------------
+    def layer(self, v: Any) -> Any:
+        if hasattr(v, "forward"):
             return v
-        if isinstance(v, _Name):
+        if isinstance(v, Name):
             if v.name in ACTIVATIONS:
                 return ACTIVATIONS[v.name]
-            if v.name == "flatten":
-                return flatten
+            cls = registry.by_name(v.name)
+            if cls is not None and getattr(cls, "flux_function", False):
+                return cls.from_syntax(Call(v.name, [], {}, self))
             raise FluxSyntaxError(f"unknown layer or function {v.name!r}", self.text, v.pos, v.name)
-        raise ValueError(f"expected a layer, got {_show(v)}")
+        raise ValueError(f"expected a layer, got {show(v)}")
+
+    def activation(self, v: Any) -> Activation:
+        if isinstance(v, Name):
+            if v.name in ACTIVATIONS:
+                return ACTIVATIONS[v.name]
+            raise FluxSyntaxError(f"unknown activation {v.name!r} (known: {', '.join(sorted(ACTIVATIONS))})",
+                                  self.text, v.pos, v.name)
+        raise ValueError(f"expected an activation function, got {show(v)}")
 
 
-def _show(v: Any) -> str:
-    if isinstance(v, _Name):
+class Call:
+    """A parsed call ``Name(args...; kwargs...)``, handed to a layer's ``from_syntax`` classmethod.
+
+    ``args``: parsed values (int, float, bool, tuple, :class:`Pair` for ``a => b``, :class:`Name` for a bare
+    identifier, :class:`Colon`, or an already-built layer); ``kwargs``: name -> parsed value. ``rng`` and
+    ``init`` are the weight initialisation of :func:`parse`.
+    """
+
+    def __init__(self, name: str, args: list, kwargs: dict, parser: _Parser) -> None:
+        self.name, self.args, self.kwargs = name, args, kwargs
+        self.rng, self.init = parser.rng, parser.init
+        self._parser = parser
+
+    def check_kw(self, *allowed: str) -> None:
+        """ValueError for a keyword not in ``allowed`` (the message lists the allowed ones)."""
+        bad = [k for k in self.kwargs if k not in allowed]
+        if bad:
+            raise ValueError(f"unknown keyword {bad[0]!r} for {self.name} (allowed: {', '.join(allowed) or 'none'})")
+
+    def no_init(self) -> None:
+        """Flux's ``init=`` keyword cannot be evaluated from text: reject it."""
+        if self.kwargs.get("init") is not None:
+            raise ValueError("init= cannot be given in syntax; parse() always uses Flux's glorot_uniform")
+
+    def bool(self, key: str, default: bool) -> bool:
+        v = self.kwargs.get(key, default)
+        if not isinstance(v, bool):
+            raise ValueError(f"{key} must be true or false")
+        return v
+
+    def activation(self, v: Any) -> Activation:
+        """A parsed name -> the NNlib activation (FluxSyntaxError with position if unknown)."""
+        return self._parser.activation(v)
+
+    def layer(self, v: Any) -> Any:
+        """A parsed value -> a layer (``relu``, ``flatten`` or an already-built layer)."""
+        return self._parser.layer(v)
+
+
+def show(v: Any) -> str:
+    """A parsed value as Flux syntax (for error messages)."""
+    if isinstance(v, Name):
         return v.name
-    if isinstance(v, _Pair):
-        return f"{_show(v.first)} => {_show(v.second)}"
+    if isinstance(v, Pair):
+        return f"{show(v.first)} => {show(v.second)}"
     return repr(v)
 
 
-def _act(p: _Parser, v: Any) -> Activation:
-    if isinstance(v, _Name):
-        if v.name in ACTIVATIONS:
-            return ACTIVATIONS[v.name]
-        raise FluxSyntaxError(f"unknown activation {v.name!r} (known: {', '.join(sorted(ACTIVATIONS))})",
-                              p.text, v.pos, v.name)
-    raise ValueError(f"expected an activation function, got {_show(v)}")
-
-
-def _int(v: Any, what: str) -> int:
+def as_int(v: Any, what: str) -> int:
+    """A parsed integer literal, else ValueError naming ``what``."""
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{what} must be an integer, got {_show(v)}")
+        raise ValueError(f"{what} must be an integer, got {show(v)}")
     return v
 
 
-def _ints(v: Any, what: str) -> Any:
+def as_ints(v: Any, what: str) -> Any:
+    """An int or a tuple of ints (e.g. a kernel size ``(3, 3)``)."""
     if isinstance(v, tuple):
-        return tuple(_int(x, what) for x in v)
-    return _int(v, what)
+        return tuple(as_int(x, what) for x in v)
+    return as_int(v, what)
 
 
-def _pair(v: Any, what: str) -> tuple[int, int]:
-    if not isinstance(v, _Pair):
-        raise ValueError(f"{what} must be written in => out, got {_show(v)}")
-    return _int(v.first, what), _int(v.second, what)
+def as_pair(v: Any, what: str) -> tuple[int, int]:
+    """``in => out`` -> ``(in, out)``."""
+    if not isinstance(v, Pair):
+        raise ValueError(f"{what} must be written in => out, got {show(v)}")
+    return as_int(v.first, what), as_int(v.second, what)
 
 
-def _check_kw(name: str, kwargs: dict, allowed: tuple[str, ...]) -> None:
-    bad = [k for k in kwargs if k not in allowed]
-    if bad:
-        raise ValueError(f"unknown keyword {bad[0]!r} for {name} (allowed: {', '.join(allowed) or 'none'})")
-
-
-def _pad_value(v: Any) -> Any:
-    if isinstance(v, SamePad):
-        return v
-    return _ints(v, "pad")
-
-
-# ---- builders: parsed (args, kwargs) -> layer ----------------------------------------------------------
-
-def _b_chain(p: _Parser, args: list, kwargs: dict) -> Chain:
-    if kwargs:
-        raise ValueError("named Chain(name = layer, ...) is not supported; list the layers positionally")
-    return Chain(*[p.layer(a) for a in args])
-
-
-def _b_dense(p: _Parser, args: list, kwargs: dict) -> Dense:
-    _check_kw("Dense", kwargs, ("bias", "init"))
-    if kwargs.get("init") is not None:
-        raise ValueError("init= cannot be given in syntax; parse() always uses Flux's glorot_uniform")
-    bias = kwargs.get("bias", True)
-    if not isinstance(bias, bool):
-        raise ValueError("bias must be true or false")
-    if args and isinstance(args[0], _Pair):  # Dense(in => out[, σ])
-        n_in, n_out = _pair(args[0], "Dense size")
-        rest = args[1:]
-    elif len(args) >= 2:  # old form Dense(in, out[, σ])
-        n_in, n_out = _int(args[0], "Dense in"), _int(args[1], "Dense out")
-        rest = args[2:]
-    else:
-        raise ValueError("expected Dense(in => out[, σ])")
-    if len(rest) > 1:
-        raise ValueError("too many positional arguments")
-    act = _act(p, rest[0]) if rest else None
-    return Dense(n_in, n_out, act, bias=bias, init=p.init, rng=p.rng)
-
-
-def _b_conv(cls: type) -> Callable:
-    def build(p: _Parser, args: list, kwargs: dict) -> Conv:
-        name = cls.flux_name
-        _check_kw(name, kwargs, ("stride", "pad", "dilation", "groups", "bias", "init"))
-        if kwargs.get("init") is not None:
-            raise ValueError("init= cannot be given in syntax")
-        if len(args) < 2:
-            raise ValueError(f"expected {name}((kw, kh), cin => cout[, σ])")
-        k = _ints(args[0], "kernel size")
-        if isinstance(args[1], _Pair):
-            ch = _pair(args[1], "channels")
-            rest = args[2:]
-        else:
-            ch = (_int(args[1], "cin"), _int(args[2] if len(args) > 2 else None, "cout"))
-            rest = args[3:]
-        if len(rest) > 1:
-            raise ValueError("too many positional arguments")
-        act = _act(p, rest[0]) if rest else None
-        bias = kwargs.get("bias", True)
-        if not isinstance(bias, bool):
-            raise ValueError("bias must be true or false")
-        kw = {key: (_pad_value(v) if key == "pad" else _ints(v, key)) for key, v in kwargs.items()
-              if key in ("stride", "pad", "dilation", "groups")}
-        return cls(k, ch, act, bias=bias, init=p.init, rng=p.rng, **kw)
-    return build
-
-
-def _b_pool(cls: type) -> Callable:
-    def build(p: _Parser, args: list, kwargs: dict) -> Layer:
-        _check_kw(cls.flux_name, kwargs, ("pad", "stride"))
-        if len(args) != 1:
-            raise ValueError(f"expected {cls.flux_name}((kw, kh)[; pad, stride])")
-        kw = {key: (_pad_value(v) if key == "pad" else _ints(v, key)) for key, v in kwargs.items()}
-        return cls(_ints(args[0], "window size"), **kw)
-    return build
-
-
-def _b_noargs(obj_factory: Callable[[], Layer], name: str) -> Callable:
-    def build(p: _Parser, args: list, kwargs: dict) -> Layer:
-        if args or kwargs:
-            raise ValueError(f"{name}() takes no arguments")
-        return obj_factory()
-    return build
-
-
-def _b_batchnorm(p: _Parser, args: list, kwargs: dict) -> BatchNorm:
-    allowed = ("eps", "ϵ", "momentum", "affine", "track_stats", "active", "initβ", "initγ")
-    _check_kw("BatchNorm", kwargs, allowed)
-    if not args or len(args) > 2:
-        raise ValueError("expected BatchNorm(chs[, λ])")
-    chs = _int(args[0], "chs")
-    act = _act(p, args[1]) if len(args) > 1 else None
-    kw: dict[str, Any] = {}
-    for key, v in kwargs.items():
-        if key in ("initβ", "initγ"):
-            raise ValueError(f"{key} cannot be given in syntax")
-        key = "eps" if key == "ϵ" else key
-        if key in ("affine", "track_stats") and not isinstance(v, bool):
-            raise ValueError(f"{key} must be true or false")
-        if key == "active" and not (isinstance(v, bool) or (isinstance(v, _Name) and v.name == "nothing")):
-            raise ValueError("active must be true, false or nothing")
-        kw[key] = None if isinstance(v, _Name) else v
-    return BatchNorm(chs, act, **kw)
-
-
-def _b_dropout(p: _Parser, args: list, kwargs: dict) -> Dropout:
-    _check_kw("Dropout", kwargs, ("dims", "active", "rng"))
-    if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], (int, float)):
-        raise ValueError("expected Dropout(p) with a number p")
-    dims = kwargs.get("dims")
-    dims = None if dims is None or isinstance(dims, _Colon) else _ints(dims, "dims")
-    active = kwargs.get("active")
-    if isinstance(active, _Name) and active.name == "nothing":
-        active = None
-    if "rng" in kwargs:
-        raise ValueError("rng cannot be given in syntax; pass rng= to parse()")
-    return Dropout(float(args[0]), dims=dims, active=active, rng=np.random.default_rng(p.rng.integers(2**63)))
-
-
-def _b_samepad(p: _Parser, args: list, kwargs: dict) -> SamePad:
-    if args or kwargs:
-        raise ValueError("SamePad() takes no arguments")
-    return SamePad()
-
-
-_BUILDERS: dict[str, Callable[[_Parser, list, dict], Any]] = {
-    "Chain": _b_chain,
-    "Dense": _b_dense,
-    "Conv": _b_conv(Conv),
-    "CrossCor": _b_conv(CrossCor),
-    "MaxPool": _b_pool(MaxPool),
-    "MeanPool": _b_pool(MeanPool),
-    "GlobalMeanPool": _b_noargs(GlobalMeanPool, "GlobalMeanPool"),
-    "Flatten": _b_noargs(Flatten, "Flatten"),
-    "BatchNorm": _b_batchnorm,
-    "Dropout": _b_dropout,
-    "SamePad": _b_samepad,
-}
+def as_pad(v: Any) -> Any:
+    """A ``pad=`` value: ``SamePad()`` or an int / tuple of ints."""
+    return v if isinstance(v, SamePad) else as_ints(v, "pad")
 
 
 def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = None, *,
-          init: Any = None) -> Layer:
+          init: Any = None) -> Any:
     """Build a model from Flux syntax with fresh Flux-default weights (glorot_uniform, zero bias, float32).
 
     Parameters
@@ -492,5 +414,5 @@ def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = 
     except FluxSyntaxError:
         raise
     except ValueError:
-        raise FluxSyntaxError(f"expected a model (a layer or Chain), got {_show(value)}", text, 0,
+        raise FluxSyntaxError(f"expected a model (a layer or Chain), got {show(value)}", text, 0,
                               text[:20]) from None

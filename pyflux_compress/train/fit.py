@@ -2,7 +2,7 @@
 
 ``fit`` only relies on the generic contract of docs/ARCHITECTURE.md — ``model.forward(x, train=True, rng=rng)
 -> (y, cache)``, ``model.backward(cache, dy) -> (dx, grads)``, ``model.params()`` (live arrays, same keys as
-``grads``), ``model.walk()`` and each leaf's optional ``masks`` — so compressed layers (QuantizedDense,
+``grads``), ``pfc.modules(model)`` and each leaf's optional ``masks`` — so compressed layers (QuantizedDense,
 SharedDense, ...) train through the same code. If ``model.backward`` accepts ``need_input_grad`` (Chain does),
 fit passes ``False``: training never needs the gradient with respect to the data, and skipping it saves the
 first layer's largest product.
@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .._validate import check_array, check_bool, check_int
+from ..model.walk import first_weight, modules
 from . import losses as _losses
 from .optimisers import Adam
 
@@ -82,28 +83,15 @@ def _model_dtype(model: Any) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _leaves(model: Any) -> list[tuple[str, Any]]:
-    walk = getattr(model, "walk", None)
-    return list(walk()) if callable(walk) else [("model", model)]
-
-
 def _expected_input(model: Any) -> str | None:
     """Human description of the input the first layer wants, e.g. ``"(N, 784)"``, or None if unknown."""
-    leaves = _leaves(model)
-    if not leaves:
+    found = first_weight(model)
+    if found is None or found[2] not in (2, 4):
         return None
-    first = leaves[0][1]
-    name = getattr(first, "flux_name", "")
-    w = getattr(first, "weight", None)
-    if w is None:
-        w = getattr(getattr(first, "float_layer", None), "weight", None)  # quantized wrappers
-    if w is None:
-        return None
-    if name.endswith("Dense") and np.ndim(w) == 2:
-        return f"(N, {w.shape[1]}) (the model starts with {first!r}: {w.shape[1]} features)"
-    if np.ndim(w) == 4:
-        return f"(N, {w.shape[2]}, H, W) (the model starts with {first!r}: {w.shape[2]} input channels)"
-    return None
+    first, n, ndim = found
+    if ndim == 2:
+        return f"(N, {n}) (the model starts with {first!r}: {n} features)"
+    return f"(N, {n}, H, W) (the model starts with {first!r}: {n} input channels)"
 
 
 def _check_X(name: str, X: Any, model: Any, dtype: np.dtype) -> tuple[np.ndarray, tuple]:
@@ -167,7 +155,7 @@ def _has_classes(y: np.ndarray) -> bool:
 def mask_targets(model: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """(param array, bool mask) for every mask of every leaf layer, checked against the parameter shapes."""
     pairs = []
-    for path, layer in _leaves(model):
+    for path, layer in modules(model):
         masks = getattr(layer, "masks", None)
         if not masks:
             continue

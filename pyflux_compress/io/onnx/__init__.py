@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from ._export import SUPPORTED_ACTIVATIONS, SUPPORTED_LAYERS, UnsupportedLayerError
+from ._export import SUPPORTED_ACTIVATIONS, UnsupportedLayerError, supported_layers
 from ._graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ir_version_for, ort_max_ir_version
+from ._import import load_onnx_proto
 
-__all__ = ["export_onnx", "import_onnx", "to_onnx_model", "UnsupportedLayerError", "SUPPORTED_LAYERS",
+__all__ = ["export_onnx", "import_onnx", "to_onnx_model", "UnsupportedLayerError", "supported_layers",
            "SUPPORTED_ACTIVATIONS", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "ir_version_for",
-           "ort_max_ir_version", "FORMATS"]
+           "ort_max_ir_version", "FORMATS", "load_onnx_proto"]
 
 FORMATS = ("fp32", "qdq", "dynamic")
 
@@ -54,8 +55,8 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPS
     Parameters
     ----------
     model : Chain / QuantizedChain / single layer
-        Layers: Dense (Gemm), Conv/CrossCor (Conv, kernel flipped for Conv), MaxPool/MeanPool, GlobalMeanPool,
-        flatten, BatchNorm (inference), Dropout (dropped) and the NNlib activations listed in
+        Every registered layer with a ``to_onnx`` (``supported_layers()``: Dense as Gemm, Conv/CrossCor,
+        pooling, flatten, BatchNorm (inference), Dropout (dropped), ...) and the NNlib activations listed in
         ``SUPPORTED_ACTIVATIONS``. Structurally pruned models are ordinary smaller Chains and just export.
     path : str or PathLike
         Destination ``.onnx``; written atomically (temp file + ``os.replace``).
@@ -100,17 +101,20 @@ def import_onnx(path: str | os.PathLike):
     return _imp(path)
 
 
-def _is_quantized(model: Any) -> bool:
-    from ._export import layer_kind, leaf_layers
+def _quantized_leaves(model: Any) -> list:
+    """Leaves carrying integer weights (``qweight``: QuantizedDense / QuantizedConv)."""
+    from ...model.walk import modules
 
-    return any(layer_kind(l) in ("QuantizedDense", "QuantizedConv") for l in leaf_layers(model))
+    return [layer for _, layer in modules(model) if hasattr(layer, "qweight")]
+
+
+def _is_quantized(model: Any) -> bool:
+    return bool(_quantized_leaves(model))
 
 
 def _has_act_scales(model: Any) -> bool:
-    from ._export import layer_kind, leaf_layers
-
-    q = [l for l in leaf_layers(model) if layer_kind(l) in ("QuantizedDense", "QuantizedConv")]
-    return bool(q) and all(getattr(l, "act_scale", None) is not None for l in q)
+    q = _quantized_leaves(model)
+    return bool(q) and all(getattr(layer, "act_scale", None) is not None for layer in q)
 
 
 def _validate(model: Any, opset: Any, format: str | None, sparse: Any, dynamic_batch: Any) -> str:

@@ -94,6 +94,7 @@ class GraphBuilder:
         self.input_shape = tuple(input_shape)
         self.batch_dim: int | str = "N" if dynamic_batch else int(batch_size)
         self.current = INPUT_NAME
+        self._ranks: dict[str, int] = {INPUT_NAME: 1 + len(self.input_shape)}
 
     # -- names -------------------------------------------------------------------------------------
     def fresh(self, prefix: str) -> str:
@@ -120,16 +121,23 @@ class GraphBuilder:
 
     # -- nodes -------------------------------------------------------------------------------------
     def node(self, op: str, inputs: Sequence[str], *, outputs: int | Sequence[str] = 1, prefix: str | None = None,
-             domain: str = "", **attrs) -> list[str]:
-        """Append node ``op`` and return its output names (fresh unless given)."""
+             domain: str = "", rank: int | None = None, **attrs) -> list[str]:
+        """Append node ``op`` and return its output names (fresh unless given). ``rank``: the outputs' rank
+        (batch dim included) when it differs from the first input's (e.g. 2 after a Flatten)."""
         from onnx import helper
 
         prefix = prefix or op.lower()
         if isinstance(outputs, int):
             outputs = [self.fresh(prefix + "_out") for _ in range(outputs)]
+        for out in outputs:
+            self._ranks[out] = rank if rank is not None else self.rank(inputs[0]) if inputs else 0
         self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=self.fresh(prefix + "_"),
                                            domain=domain, **attrs))
         return list(outputs)
+
+    def rank(self, name: str) -> int:
+        """Rank (batch dim included) of tensor ``name``: 2 for ``(N, F)``, 4 for ``(N, C, H, W)``."""
+        return self._ranks.get(name, self._ranks[INPUT_NAME])
 
     def apply(self, op: str, *extra_inputs: str, prefix: str | None = None, **attrs) -> str:
         """``current = op(current, *extra_inputs, **attrs)``; returns the new current tensor name."""

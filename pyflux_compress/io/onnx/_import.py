@@ -21,7 +21,8 @@ Dropout, Identity                      dropped
 =====================================  ==========================================================
 
 This covers what ``torch.onnx.export(..., dynamo=False)`` writes for an ``nn.Sequential`` of
-Linear/ReLU/Conv2d/MaxPool2d/Flatten. Anything else raises ``ValueError`` naming the node and the supported ops.
+Linear/ReLU/Conv2d/MaxPool2d/Flatten. Anything else raises ``ValueError`` naming the node and the supported ops. Each op is read by the ``from_onnx``
+of the registered layer declaring it in ``onnx_ops`` (the first registered wins); this module only walks.
 Loading never executes code: the file is parsed as a protobuf only.
 """
 from __future__ import annotations
@@ -32,11 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from ._export import onnx_conv_to_flux
+from ...model import registry
+from ...model.activations import Activation, gelu, identity, swish
 
-SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
-                 "Flatten", "Reshape", "BatchNormalization", "Relu", "Sigmoid", "Tanh", "Softmax", "LeakyRelu",
-                 "Elu", "Gelu", "Dropout", "Identity", "Constant", "swish/gelu patterns")
+
+def supported_ops() -> str:
+    """The ONNX ops registered layers import (``onnx_ops``; layers first, then activations) and patterns."""
+    classes = sorted(registry.registered(), key=lambda c: c is Activation)
+    ops = dict.fromkeys(op for c in classes for op in getattr(c, "onnx_ops", ()))
+    return ", ".join([*ops, "Add (bias)", "Constant", "swish/gelu patterns"])
 
 
 def load_onnx_proto(path: str | os.PathLike):
@@ -116,15 +121,35 @@ class _ChainReader:
                 self.consumers.setdefault(i, []).append(n)
         self.order = {id(n): k for k, n in enumerate(nodes)}
 
-    # -- helpers -----------------------------------------------------------------------------------
-    def _err(self, node: Any, msg: str) -> ValueError:
+    # -- helpers for the layers' from_onnx ----------------------------------------------------------
+    def error(self, node: Any, msg: str) -> ValueError:
         return ValueError(f"{self.where}: node {node.name or node.op_type!r} ({node.op_type}): {msg}; "
-                          f"supported ops: {', '.join(SUPPORTED_OPS)}")
+                          f"supported ops: {supported_ops()}")
 
-    def _const(self, node: Any, name: str) -> np.ndarray:
+    def attrs(self, node: Any) -> dict[str, Any]:
+        return _attrs(node)
+
+    def has_input(self, node: Any, i: int) -> bool:
+        return len(node.input) > i and bool(node.input[i])
+
+    def const(self, node: Any, i: int) -> np.ndarray:
+        """Input ``i`` of ``node``, which must be a constant (initializer or Constant node)."""
+        name = node.input[i]
         if name not in self.consts:
-            raise self._err(node, f"input {name!r} must be a constant (initializer)")
+            raise self.error(node, f"input {name!r} must be a constant (initializer)")
         return self.consts[name]
+
+    def bias_after(self, node: Any) -> np.ndarray | None:
+        """If the only consumer of ``node``'s output is ``Add(out, const)``, consume it and return the const."""
+        out = node.output[0]
+        cons = self.consumers.get(out, [])
+        if len(cons) == 1 and cons[0].op_type == "Add":
+            add = cons[0]
+            other = add.input[1] if add.input[0] == out else add.input[0]
+            if other in self.consts:
+                self.advanced = add.output[0]
+                return self.consts[other]
+        return None
 
     def _next(self) -> list:
         return [n for n in self.consumers.get(self.current, []) if n.op_type != "Constant"]
@@ -141,136 +166,18 @@ class _ChainReader:
                 layers.append(self._pattern(nxt))
                 continue
             node = nxt[0]
-            layer = self._layer(node)
-            if isinstance(layer, _Consumed):  # the translator swallowed a following node and moved on
-                layer = layer.layer
-            else:
-                self.current = node.output[0]
+            classes = registry.by_onnx_op(node.op_type)
+            if not classes:
+                raise self.error(node, "no Flux mapping")
+            self.advanced = None
+            layer = classes[0].from_onnx(node, self)
+            self.current = self.advanced or node.output[0]  # past a consumed bias Add, if any
             if layer is not None:
                 layers.append(layer)
         return layers
 
-    def _layer(self, node: Any):
-        from ...model import activations as A
-        from ...model import layers as L
-
-        op, attrs = node.op_type, _attrs(node)
-        if op == "Gemm":
-            return self._gemm(node, attrs)
-        if op == "MatMul":
-            return self._matmul(node)
-        if op == "Conv":
-            return self._conv(node, attrs)
-        if op in ("MaxPool", "AveragePool"):
-            return self._pool(node, attrs)
-        if op == "GlobalAveragePool":
-            return L.GlobalMeanPool()
-        if op == "Flatten":
-            if attrs.get("axis", 1) != 1:
-                raise self._err(node, f"Flatten axis must be 1 (batch-first); got {attrs.get('axis')}")
-            return L.flatten
-        if op == "Reshape":
-            shape = self._const(node, node.input[1]).astype(np.int64).tolist()
-            if len(shape) == 2 and (shape[1] == -1 or shape[0] in (0, -1)):  # (N, -1), (0, -1), (-1, F)
-                return L.flatten
-            raise self._err(node, f"only Reshape to (N, -1) (a flatten) imports; got shape {shape}")
-        if op == "BatchNormalization":
-            return self._batchnorm(node, attrs)
-        if op in ("Dropout", "Identity"):
-            return None
-        simple = {"Relu": A.relu, "Sigmoid": A.sigmoid, "Tanh": A.tanh}
-        if op in simple:
-            return simple[op]
-        if op == "Softmax":
-            if attrs.get("axis", -1) not in (-1, 1):
-                raise self._err(node, f"Softmax must be over the feature axis (-1); got axis {attrs.get('axis')}")
-            return A.softmax
-        if op == "LeakyRelu":
-            return self._with_param(node, A.leakyrelu, attrs.get("alpha", 0.01), 0.01)
-        if op == "Elu":
-            return self._with_param(node, A.elu, attrs.get("alpha", 1.0), 1.0)
-        if op == "Gelu":
-            if attrs.get("approximate", b"none") not in ("tanh", b"tanh"):
-                raise self._err(node, "only the tanh approximation of Gelu is NNlib's gelu")
-            return A.gelu
-        raise self._err(node, "no Flux mapping")
-
-    def _with_param(self, node: Any, act: Any, value: float, expected: float):
-        if not math.isclose(float(value), expected, rel_tol=1e-6):
-            raise self._err(node, f"alpha {value} differs from NNlib's default {expected}")
-        return act
-
-    def _bias_after(self, out: str):
-        """If the only consumer of ``out`` is ``Add(out, const)``, consume it and return the bias."""
-        cons = self.consumers.get(out, [])
-        if len(cons) == 1 and cons[0].op_type == "Add":
-            add = cons[0]
-            other = add.input[1] if add.input[0] == out else add.input[0]
-            if other in self.consts:
-                return self.consts[other], add.output[0]
-        return None, out
-
-    def _gemm(self, node: Any, attrs: dict):
-        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-            raise self._err(node, "only Gemm with transA=0, alpha=1, beta=1 imports")
-        w = self._const(node, node.input[1]).astype(np.float32)
-        w = w if attrs.get("transB", 0) else w.T  # Flux weight is (out, in)
-        bias = self._const(node, node.input[2]).astype(np.float32) if len(node.input) > 2 and node.input[2] else None
-        if bias is not None and bias.size != w.shape[0]:
-            raise self._err(node, f"bias of size {bias.size} does not broadcast as a per-output bias")
-        return _dense(w, None if bias is None else bias.reshape(-1))
-
-    def _matmul(self, node: Any):
-        w = self._const(node, node.input[1]).astype(np.float32)
-        if w.ndim != 2:
-            raise self._err(node, f"MatMul weight must be 2-D; got shape {w.shape}")
-        bias, out = self._bias_after(node.output[0])
-        layer = _dense(np.ascontiguousarray(w.T), None if bias is None else bias.astype(np.float32).reshape(-1))
-        self.current = out  # after the bias Add when there was one
-        return _Consumed(layer)
-
-    def _conv(self, node: Any, attrs: dict):
-        from ...model import layers as L
-
-        w = self._const(node, node.input[1]).astype(np.float32)
-        if w.ndim != 4:
-            raise self._err(node, f"only 2-D Conv imports (weight ndim {w.ndim})")
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise self._err(node, "auto_pad is not supported; export with explicit pads")
-        group = int(attrs.get("group", 1))
-        kernel = onnx_conv_to_flux(w, flipped=True)  # Flux Conv flips, so flip back what ONNX correlates with
-        if group != 1:
-            raise self._err(node, f"grouped convolution (group={group}) is not supported by Flux Conv here")
-        bias = self._const(node, node.input[2]).astype(np.float32) if len(node.input) > 2 and node.input[2] else None
-        return L.Conv(kernel, False if bias is None else bias.reshape(-1), **_spatial_from_onnx(attrs))
-
-    def _pool(self, node: Any, attrs: dict):
-        from ...model import layers as L
-
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or attrs.get("ceil_mode", 0):
-            raise self._err(node, "auto_pad / ceil_mode pooling has no Flux equivalent")
-        if any(d != 1 for d in attrs.get("dilations", [1, 1])):
-            raise self._err(node, "dilated pooling has no Flux equivalent")
-        kh, kw = attrs["kernel_shape"]
-        sp = _spatial_from_onnx(attrs)
-        if node.op_type == "AveragePool" and any(sp["pad"]) and not attrs.get("count_include_pad", 0):
-            raise self._err(node, "NNlib's meanpool counts padding: need count_include_pad=1")
-        cls = L.MaxPool if node.op_type == "MaxPool" else L.MeanPool
-        return cls((kw, kh), pad=sp["pad"], stride=sp["stride"])
-
-    def _batchnorm(self, node: Any, attrs: dict):
-        from ...model import layers as L
-
-        scale, b, mean, var = (self._const(node, n).astype(np.float32) for n in node.input[1:5])
-        eps = float(f"{float(attrs.get('epsilon', 1e-5)):.7g}")  # ONNX stores float32: 1e-5 -> 9.99999975e-06
-        layer = L.BatchNorm(int(scale.size), eps=eps)
-        layer.gamma, layer.beta, layer.mu, layer.sigma2 = scale.copy(), b.copy(), mean.copy(), var.copy()
-        return layer
-
     def _pattern(self, consumers: list):
         """A multi-consumer region (x used by several nodes) that closes on one tensor: swish or composed gelu."""
-        from ...model import activations as A
-
         start = min(self.order[id(n)] for n in consumers)
         live = {self.current}
         region: list = []
@@ -285,13 +192,13 @@ class _ChainReader:
                 break
         ops = sorted(n.op_type for n in region)
         if ops == ["Mul", "Sigmoid"]:
-            act = A.swish
+            act = swish
         elif ops == ["Add", "Add", "Mul", "Mul", "Mul", "Mul", "Mul", "Mul", "Tanh"] and self._gelu_consts(region):
-            act = A.gelu
+            act = gelu
         else:
             raise ValueError(f"{self.where}: the subgraph {[n.op_type for n in region]} after tensor "
                              f"{self.current!r} is not a supported pattern (swish, tanh-gelu); "
-                             f"supported ops: {', '.join(SUPPORTED_OPS)}")
+                             f"supported ops: {supported_ops()}")
         self.current = region[-1].output[0]
         return act
 
@@ -300,31 +207,6 @@ class _ChainReader:
                 if i in self.consts and self.consts[i].size == 1]
         want = (0.5, 1.0, 0.044715, math.sqrt(2 / math.pi))
         return all(any(math.isclose(v, w, rel_tol=1e-5) for v in vals) for w in want)
-
-
-class _Consumed:
-    """Wraps a layer whose translator already advanced ``current`` (e.g. MatMul that swallowed its bias Add)."""
-
-    def __init__(self, layer: Any):
-        self.layer = layer
-
-
-def _dense(w: np.ndarray, bias: np.ndarray | None):
-    from ...model import layers as L
-
-    w = np.ascontiguousarray(w, dtype=np.float32)
-    return L.Dense(w, False if bias is None else np.ascontiguousarray(bias, dtype=np.float32))
-
-
-def _spatial_from_onnx(attrs: dict) -> dict[str, Any]:
-    """ONNX [H, W]-ordered attributes -> Flux's W-first ``stride``, ``pad`` and (conv) ``dilation``."""
-    sh, sw = attrs.get("strides", [1, 1])
-    h_lo, w_lo, h_hi, w_hi = attrs.get("pads", [0, 0, 0, 0])
-    out: dict[str, Any] = {"stride": (int(sw), int(sh)), "pad": (int(w_lo), int(w_hi), int(h_lo), int(h_hi))}
-    if "dilations" in attrs or "kernel_shape" in attrs:
-        dh, dw = attrs.get("dilations", [1, 1])
-        out["dilation"] = (int(dw), int(dh))
-    return out
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -347,14 +229,12 @@ def _constant_value(node: Any) -> np.ndarray:
 
 
 def _fold_activations(layers: list) -> list:
-    """``[Dense(identity), relu]`` -> ``[Dense(relu)]`` (and for Conv / BatchNorm), as Flux models are written."""
-    from ._export import activation_name, is_activation, layer_kind
-
+    """``[Dense(identity), relu]`` -> ``[Dense(relu)]`` (any layer with an identity ``activation``), as Flux
+    models are written."""
     out: list = []
     for layer in layers:
         prev = out[-1] if out else None
-        if (is_activation(layer) and prev is not None and layer_kind(prev) in ("Dense", "Conv", "BatchNorm")
-                and activation_name(getattr(prev, "activation", None)) == "identity"):
+        if isinstance(layer, Activation) and getattr(prev, "activation", None) is identity:
             prev.activation = layer
             continue
         out.append(layer)

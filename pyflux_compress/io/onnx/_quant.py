@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
+from ...model.walk import modules
 from ._export import (ExportState, UnsupportedLayerError, build_fp32, emit_activation, emit_conv, emit_dense,
                       emit_layer, flux_conv_to_onnx, layer_kind, spatial_attrs)
 from ._graph import GraphBuilder
@@ -106,7 +107,7 @@ def _int32_bias(b: GraphBuilder, p: str, layer: Any) -> str | None:
 
 
 def _conv_q_onnx(layer: Any) -> np.ndarray:
-    return flux_conv_to_onnx(layer.qweight, flipped=layer_kind(layer.float_layer) != "CrossCor")
+    return flux_conv_to_onnx(layer.qweight, flipped=layer.float_layer.flipped)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -143,10 +144,8 @@ def _build_qdq(model: Any, b: GraphBuilder) -> None:
     (MaxPool, flatten, Dropout) that precede it *and* again right before it. Re-quantizing a dequantized value
     with the same scale and zero point gives the same integers, so the second pair changes nothing
     numerically; it gives onnxruntime the ``DQ -> MaxPool -> Q`` and ``DQ -> Gemm`` patterns it fuses."""
-    from ._export import leaf_layers
-
-    leaves = list(leaf_layers(model))
-    paths = _leaf_paths(model)
+    paths = [p for p, _ in modules(model)]
+    leaves = [layer for _, layer in modules(model)]
     st = ExportState(rank=1 + len(b.input_shape))
     custom = {"QuantizedDense": _qdq_dense, "QuantizedConv": _qdq_conv}
     first_qdq: dict[int, int] = {}  # quantized leaf index -> leaf index where its first QDQ went
@@ -167,15 +166,6 @@ def _quantized_ahead(leaves: list, i: int) -> int | None:
         if kind not in _COMMUTING:
             return None
     return None
-
-
-def _leaf_paths(model: Any, prefix: str = "") -> list[str]:
-    if layer_kind(model) not in ("Chain", "QuantizedChain"):
-        return [prefix or "model"]
-    out: list[str] = []
-    for i, sub in enumerate(model.layers):
-        out += _leaf_paths(sub, f"{prefix}.layers[{i + 1}]" if prefix else f"layers[{i + 1}]")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -30,12 +30,13 @@ kernel_magnitude_masks(arrays::Tuple, k::Integer) =
 kernel_nm_mask(W::AbstractArray, n::Integer, m::Integer) = Array{Bool}(nm_mask(W, n, m))
 
 """
-    kernel_select_units(W, n_remove, criterion) -> Vector{Int}
+    kernel_select_units(W, axis, n_remove, criterion) -> Vector{Int}
 
-Sorted 1-based indices of the output units of `W` that stay when the `n_remove` weakest go (`select_units`).
+Sorted 1-based indices of the units along dimension `axis` of `W` (the layer's output axis, which Python's layer
+registry declares) that stay when the `n_remove` weakest go (`select_units`).
 """
-kernel_select_units(W::AbstractArray, n_remove::Integer, criterion::AbstractString) =
-    select_units(W, n_remove, Symbol(criterion))
+kernel_select_units(W::AbstractArray, axis::Integer, n_remove::Integer, criterion::AbstractString) =
+    select_units(W, n_remove, Symbol(criterion); axis)
 
 """
     kernel_quantize_array(W, bits, scheme, granularity, mask) -> (q, scale, zero_point)

@@ -24,8 +24,8 @@ using Flux: BatchNorm, Dense, Conv, CrossCor, MaxPool, MeanPool, GlobalMeanPool,
 
 Importance of each output unit of `W` (Dense rows, Conv dim 4): `:l1` or `:l2` norm of its weights.
 """
-function unit_scores(W::AbstractArray, criterion::Symbol)
-    ax = output_axis(W)
+function unit_scores(W::AbstractArray, criterion::Symbol; axis::Integer=output_axis(W))
+    ax = axis
     other = Tuple(d for d in 1:ndims(W) if d != ax)
     s = criterion == :l1 ? sum(abs.(Float64.(W)); dims=other) :
         criterion == :l2 ? sqrt.(sum(abs2.(Float64.(W)); dims=other)) :
@@ -34,13 +34,13 @@ function unit_scores(W::AbstractArray, criterion::Symbol)
 end
 
 """
-    select_units(W, n_remove, criterion) -> Vector{Int}
+    select_units(W, n_remove, criterion; axis=output_axis(W)) -> Vector{Int}
 
-Sorted 1-based indices of the output units that stay when the `n_remove` lowest scores go (ties: the lower
-index goes first, a stable sort). Twin of Python's kernel `select_units` (compression/structured.py).
+Sorted 1-based indices of the units along `axis` that stay when the `n_remove` lowest scores go (ties: the
+lower index goes first, a stable sort). Twin of Python's kernel `select_units` (compression/structured.py).
 """
-function select_units(W::AbstractArray, n_remove::Integer, criterion::Symbol)
-    order = sortperm(unit_scores(W, criterion); alg=Base.Sort.MergeSort)   # weakest first, ties by index
+function select_units(W::AbstractArray, n_remove::Integer, criterion::Symbol; axis::Integer=output_axis(W))
+    order = sortperm(unit_scores(W, criterion; axis); alg=Base.Sort.MergeSort)   # weakest first, ties by index
     return sort(order[n_remove+1:end])
 end
 

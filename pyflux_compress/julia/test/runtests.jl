@@ -234,7 +234,8 @@ _zero_dim(x) = x isa AbstractArray ? x : fill(x)
 function run_kernel(kernel::AbstractString, a::Dict{String,Any})
     kernel == "magnitude_prune" && return Dict("masks" => collect(kernel_magnitude_masks(Tuple(a["arrays"]), a["k"])))
     kernel == "nm_mask" && return Dict("mask" => kernel_nm_mask(a["weight"], a["n"], a["m"]))
-    kernel == "select_units" && return Dict("keep" => kernel_select_units(a["weight"], a["n_remove"], a["criterion"]) .- 1)
+    kernel == "select_units" &&
+        return Dict("keep" => kernel_select_units(a["weight"], a["out_axis"] + 1, a["n_remove"], a["criterion"]) .- 1)
     if kernel == "quantize_weight"
         r = kernel_quantize_array(a["w"], a["bits"], a["scheme"], a["granularity"], a["mask"])
         return Dict("q" => r.q, "scale" => r.scale, "zero_point" => r.zero_point)
