@@ -30,9 +30,13 @@ def _export(module: str, *names: str) -> None:
 
 
 _export(".model.layers", "Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool",
-        "Flatten", "flatten", "BatchNorm", "Dropout")
+        "Flatten", "flatten", "BatchNorm", "Dropout", "ConvTranspose", "DepthwiseConv", "SkipConnection", "Parallel",
+        "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool", "AdaptiveMeanPool", "Upsample", "PixelShuffle",
+        "GroupNorm", "InstanceNorm", "AlphaDropout")
 _export(".model.activations", "Activation", "relu", "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu",
-        "gelu", "swish", "identity")
+        "gelu", "swish", "identity", "hardsigmoid", "hardσ", "hardtanh", "relu6", "rrelu", "selu", "celu",
+        "gelu_tanh", "gelu_erf", "hardswish", "lisht", "mish", "softplus", "softsign", "logsigmoid", "logσ",
+        "logcosh", "tanhshrink", "softshrink", "trelu", "thresholdrelu", "tanh_fast", "sigmoid_fast", "logsoftmax")
 _export(".model.chain", "Chain")
 _export(".model.walk", "modules", "map_layers")
 _export(".model.registry", "register_layer")

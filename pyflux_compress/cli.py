@@ -432,6 +432,14 @@ def _print_info(info: dict[str, Any]) -> None:
             _say(f"{info['arrays']} numeric arrays, {info['elements']:,} elements, "
                  f"{info['nonzero']:,} nonzero ({100 * (1 - info['nonzero'] / max(info['elements'], 1)):.1f}% zero)")
         return
+    if info["kind"] == "container":         # pfc.load gave a Tuple/NamedTuple/Dict/struct of models
+        _say(f"{info['container']} holding {len(info['models'])} models")
+        for note in info.get("notes") or []:
+            _say(f"note: {note}")
+        for sub in info["models"]:
+            _say("")
+            _print_info(sub)
+        return
     if info["kind"] == "onnx":
         _say(f"IR version {info['ir_version']}, opsets {info['opsets']}")
         _say(f"inputs: {'; '.join(info['inputs'])}   outputs: {'; '.join(info['outputs'])}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 from .activations import (ACTIVATIONS, Activation, elu, gelu, get_activation, identity, leakyrelu, relu,
                           sigmoid, softmax, swish, tanh, σ)
 from .chain import Chain
-from .layers import (BatchNorm, Conv, CrossCor, Dense, Dropout, Flatten, GlobalMeanPool, Layer, MaxPool,
-                     MeanPool, SamePad, flatten)
+from .layers import (AdaptiveMaxPool, AdaptiveMeanPool, BatchNorm, Conv, ConvTranspose, CrossCor, Dense,
+                     DepthwiseConv, Dropout, Flatten, GlobalMaxPool, GlobalMeanPool, Layer, LayerNorm, MaxPool,
+                     MeanPool, Parallel, PixelShuffle, SamePad, Scale, SkipConnection, Upsample, flatten)
+from .layers import AlphaDropout, GroupNorm, InstanceNorm
 from .registry import register_layer
 from .syntax import FluxSyntaxError, parse
 from .walk import map_layers, modules
@@ -19,4 +21,6 @@ from .walk import map_layers, modules
 __all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool", "Flatten", "flatten",
            "BatchNorm", "Dropout", "SamePad", "Chain", "Activation", "ACTIVATIONS", "get_activation", "relu",
            "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish", "identity", "parse",
-           "FluxSyntaxError", "modules", "map_layers", "register_layer"]
+           "FluxSyntaxError", "modules", "map_layers", "register_layer", "ConvTranspose", "DepthwiseConv",
+           "SkipConnection", "Parallel", "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool",
+           "AdaptiveMeanPool", "Upsample", "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout"]

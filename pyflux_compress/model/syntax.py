@@ -29,7 +29,8 @@ from .._validate import check_rng
 from . import registry
 from .activations import ACTIVATIONS, Activation
 
-__all__ = ["parse", "FluxSyntaxError", "Call", "Pair", "Name", "Colon", "SamePad", "show", "as_int", "as_ints",
+__all__ = ["parse", "FluxSyntaxError", "Call", "Pair", "Name", "Colon", "SamePad", "Symbol", "Lambda", "Splat", "Sum",
+           "RawCall", "as_connection", "show", "as_int", "as_ints",
            "as_pair", "as_pad"]
 
 _MODULES = {"Flux", "NNlib", "Base", "Main"}
@@ -58,7 +59,7 @@ class _Tok:
 
 _NUMBER = re.compile(r"(\d[\d_]*(\.\d[\d_]*)?|\.\d[\d_]*)([eEf][+-]?\d+)?")
 _NAME = re.compile(r"[^\W\d][\w!′]*", re.UNICODE)
-_OPS = ("=>", "(", ")", ",", ";", "=", ".", "-", ":")
+_OPS = ("=>", "->", "...", ".+", "(", ")", "[", "]", ",", ";", "=", ".", "-", ":", "+")
 
 
 def _tokenize(text: str) -> list[_Tok]:
@@ -124,6 +125,42 @@ class Colon:
     """Julia ``:`` (e.g. ``dims=:``)."""
 
 
+@dataclass(frozen=True)
+class Symbol:
+    """A Julia symbol ``:name`` (e.g. Upsample's ``:bilinear``)."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Splat:
+    """``x...`` (a lambda's varargs or a splatted argument)."""
+    value: Any
+
+
+@dataclass(frozen=True)
+class Sum:
+    """``a + b`` / ``a .+ b`` (inside a lambda: a connection)."""
+    terms: tuple
+
+
+@dataclass(frozen=True)
+class RawCall:
+    """A call of a plain Julia function inside a lambda body (``leakyrelu(x, 0.2)``, ``cat(a, b; dims=3)``)."""
+    name: str
+    args: tuple
+    kwargs: tuple
+
+
+@dataclass(frozen=True)
+class Lambda:
+    """``x -> body`` / ``(a, b) -> body`` / ``(xs...) -> body``: Flux users' closures. ``params`` are names
+    (``"xs..."`` for varargs). Only a few shapes mean something here: ``x -> leakyrelu(x, 0.2)`` (an activation
+    with NNlib's extra argument) and connections (``(mx, x) -> mx + x``, ``(a...) -> cat(a...; dims=3)``)."""
+    params: tuple
+    body: Any
+    pos: int
+
+
 class SamePad:
     """Flux ``SamePad()``: pad so that a stride-1 layer keeps the spatial size (``pad="same"`` also works)."""
 
@@ -170,14 +207,42 @@ class _Parser:
 
     # expr := atom [ "=>" atom ]
     def expr(self) -> Any:
+        start = self.peek()
         a = self.atom()
+        if self.is_op("..."):
+            self.next()
+            a = Splat(a)
+        if self.is_op("->"):
+            self.next()
+            return Lambda(self._lambda_params(a, start), self.expr(), start.pos)
+        if self.is_op("+") or self.is_op(".+"):
+            terms = [a]
+            while self.is_op("+") or self.is_op(".+"):
+                self.next()
+                terms.append(self.atom())
+            return Sum(tuple(terms))
         if self.is_op("=>"):
             self.next()
             return Pair(a, self.atom())
         return a
 
+    def _lambda_params(self, a: Any, tok: _Tok) -> tuple:
+        items = a if isinstance(a, tuple) else (a,)
+        out = []
+        for it in items:
+            if isinstance(it, Name):
+                out.append(it.name)
+            elif isinstance(it, Splat) and isinstance(it.value, Name):
+                out.append(it.value.name + "...")
+            else:
+                raise self.error("a lambda's arguments must be names, e.g. x -> ... or (a, b) -> ...", tok)
+        return tuple(out)
+
     def atom(self) -> Any:
         tok = self.peek()
+        if tok.kind == "op" and tok.text == "+":   # the function + (a connection: SkipConnection(l, +))
+            self.next()
+            return Name("+", tok.pos)
         if tok.kind == "num":
             self.next()
             return _number(tok, self.text)
@@ -189,9 +254,28 @@ class _Parser:
             return -v
         if tok.kind == "op" and tok.text == ":":
             self.next()
+            nxt = self.peek()
+            if nxt.kind == "name" and nxt.pos == tok.pos + 1:   # :bilinear is a Symbol; a lone : is Colon
+                self.next()
+                return Symbol(nxt.text)
             return Colon()
         if tok.kind == "op" and tok.text == "(":
             return self.tuple_()
+        if tok.kind == "op" and tok.text == "[":        # a Vector, e.g. Flux's Chain([Dense(...), ...])
+            self.next()
+            items: list[Any] = []
+            while not self.is_op("]"):
+                if self.peek().kind == "end":
+                    raise self.error(f"unclosed '[' opened at position {tok.pos}")
+                items.append(self.expr())
+                if self.is_op(","):
+                    self.next()
+                elif self.peek().kind == "end":
+                    raise self.error(f"unclosed '[' opened at position {tok.pos}")
+                elif not self.is_op("]"):
+                    raise self.error("expected ',' or ']'")
+            self.expect("]")
+            return items
         if tok.kind == "name":
             name = self.qualified_name()
             if name == "true":
@@ -270,6 +354,8 @@ class _Parser:
             elif not self.is_op(")") and not self.is_op(";"):
                 raise self.error("expected ',' or ')'")
         self.expect(")")
+        if name in ACTIVATIONS or name in _JULIA_FUNCTIONS:   # a plain function call: only inside a lambda body
+            return RawCall(name, tuple(args), tuple(kwargs.items()))
         if name == "SamePad":
             if args or kwargs:
                 raise self.error("SamePad() takes no arguments", name_tok)
@@ -289,6 +375,8 @@ class _Parser:
     def layer(self, v: Any) -> Any:
         if hasattr(v, "forward"):
             return v
+        if isinstance(v, Lambda):
+            return _lambda_activation(v, self)
         if isinstance(v, Name):
             if v.name in ACTIVATIONS:
                 return ACTIVATIONS[v.name]
@@ -299,6 +387,8 @@ class _Parser:
         raise ValueError(f"expected a layer, got {show(v)}")
 
     def activation(self, v: Any) -> Activation:
+        if isinstance(v, Lambda):
+            return _lambda_activation(v, self)
         if isinstance(v, Name):
             if v.name in ACTIVATIONS:
                 return ACTIVATIONS[v.name]
@@ -346,12 +436,57 @@ class Call:
         return self._parser.layer(v)
 
 
+_JULIA_FUNCTIONS = ("cat", "vcat", "hcat")
+
+
+def _lambda_activation(v: Lambda, parser: "_Parser") -> Activation:
+    """``x -> f(x, a...)`` with ``f`` an NNlib activation and numeric ``a``: ``f`` with NNlib's extra arguments."""
+    body = v.body
+    if (len(v.params) == 1 and isinstance(body, RawCall) and body.name in ACTIVATIONS and body.args
+            and isinstance(body.args[0], Name) and body.args[0].name == v.params[0] and not body.kwargs
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in body.args[1:])):
+        try:
+            return ACTIVATIONS[body.name].with_params(*body.args[1:]) if body.args[1:] else ACTIVATIONS[body.name]
+        except ValueError as err:
+            raise FluxSyntaxError(str(err), parser.text, v.pos, body.name) from None
+    raise FluxSyntaxError("only closures of the form x -> activation(x, parameters...) can be rebuilt "
+                          "(e.g. x -> leakyrelu(x, 0.2))", parser.text, v.pos, "->")
+
+
+def as_connection(v: Any) -> Any:
+    """A SkipConnection/Parallel connection: ``+``, ``vcat``, ``hcat``, ``(mx, x) -> mx + x``,
+    ``(mx, x) -> cat(mx, x, dims=d)``, ``(xs...) -> cat(xs...; dims=d)`` -> a model.connection.Connection."""
+    from .connection import Connection
+
+    if isinstance(v, Name) and v.name in ("+", "vcat", "hcat"):
+        return Connection("+") if v.name == "+" else Connection("cat", 1 if v.name == "vcat" else 2)
+    if isinstance(v, Lambda):
+        names = [p.rstrip(".") for p in v.params]
+        body = v.body
+        if isinstance(body, Sum) and [getattr(t, "name", None) for t in body.terms] == names:
+            return Connection("+")
+        if isinstance(body, RawCall) and body.name in _JULIA_FUNCTIONS:
+            args = [getattr(getattr(a, "value", a), "name", None) for a in body.args]
+            kw = dict(body.kwargs)
+            if args == names and set(kw) <= {"dims"}:
+                if body.name == "cat" and isinstance(kw.get("dims"), int) and kw["dims"] >= 1:
+                    return Connection("cat", kw["dims"])
+                if body.name in ("vcat", "hcat") and not kw:
+                    return Connection("cat", 1 if body.name == "vcat" else 2)
+    raise ValueError(f"unsupported connection {show(v)}: supported are +, vcat, hcat, (mx, x) -> mx + x and "
+                     "(xs...) -> cat(xs...; dims=d)")
+
+
 def show(v: Any) -> str:
     """A parsed value as Flux syntax (for error messages)."""
     if isinstance(v, Name):
         return v.name
     if isinstance(v, Pair):
         return f"{show(v.first)} => {show(v.second)}"
+    if isinstance(v, Lambda):
+        return f"({', '.join(v.params)}) -> ..."
+    if isinstance(v, Symbol):
+        return f":{v.name}"
     return repr(v)
 
 
