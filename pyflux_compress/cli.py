@@ -102,6 +102,9 @@ def _common(top: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--debug", action="store_true", default=default, help="show the full traceback of any error")
     p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars")
+    p.add_argument("--threads", type=_positive_int, default=None if top else argparse.SUPPRESS, metavar="N",
+                   help="cores to use (numpy engine: BLAS threads and the conv kernels' batch split; onnxruntime: "
+                        "intra-op threads); default: the cores other processes leave idle")
     return p
 
 
@@ -216,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--batch-sizes", type=_list_of(_positive_int, "positive integers"), default=[1, 64, 256])
     p.add_argument("--seconds", type=_positive_float, default=2.0, help="time budget per batch size (default 2)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="onnxruntime intra-op threads")
     p.add_argument("--input-shape", type=_list_of(_positive_int, "positive integers"), default=None,
                    metavar="C,H,W", help="per-sample input shape for models with symbolic dims (Conv: C,H,W)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -266,7 +268,6 @@ def _report_args(p: argparse.ArgumentParser, default_seconds: float = 1.0) -> No
     g.add_argument("--seconds", type=_positive_float, default=default_seconds,
                    help=f"latency budget per batch size per model (default {default_seconds})")
     g.add_argument("--no-latency", action="store_true", help="skip the onnxruntime latency measurement")
-    g.add_argument("--threads", type=_positive_int, default=None, help="onnxruntime intra-op threads")
 
 
 def _version() -> str:
@@ -761,7 +762,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     prog = f"{PROG} {args.command}"
     try:
-        return int(args.func(args) or 0)
+        from .threads import use as use_threads
+
+        with use_threads(args.threads):  # one thread policy for every command (see pfc.threads)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

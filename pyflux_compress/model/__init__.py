@@ -14,6 +14,7 @@ from .layers import (AdaptiveMaxPool, AdaptiveMeanPool, BatchNorm, Conv, ConvTra
                      DepthwiseConv, Dropout, Flatten, GlobalMaxPool, GlobalMeanPool, Layer, LayerNorm, MaxPool,
                      MeanPool, Parallel, PixelShuffle, SamePad, Scale, SkipConnection, Upsample, flatten)
 from .layers import AlphaDropout, GroupNorm, InstanceNorm
+from .layers import GRU, LSTM, RNN, Embedding, GRUCell, GRUv3, GRUv3Cell, LSTMCell, RNNCell, onehotbatch
 from .registry import register_layer
 from .syntax import FluxSyntaxError, parse
 from .walk import map_layers, modules
@@ -24,3 +25,4 @@ __all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalM
            "FluxSyntaxError", "modules", "map_layers", "register_layer", "ConvTranspose", "DepthwiseConv",
            "SkipConnection", "Parallel", "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool",
            "AdaptiveMeanPool", "Upsample", "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout"]
+__all__ += ["Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3"]

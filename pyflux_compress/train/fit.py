@@ -22,6 +22,7 @@ import numpy as np
 
 from .._validate import check_array, check_bool, check_int
 from ..model.walk import first_weight, modules
+from ..threads import threads_keyword
 from . import losses as _losses
 from .optimisers import Adam
 
@@ -183,6 +184,7 @@ def apply_masks(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
 # training
 
 
+@threads_keyword
 def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt: Any = None,
         loss: str | Any = "logitcrossentropy", validation: tuple[Any, Any] | None = None,
         progress: bool = True, seed: int = 0, shuffle: bool = True, pruning: Any = None,
@@ -206,6 +208,8 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
             number of steps taken so far (0 for the first); e.g. ``compression.prune.PolynomialDecay``.
         callbacks: callables ``cb(epoch, history)`` run after every epoch (``epoch`` = 1, 2, ...); a callback
             returning ``False`` stops training early.
+        threads: cores to use (BLAS threads and the conv kernels' batch split, see ``pfc.threads``); None
+            (default) = the cores other processes leave idle, at least 1.
 
     After every optimiser step the ``masks`` of every leaf layer are re-applied, so pruned weights stay 0.
     """
@@ -333,10 +337,12 @@ def progress_bar(enabled: bool, total: int, desc: str):
 # inference
 
 
+@threads_keyword
 def predict(model: Any, X: Any, batchsize: int = 1024) -> np.ndarray:
     """Model outputs for every sample of ``X`` (inference mode), computed ``batchsize`` samples at a time.
 
     Returns an array ``(N, *output_shape)`` in the model's dtype. Batching bounds the memory of big inputs.
+    ``threads``: cores to use (None: the idle cores, see ``pfc.threads``).
     """
     if not callable(model):
         raise ValueError(f"model must be callable (a Chain or Layer); got {type(model).__name__}")

@@ -25,10 +25,16 @@ from .pixelshuffle import PixelShuffle  # isort: skip
 from .groupnorm import GroupNorm  # isort: skip
 from .instancenorm import InstanceNorm  # isort: skip
 from .alphadropout import AlphaDropout  # isort: skip
+from .embedding import Embedding, onehotbatch  # isort: skip
+from .rnn import RNN, RNNCell  # isort: skip
+from .lstm import LSTM, LSTMCell  # isort: skip
+from .gru import GRU, GRUCell  # isort: skip
+from .gruv3 import GRUv3, GRUv3Cell  # isort: skip
+from .recur import Recur  # isort: skip
 from ..syntax import SamePad  # isort: skip
 from .base import Grads, Layer  # isort: skip
 
 __all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool", "Flatten", "flatten",
            "BatchNorm", "Dropout", "SamePad", "Grads", "ConvTranspose", "DepthwiseConv", "SkipConnection",
            "Parallel", "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool", "AdaptiveMeanPool", "Upsample",
-           "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout"]
+           "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout", "Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3"]
