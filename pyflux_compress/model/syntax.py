@@ -16,6 +16,13 @@ recursive-descent parser for the subset of Julia that Flux model definitions use
 pasted as is. Numbers accept Julia forms ``1``, ``1_000``, ``0.1``, ``1e-5``, ``1f-5``, ``0.1f0``. Identifiers may be Unicode
 (``σ``). Errors raise :class:`FluxSyntaxError` (a ``ValueError``) with the 0-based character ``position``
 and the offending ``token``.
+
+Parsing is bounded before anything is allocated: nesting deeper than ``MAX_DEPTH`` levels is a syntax error (not
+a ``RecursionError``), and a text whose layers would hold more than ``max_params`` parameters (default
+``DEFAULT_MAX_PARAMS``, 2^28: 1 GiB of float32) is refused before the layer's arrays are created. The size of a
+layer call is estimated from its text as the product of the integers in its positional arguments (``Dense(784 =>
+128)``: 100,352 weights; ``Conv((3, 3), 1 => 8)``: 72; ``BatchNorm(64)``: 64), which every registered layer's
+parameter count is close to.
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ __all__ = ["parse", "FluxSyntaxError", "Call", "Pair", "Name", "Colon", "SamePad
            "as_pair", "as_pad"]
 
 _MODULES = {"Flux", "NNlib", "Base", "Main"}
+MAX_DEPTH = 100  # nesting levels of calls, tuples and unary minus (Python's own stack allows ~250 here)
+DEFAULT_MAX_PARAMS = 1 << 28  # parameters in one parsed model: 1 GiB of float32
 
 
 class FluxSyntaxError(ValueError):
@@ -176,12 +185,27 @@ class SamePad:
 # ---- parser ------------------------------------------------------------------------------------------
 
 class _Parser:
-    def __init__(self, text: str, rng: np.random.Generator, init: Any = None) -> None:
+    def __init__(self, text: str, rng: np.random.Generator, init: Any = None,
+                 max_params: int = DEFAULT_MAX_PARAMS) -> None:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
         self.rng = rng
         self.init = init  # weight initialiser for Dense/Conv; None means Flux's glorot_uniform
+        self.depth = 0
+        self.max_params = max_params
+        self.n_params = 0  # estimated parameters of the layers built so far
+
+    def claim(self, name: str, args: list, name_tok: _Tok) -> None:
+        """Count the estimated size of the layer call ``name(args...)`` (before it is built); refuse it past
+        ``max_params``."""
+        n = _size_estimate(args)
+        self.n_params += n
+        if n and self.n_params > self.max_params:
+            call = f"{name}({', '.join(show(a) for a in args)})"
+            raise FluxSyntaxError(f"{call} would bring the model to {self.n_params:,} parameters, more than "
+                                  f"max_params={self.max_params:,} (pass parse(..., max_params=N) to allow more)",
+                                  self.text, name_tok.pos, name)
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -239,6 +263,16 @@ class _Parser:
         return tuple(out)
 
     def atom(self) -> Any:
+        # every nesting (call, tuple, unary minus) passes through here: bound it before Python's stack does
+        if self.depth >= MAX_DEPTH:
+            raise self.error(f"model text nested deeper than {MAX_DEPTH} levels")
+        self.depth += 1
+        try:
+            return self._atom()
+        finally:
+            self.depth -= 1
+
+    def _atom(self) -> Any:
         tok = self.peek()
         if tok.kind == "op" and tok.text == "+":   # the function + (a connection: SkipConnection(l, +))
             self.next()
@@ -364,6 +398,7 @@ class _Parser:
         if cls is None:
             raise FluxSyntaxError(f"unknown layer or function {name!r} (known: {registry.supported()}, SamePad)",
                                   self.text, name_tok.pos, name)
+        self.claim(name, args, name_tok)
         try:
             return cls.from_syntax(Call(name, args, kwargs, self))
         except FluxSyntaxError:
@@ -395,6 +430,29 @@ class _Parser:
             raise FluxSyntaxError(f"unknown activation {v.name!r} (known: {', '.join(sorted(ACTIVATIONS))})",
                                   self.text, v.pos, v.name)
         raise ValueError(f"expected an activation function, got {show(v)}")
+
+
+def _size_estimate(args: list) -> int:
+    """Product of the integers in positional arguments (nested tuples and ``a => b`` pairs too); 0 if none.
+
+    Python ints: a product of huge sizes cannot wrap around. Negative sizes count as 0 (the layer reports them).
+    """
+    ints: list[int] = []
+    stack = list(args)
+    while stack:
+        v = stack.pop()
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            ints.append(max(v, 0))
+        elif isinstance(v, tuple):
+            stack.extend(v)
+        elif isinstance(v, Pair):
+            stack.extend((v.first, v.second))
+    n = 1
+    for i in ints:
+        n *= i
+    return n if ints else 0
 
 
 class Call:
@@ -517,7 +575,7 @@ def as_pad(v: Any) -> Any:
 
 
 def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = None, *,
-          init: Any = None) -> Any:
+          init: Any = None, max_params: int = DEFAULT_MAX_PARAMS) -> Any:
     """Build a model from Flux syntax with fresh Flux-default weights (glorot_uniform, zero bias, float32).
 
     Parameters
@@ -526,6 +584,8 @@ def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = 
     seed, rng : make the weights deterministic (give at most one). Layers are initialised in text order.
     init : optional weight initialiser ``init(rng, *dims) -> array`` for Dense/Conv/CrossCor (default Flux's
         ``glorot_uniform``). Loaders that overwrite every weight pass a cheap one (no random draws).
+    max_params : refuse (before allocating) a text whose layers would hold more parameters than this (default
+        ``DEFAULT_MAX_PARAMS`` = 2^28, 1 GiB of float32). Nesting is limited to ``MAX_DEPTH`` levels.
 
     Returns
     -------
@@ -537,8 +597,10 @@ def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = 
     """
     if not isinstance(text, str):
         raise ValueError(f"parse: text must be a str of Flux syntax; got {type(text).__name__}")
+    if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params < 1:
+        raise ValueError(f"parse: max_params must be a positive int; got {max_params!r}")
     gen = check_rng(seed, rng)
-    p = _Parser(text, gen, init)
+    p = _Parser(text, gen, init, max_params)
     if p.peek().kind == "end":
         raise p.error("empty model text")
     value = p.expr()

@@ -12,11 +12,11 @@ from typing import Any, Sequence
 from ._auto import FormatChoice
 from ._export import SUPPORTED_ACTIVATIONS, UnsupportedLayerError, supported_layers
 from ._graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ir_version_for, ort_max_ir_version
-from ._import import load_onnx_proto
+from ._import import OnnxLoadError, load_onnx_proto
 
 __all__ = ["export_onnx", "import_onnx", "to_onnx_model", "UnsupportedLayerError", "supported_layers",
            "SUPPORTED_ACTIVATIONS", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "ir_version_for",
-           "ort_max_ir_version", "FORMATS", "load_onnx_proto", "choose_format", "FormatChoice"]
+           "ort_max_ir_version", "FORMATS", "load_onnx_proto", "OnnxLoadError", "choose_format", "FormatChoice"]
 
 FORMATS = ("fp32", "qdq", "dynamic")  # what a written file holds; export_onnx also takes "auto"
 
@@ -138,11 +138,15 @@ def choose_format(model: Any, data: Any, *, batch_size: int = 1, threads: int | 
                    seconds=seconds, opset=opset, input_shape=input_shape)
 
 
-def import_onnx(path: str | os.PathLike):
-    """Read an ONNX model of the supported ops back into a Chain (see ``_import.py`` for the op table)."""
+def import_onnx(path: str | os.PathLike, *, max_bytes: int | None = None):
+    """Read an ONNX model of the supported ops back into a Chain (see ``_import.py`` for the op table).
+
+    External data is read relative to the model's folder and never from outside it; ``max_bytes`` bounds the
+    dense size of sparse initializers (default 1 GiB, or ``$PYFLUX_ONNX_MAX_BYTES``).
+    """
     from ._import import import_onnx as _imp
 
-    return _imp(path)
+    return _imp(path, max_bytes=max_bytes)
 
 
 def _quantized_leaves(model: Any) -> list:
