@@ -101,7 +101,6 @@ from typing import IO, Any, Callable, Iterator
 import numpy as np
 
 from .._files import atomic_write, jsonable
-from ..backends import dispatch
 from . import codecs as C
 from ..model.walk import map_layers, modules
 from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, qrange
@@ -600,7 +599,6 @@ def _check_path(path: Any, name: str = "path") -> str:
     return os.fspath(path)
 
 
-@dispatch("save_compressed")
 def save_compressed(path: str | os.PathLike, model: Any) -> int:
     """Write ``model`` as a compressed archive (atomically, streamed). Returns the number of bytes written.
 
@@ -1371,7 +1369,6 @@ def decode_archive(data: bytes, where: str = "archive", *, max_bytes: int | None
     return _load(_Source(io.BytesIO(data), len(data)), where, limit)
 
 
-@dispatch("load_compressed")
 def load_compressed(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
     """Read an archive written by :func:`save_compressed`; returns the model (Chain or QuantizedChain).
 
@@ -1427,7 +1424,6 @@ class SizeReport(dict):
     __str__ = __repr__
 
 
-@dispatch("size_report")
 def size_report(model: Any) -> SizeReport:
     """Bytes of ``model`` as fp32 dense, sparse CSR, int8 and the compressed archive (see :class:`SizeReport`).
 

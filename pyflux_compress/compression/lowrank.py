@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_fraction, check_int
-from ..backends import dispatch
+from ..backends import kernel
 from ..model.walk import ROOT
 from ._common import add_record, check_finite, check_model, leaves
 
@@ -66,6 +66,18 @@ def validate_lowrank(model: Any, rank: Any, energy: Any) -> tuple[Any, float]:
     return rank, energy
 
 
+@kernel("svd")
+def svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD of ``w (out, in)`` in float64: ``(u (out, p), s (p,) descending, vt (p, in))``, p = min."""
+    return np.linalg.svd(np.asarray(w, dtype=np.float64), full_matrices=False)
+
+
+@kernel("singular_values")
+def singular_values(w: np.ndarray) -> np.ndarray:
+    """Singular values of ``w`` in float64, descending."""
+    return np.linalg.svd(np.asarray(w, dtype=np.float64), compute_uv=False)
+
+
 def _factorisable(layer: Any) -> bool:
     """Dense, or a layer declaring ``factorise(r)`` (Embedding: a table ``(dim, vocab)`` as two factors)."""
     return getattr(layer, "flux_name", "") == "Dense" or callable(getattr(layer, "factorise", None))
@@ -77,7 +89,7 @@ def _factorise(layer: Any, r: int) -> list[Any]:
     if getattr(layer, "flux_name", "") != "Dense":
         return list(layer.factorise(r))
     w = layer.weight
-    u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
+    u, s, vt = svd(w)
     root = np.sqrt(s[:r])
     first = Dense((root[:, None] * vt[:r]).astype(w.dtype), False)
     bias = None if layer.bias is None else layer.bias.copy()
@@ -126,7 +138,6 @@ def _rewrite_children(layer: Any, prefix: str, choose) -> Any:
     return layer.with_children(kids)
 
 
-@dispatch("lowrank")
 def lowrank(model: Any, rank: Any = None, energy: float = 0.95) -> Any:
     """Replace Dense layers by truncated-SVD pairs where that saves parameters.
 
@@ -172,7 +183,7 @@ def lowrank(model: Any, rank: Any = None, energy: float = 0.95) -> Any:
             skipped[path] = "the output layer is not factorised (name it in a rank dict to force it)"
             return None
         out_f, in_f = layer.weight.shape
-        s = np.linalg.svd(layer.weight.astype(np.float64), compute_uv=False)
+        s = singular_values(layer.weight)
         if rank is None:
             r = rank_for_energy(s, energy)
         else:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._validate import check_fraction, check_in, check_int
-from ..backends import dispatch
+from ..backends import NonFiniteArray, kernel
 from ._common import (Target, add_record, check_finite, check_model, copy_sharing, iter_chunks,
                       non_finite_message, prunable, retarget, set_mask)
 
@@ -43,12 +43,11 @@ _SAMPLE = 1 << 16     # sample size used to bracket the threshold of large model
 # the selection kernel (works on a list of arrays, in place)
 
 
-class _NonFinite(ValueError):
+class _NonFinite(NonFiniteArray):
     """Raised by the kernel (before anything is written) when an input array holds NaN or Inf."""
 
     def __init__(self, flats: Sequence[np.ndarray]) -> None:
-        self.index = next(i for i, f in enumerate(flats) if not np.isfinite(f).all())
-        super().__init__(f"array {self.index} contains NaN or Inf")
+        super().__init__(next(i for i, f in enumerate(flats) if not np.isfinite(f).all()))
 
 
 def n_to_prune(sparsity: float, n: int) -> int:
@@ -136,6 +135,7 @@ def _bracketed_select(flats, offsets, k):
     return t, n_less, ties
 
 
+@kernel("magnitude_prune")
 def _prune_arrays(arrays: Sequence[np.ndarray], k: int, out: Sequence[np.ndarray] | None = None
                   ) -> list[np.ndarray]:
     """Zero the ``k`` smallest ``|w|`` over all ``arrays``; return the bool keep-masks.
@@ -200,10 +200,10 @@ def prune_targets(targets: Sequence[Target], sparsity: float, scope: str, fresh:
             for i, (a, o) in enumerate(zip(arrays, out)):
                 try:
                     masks.append(_prune_arrays([a], n_to_prune(sparsity, a.size), [o])[0])
-                except _NonFinite as err:
+                except NonFiniteArray as err:
                     err.index = i
                     raise
-    except _NonFinite as err:   # raised by a read pass, before that array was written: name the parameter
+    except NonFiniteArray as err:   # raised by a read pass, before that array was written: name the parameter
         t = targets[err.index]
         raise ValueError(non_finite_message("model", t.path, t.name, t.layer)) from None
     per_layer = {}
@@ -234,7 +234,6 @@ def validate_prune(model: Any, sparsity: Any, scope: Any = "layer", include: Any
     return sparsity, scope, targets
 
 
-@dispatch("prune")
 def prune(model: Any, sparsity: float, scope: str = "layer", include: Any = None) -> Any:
     """Magnitude pruning: zero the smallest ``|w|`` to reach ``sparsity`` exactly.
 
@@ -357,7 +356,6 @@ class PolynomialDecay:
                 f"end={self.end}, frequency={self.frequency})")
 
 
-@dispatch("prune_iteratively")
 def prune_iteratively(model: Any, X: Any, y: Any, sparsities: Sequence[float], epochs: int = 1, *,
                       scope: str = "layer", include: Any = None, **fit_kwargs: Any) -> Any:
     """Prune, fine-tune, repeat: for each ``s`` in ``sparsities``, prune to ``s`` then ``pfc.fit`` ``epochs``.

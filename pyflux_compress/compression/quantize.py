@@ -66,9 +66,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..backends import dispatch
+from ..backends import kernel
 from ..model import activations as A
-from ..model import layers as L
 from ..model.chain import Chain
 from . import adaround as AR
 from .calibrate import ACT_METHODS, PERCENTILE, WEIGHT_CLIPS, activation_range, bias_correction, mse_weight_range
@@ -137,6 +136,7 @@ def _binary_rows(rows: np.ndarray, m: np.ndarray | None) -> tuple[np.ndarray, np
     return q, scale, np.zeros(scale.shape, dtype=np.int32)
 
 
+@kernel("quantize_weight")
 def quantize_weight(w: np.ndarray, bits: int, scheme: str, granularity: str,
                     mask: np.ndarray | None = None, clip: str = "minmax") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantize one weight array with the module's rounding rules.
@@ -182,6 +182,7 @@ def integer_weight(qweight: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
     return np.subtract(qweight, zp, dtype=np.float64)  # one float64 array, not two (same exact values)
 
 
+@kernel("dequantize_weight")
 def dequantize_weight(qweight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
     """``(q - zp) * scale`` in float32, broadcasting per-channel scales over the weight's channel axis."""
     axis = channel_axis(qweight)
@@ -605,7 +606,6 @@ def _quantize_leaf(base: Any, b: int, st: _Settings, xf: np.ndarray | None, xq: 
     return q, rec
 
 
-@dispatch("quantize")
 def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str = "symmetric",
              granularity: str = "per_tensor", calibration: np.ndarray | None = None,
              method: str = "minmax", *, weight_clip: str = "minmax", rounding: str = "nearest",

@@ -19,7 +19,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends import dispatch
 from ._common import check_inputs, check_labels
 from ..model.walk import modules
 from .quantize import SUPPORTED_BITS, as_float_layer, quantize, quantized_class
@@ -261,7 +260,6 @@ def _prune_one(model: Any, path: str, sparsity: float) -> Any:
     return prune(model, sparsity, scope="layer", include=path)
 
 
-@dispatch("sensitivity")
 def sensitivity(model: Any, X: Any, y: Any, bits: Sequence[int] = (8, 4, 2),
                 sparsities: Sequence[float] = DEFAULT_SPARSITIES, *,
                 quantize_options: dict[str, Any] | None = None) -> SensitivityTable:

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..backends import dispatch
+from ..backends import kernel
 from ..model.walk import map_layers, modules
 from .quantize import quantized_class, resolve_layer_keys
 from .wrapper import WrappedLayer, as_float_layer
@@ -28,6 +28,7 @@ SHARING_BITS = tuple(range(1, 17))
 MAX_ITER = 100  # k-means iterations (1-D k-means converges in a few dozen)
 
 
+@kernel("kmeans_1d")
 def kmeans_1d(values: np.ndarray, k: int, max_iter: int = MAX_ITER) -> tuple[np.ndarray, np.ndarray, int]:
     """1-D k-means with linear initialization; vectorized (sorted centroids -> ``searchsorted`` on midpoints).
 
@@ -150,7 +151,6 @@ def share_layer(layer: Any, bits: int) -> tuple[SharedLayer, dict[str, Any]]:
                     "iterations": iters, "rms_error": err}
 
 
-@dispatch("share_weights")
 def share_weights(model: Any, bits: int | Mapping[Any, int | None] = 5) -> Any:
     """Share weights within each Dense/Conv layer through a k-means codebook of ``2**bits`` centroids.
 
