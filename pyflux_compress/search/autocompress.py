@@ -17,6 +17,7 @@ import numpy as np
 from .._validate import check_fraction, check_in, check_int, check_positive
 from ..compression.archive import size_report
 from ..deploy.predictor import Predictor
+from ..model.walk import modules
 from ..train.fit import accuracy
 from .space import TECHNIQUES, apply_policy, build_space, suggest_policy
 
@@ -180,6 +181,44 @@ class SearchResult:
                          f"{r['archive_bytes'] or '-':>10} {f'{ratio:.1f}x' if ratio else '-':>7} {lat:>10}")
         return "\n".join(lines)
 
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write the baseline, best trial, front and every trial record as JSON (atomically)."""
+        from .._files import jsonable, write_atomic
+
+        keep = {k: getattr(self, k) for k in ("study_name", "objective", "max_drop", "baseline", "best", "test",
+                                               "front", "trials", "wall_seconds", "space")}
+        write_atomic(path, json.dumps(jsonable(keep), indent=1))
+
+    def plot(self, path: str | os.PathLike) -> None:
+        """PNG of every complete trial (grey), the feasible ones (blue) and the Pareto front (red line):
+        archive bytes (or latency) against validation accuracy drop, the budget as a dashed line."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        key, label = (("archive_bytes", "archive bytes (log)") if "size" in self.objective
+                      else ("latency_ms", "onnxruntime latency, ms per batch (log)"))
+        done = [t for t in self.trials if t["state"] == "COMPLETE" and t.get(key)]
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        ax.scatter([t[key] for t in done], [t["drop"] for t in done], s=14, c="0.6", label="trials")
+        ok = [t for t in done if t["drop"] <= self.max_drop]
+        ax.scatter([t[key] for t in ok], [t["drop"] for t in ok], s=18, c="tab:blue", label="within budget")
+        front = sorted(_pareto([{**t, "values": [t[key], t["drop"]]} for t in ok]), key=lambda t: t[key])
+        ax.plot([t[key] for t in front], [t["drop"] for t in front], "o-", c="tab:red", label="Pareto front")
+        ax.axhline(self.max_drop, ls="--", c="k", lw=0.8, label=f"max_drop {self.max_drop} points")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy drop (points)")
+        ax.set_title(f"autocompress: {len(done)} trials, {'/'.join(self.objective)}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        from .._files import atomic_write
+
+        with atomic_write(path) as fh:
+            fig.savefig(fh, format="png", dpi=110)
+        plt.close(fig)
+
     def __repr__(self) -> str:
         states = {s: sum(t["state"] == s for t in self.trials) for s in STATE_KEYS}
         head = (f"SearchResult(objective={'/'.join(self.objective)}, max_drop={self.max_drop} points, "
@@ -234,8 +273,11 @@ def _storage(storage: Any) -> Any:
 
 def _study_name(model: Any, objective: tuple[str, ...], techniques: tuple[str, ...], max_drop: float,
                 seed: int) -> str:
-    key = json.dumps([str(model), objective, techniques, max_drop, seed])
-    return "pfc-autocompress-" + hashlib.sha1(key.encode()).hexdigest()[:12]
+    h = hashlib.sha1(json.dumps([str(model), objective, techniques, max_drop, seed]).encode())
+    for _, layer in modules(model):  # the weights too: another training run of the same architecture is
+        for arr in layer.params().values():  # another study
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return "pfc-autocompress-" + h.hexdigest()[:12]
 
 
 def _run_on_worker(runner: Any, storage: Any, study_name: str, objective: tuple[str, ...], seed: int,
