@@ -167,3 +167,16 @@ def test_interrupted_study_resumes_from_its_storage(tmp_path):
     for t in done:
         assert trials[t.number].state.name == "COMPLETE" and trials[t.number].values == t.values
     assert not [t for t in trials if t.state.name == "RUNNING"]
+
+
+def test_example_07_runs_and_prints_its_effect(tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "07_autocompress.py"
+    env = {**os.environ, "PYFLUX_EXAMPLE_FAST": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--trials", "3", "--max-drop", "5",
+                        "--epochs", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "effect:" in r.stdout and "policy:" in r.stdout
+    assert (tmp_path / "best.pfcz").stat().st_size > 0 and (tmp_path / "front.png").stat().st_size > 0
