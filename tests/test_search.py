@@ -180,3 +180,27 @@ def test_example_07_runs_and_prints_its_effect(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "effect:" in r.stdout and "policy:" in r.stdout
     assert (tmp_path / "best.pfcz").stat().st_size > 0 and (tmp_path / "front.png").stat().st_size > 0
+
+
+def test_cli_autocompress_writes_model_json_and_plot(tmp_path, capsys):
+    import json
+
+    from pyflux_compress import cli
+
+    model_path = tmp_path / "m.jld2"
+    assert cli.main(["train", "Chain(Dense(64 => 32, relu), Dense(32 => 10))", "--dataset", "digits", "--epochs",
+                     "15", "-q", "-o", str(model_path)]) == 0
+    out = tmp_path / "best.pfcz"
+    code = cli.main(["autocompress", str(model_path), "--dataset", "digits", "--max-drop", "5", "--trials", "3",
+                     "--techniques", "prune,share", "--finetune-epochs", "1", "--storage", str(tmp_path / "s.log"),
+                     "-q", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "Pareto front" in text and "best: trial" in text
+    saved = json.loads((tmp_path / "best.json").read_text())
+    assert len(saved["trials"]) == 3 and saved["best"]["archive_bytes"] == out.stat().st_size
+    assert (tmp_path / "best.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pfc.load_compressed(str(out)) is not None
+    # bad flags are one-line usage errors
+    assert cli.main(["autocompress", str(model_path), "--dataset", "digits", "--objective", "speed", "-o",
+                     str(out)]) == 2
