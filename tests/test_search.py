@@ -41,6 +41,23 @@ def _journal(path):
     return JournalStorage(JournalFileBackend(str(path)))
 
 
+def _wait_for_complete(journal, name: str, n: int, alive, seconds: float = 60.0) -> list:
+    """Poll the study in ``journal`` until ``n`` trials are complete (or ``alive()`` is False / time is up)."""
+    storage, done = None, []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and alive():
+        try:
+            storage = storage or _journal(journal)
+            done = [t for t in optuna.load_study(study_name=name, storage=storage).trials
+                    if t.state.name == "COMPLETE"]
+        except (KeyError, ValueError, OSError):  # the search has not created the study yet
+            done = []
+        if len(done) >= n:
+            break
+        time.sleep(0.1)
+    return done
+
+
 def test_in_process_search_respects_budget_and_reports(digits):
     model, X, y, Xte, yte = digits
     r = pfc.autocompress(model, X, y, trials=5, test=(Xte, yte), **FAST)
@@ -89,19 +106,7 @@ def test_dask_cluster_runs_trials_on_workers_and_survives_a_killed_worker(digits
 
         th = threading.Thread(target=search)
         th.start()
-        storage = None
-        deadline = time.monotonic() + 60
-        before = []
-        while time.monotonic() < deadline and th.is_alive():  # wait for finished trials, then kill a worker
-            try:
-                storage = storage or _journal(journal)
-                before = [t for t in optuna.load_study(study_name="dask", storage=storage).trials
-                          if t.state.name == "COMPLETE"]
-            except (KeyError, ValueError, OSError):
-                before = []
-            if len(before) >= 2:
-                break
-            time.sleep(0.2)
+        before = _wait_for_complete(journal, "dask", 2, th.is_alive)  # then kill a worker mid-study
         assert len(before) >= 2
         victim = sorted(worker_pids)[0]
         os.kill(victim, signal.SIGKILL)
@@ -140,19 +145,8 @@ def test_interrupted_study_resumes_from_its_storage(tmp_path):
     script.write_text(SCRIPT.format(arch=ARCH))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, str(script), str(journal), "1000"], env=env)
-    storage, done = None, []
-    deadline = time.monotonic() + 60
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                storage = storage or _journal(journal)
-                done = [t for t in optuna.load_study(study_name="resume", storage=storage).trials
-                        if t.state.name == "COMPLETE"]
-            except (KeyError, ValueError, OSError):
-                done = []
-            if len(done) >= 3:
-                break
-            time.sleep(0.1)
+        done = _wait_for_complete(journal, "resume", 3, lambda: proc.poll() is None)
     finally:
         proc.send_signal(signal.SIGKILL)  # interrupted hard, in the middle of a trial
         proc.wait()

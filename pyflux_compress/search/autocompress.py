@@ -320,7 +320,9 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     objective : ``"size"`` (archive bytes), ``"latency"`` (onnxruntime ms at ``batch_size`` with ``threads``),
         or a pair ``("size", "accuracy")`` / ``("latency", "accuracy")`` for a Pareto front (NSGA-II).
     techniques : subset of ``("prune", "structured", "quantize", "share", "lowrank")``.
-    trials : number of *complete* trials wanted (a resumed study counts the ones it has). timeout : seconds.
+    trials : number of complete trials wanted: a resumed study runs ``trials`` minus the complete ones it has
+        (a trial that raises is recorded as FAIL and not repeated). timeout : stop starting trials after this
+        many seconds.
     finetune_epochs : epochs of fine-tuning per trial (masks held). seed : split, sampler and fine-tuning seed.
     executor : None (in-process), a ``dask.distributed.Client``, or a scheduler address (``"tcp://host:8786"``).
     storage : None (in memory), an RDB URL (``"sqlite:///study.db"``) or a journal file path; with a storage an
@@ -476,7 +478,7 @@ def _run_dask(client: Any, study: Any, runner: TrialRunner, storage: Any, name: 
         f = client.submit(_run_on_worker, remote, storage, name, objective, seed + offset + i + 1, trials,
                           pure=False, retries=2)
         pending[f.key] = f
-    ac = as_completed(list(pending.values()))
+    ac = as_completed(list(pending.values()), timeout=timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     with _bar(progress, todo) as bar:
         try:
@@ -488,6 +490,8 @@ def _run_dask(client: Any, study: Any, runner: TrialRunner, storage: Any, name: 
                 bar.update(1)
                 if deadline is not None and time.monotonic() > deadline:
                     break
+        except TimeoutError:  # as_completed's own timeout: stop waiting, cancel what has not started
+            pass
         finally:
             client.cancel(list(pending.values()))
             client.cancel([remote])
