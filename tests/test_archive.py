@@ -10,6 +10,7 @@ import pytest
 
 import pyflux_compress as pfc
 from pyflux_compress.compression import archive as ar
+from pyflux_compress.compression import codecs as C
 
 SMALL = "Chain(Dense(30 => 24, relu), Dense(24 => 12, tanh), Dense(12 => 5))"
 
@@ -21,9 +22,9 @@ SMALL = "Chain(Dense(30 => 24, relu), Dense(24 => 12, tanh), Dense(12 => 5))"
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 7, 8, 11])
 def test_pack_bits_round_trip(rng, width):
     s = rng.integers(0, 2 ** width, 1001)
-    data = ar.pack_bits(s, width)
+    data = C.pack_bits(s, width)
     assert len(data) == (1001 * width + 7) // 8
-    np.testing.assert_array_equal(ar.unpack_bits(data, 1001, width), s)
+    np.testing.assert_array_equal(C.unpack_bits(data, 1001, width), s)
 
 
 @pytest.mark.parametrize("case", ["uniform", "skewed", "single", "two", "tiny"])
@@ -33,35 +34,67 @@ def test_huffman_round_trip(rng, case):
          "single": np.full(300, 7),
          "two": rng.integers(0, 2, 999) * 200,
          "tiny": np.array([3])}[case]
-    data = ar.huffman_encode(s)
-    np.testing.assert_array_equal(ar.huffman_decode(data, s.size), s)
+    data = C.huffman_encode(s)
+    np.testing.assert_array_equal(C.huffman_decode(data, s.size), s)
 
 
 def test_huffman_beats_raw_on_skewed_symbols(rng):
     s = np.minimum(rng.geometric(0.5, 20000) - 1, 255)  # entropy ~2 bits/symbol
-    assert len(ar.huffman_encode(s)) < 0.3 * s.size
+    assert len(C.huffman_encode(s)) < 0.3 * s.size
 
 
-@pytest.mark.parametrize("codec", ar.CODECS)
-def test_each_codec_round_trips_and_encoder_picks_the_smallest(rng, codec, monkeypatch):
+@pytest.mark.parametrize("codec", C.V1_CODECS)
+def test_each_version_1_codec_round_trips(rng, codec):
     s = np.minimum(rng.geometric(0.3, 3000) - 1, 31)
-    monkeypatch.setattr(ar, "ENABLED_CODECS", (codec,))
-    chosen, data = ar.encode_symbols(s, 5)
-    assert chosen == codec
-    np.testing.assert_array_equal(ar.decode_symbols(chosen, data, s.size, 5), s)
-    monkeypatch.setattr(ar, "ENABLED_CODECS", ar.CODECS)
-    best_codec, best = ar.encode_symbols(s, 5)
-    assert len(best) <= len(data)
+    data = C.encode_v1(s, 5, codec)
+    np.testing.assert_array_equal(C.decode_v1(codec, data, s.size, 5), s)
+
+
+@pytest.mark.parametrize("codec", ["packed+zlib", "bytes+zlib", "packed+lzma", "bytes+lzma"])
+def test_version_1_decoders_refuse_streams_larger_than_stated(codec):
+    data = C.encode_v1(np.zeros(100_000, np.uint8), 1, codec)  # a few hundred bytes that inflate 100x
+    with pytest.raises(C.CodecError):
+        C.decode_v1(codec, data, 1000, 1)
+
+
+def test_huffman_estimate_predicts_zstd(rng):
+    """The cheap rule: the Huffman size from a histogram is within a few % of zstd's output on i.i.d. bytes."""
+    for p in (0.05, 0.3):
+        bitmap = np.packbits(rng.random(400_000) < p)
+        est = C.huffman_bytes(np.bincount(bitmap, minlength=256))
+        enc = C.zstd_compressor(bitmap.size)
+        real = len(enc.compress(bitmap.tobytes()) + enc.flush())
+        assert abs(real - est) < 0.05 * est
+
+
+def test_zstd_decoder_is_bomb_safe():
+    enc = C.zstd_compressor(50_000_000)
+    bomb = b"".join(enc.compress(bytes(5_000_000)) for _ in range(10)) + enc.flush()
+    assert len(bomb) < 10_000
+    with pytest.raises(C.CodecError, match="more than"):
+        C.zstd_decompress(bomb, 1000)  # would allocate 50 MB if the frame's content size were trusted
+    with pytest.raises(C.CodecError):
+        C.zstd_decompress(bomb[:-10], 50_000_000)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.uint8])
+def test_shuffle_round_trip(rng, dtype):
+    a = (rng.normal(size=3000) * 100).astype(dtype)
+    np.testing.assert_array_equal(C.unshuffle_bytes(C.shuffle_bytes(a), a.dtype, a.size), a)
+    blocks = b"".join(C.shuffle_bytes(a[i:i + 1024]) for i in range(0, a.size, 1024))
+    np.testing.assert_array_equal(C.unshuffle_blocks(blocks, a.dtype, a.size, 1024), a)
 
 
 @pytest.mark.parametrize("gap_bits", [2, 3, 4, 8])
 def test_relative_index_round_trip_with_long_gaps(gap_bits):
     positions = np.array([0, 1, 2, 9, 10, 300, 301, 5000, 5015, 5016])
-    sym = ar.relative_index_symbols(positions, gap_bits)
+    sym = C.gap_symbols(positions, gap_bits)
     assert sym.max() <= 2 ** gap_bits - 1
-    np.testing.assert_array_equal(ar.positions_from_symbols(sym, gap_bits), positions)
+    np.testing.assert_array_equal(C.gap_positions(sym, gap_bits), positions)
     # the skip symbol (2**b - 1) stands for long gaps; no value is stored for it
     assert np.count_nonzero(sym != 2 ** gap_bits - 1) == positions.size
+    if gap_bits == 8:
+        np.testing.assert_array_equal(C.gap_histogram(positions), np.bincount(sym, minlength=256))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -187,10 +220,16 @@ def test_error_names_the_damaged_stream(tmp_path, small):
     path = tmp_path / "m.pfcz"
     pfc.save_compressed(path, small)
     data = bytearray(path.read_bytes())
-    data[-40] ^= 0xFF  # inside the last stream of the payload
+    last = _header(bytes(data))["streams"][-1]
+    data[12 + last["offset"] + last["length"] // 2] ^= 0xFF  # inside the last stream of the payload
     path.write_bytes(bytes(data))
     with pytest.raises(ar.ArchiveError, match="stream 'layers\\[3\\]"):
         pfc.load_compressed(path)
+
+
+def _header(data: bytes) -> dict:
+    """The JSON header of a version-2 archive (it sits after the payload, before the 52-byte trailer)."""
+    return ar.archive_header(data)
 
 
 def test_truncated_foreign_and_future_files(tmp_path, small):
@@ -240,3 +279,275 @@ def test_size_report_values(small):
     text = repr(rp)
     for form in ("fp32_dense", "sparse_csr", "int8", "archive"):
         assert form in text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# compatibility: archives written by earlier format versions still load, bit for bit
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+V1_VARIANTS = ["pruned", "q8_affine_pruned", "q4_symmetric", "shared4_pruned", "cnn_q8_pruned"]
+
+
+@pytest.mark.parametrize("variant", V1_VARIANTS)
+def test_version_1_archives_still_load(variant):
+    """tests/data/archive_v1/*.pfcz were written by the version-1 writer (make_fixtures.py); expected.npz holds
+    every array of each model and its output on a fixed input."""
+    folder = os.path.join(DATA, "archive_v1")
+    path = os.path.join(folder, f"{variant}.pfcz")
+    with open(path, "rb") as f:
+        assert struct.unpack_from("<H", f.read(10), 8)[0] == 1  # really a version-1 file
+    with np.load(os.path.join(folder, "expected.npz")) as npz:
+        expected = {k.split("/", 1)[1]: npz[k] for k in npz.files if k.startswith(variant + "/")}
+    model = pfc.load_compressed(path)
+    got = _arrays(model)
+    want = {k: v for k, v in expected.items() if k not in ("input", "output")}
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    np.testing.assert_array_equal(model(expected["input"]), expected["output"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hostile archives: validated and budgeted before anything is built or decoded; only ArchiveError escapes
+
+
+def _repack(data: bytes, header: dict, payload: bytes | None = None) -> bytes:
+    """A version-2 archive with ``header`` (and ``payload``) and valid CRC/SHA-256: only content checks can fail."""
+    import json
+    import zlib
+
+    import zstandard
+
+    plen = struct.unpack_from("<Q", data, len(data) - 52)[0]
+    payload = data[12:12 + plen] if payload is None else payload
+    raw = json.dumps(header).encode()
+    hbytes = zstandard.ZstdCompressor().compress(raw)
+    body = data[:12] + payload + hbytes
+    body += struct.pack("<QIII", len(payload), len(hbytes), len(raw), zlib.crc32(hbytes, zlib.crc32(data[:12])))
+    return body + hashlib.sha256(body).digest()
+
+
+def _peak_kib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def test_header_naming_a_huge_architecture_fails_fast_without_allocating(tmp_path, small):
+    """Issue 15: Dense(20000 => 20000) twice in the header with tiny arrays cost 12 s and 3 GB."""
+
+    data = ar.encode_archive(small)
+    h = _header(data)
+    h["architecture"] = "Chain(Dense(20000 => 20000, relu), Dense(20000 => 20000, tanh), Dense(12 => 5))"
+    path = tmp_path / "huge.pfcz"
+    path.write_bytes(_repack(data, h))
+    before = _peak_kib()
+    with pytest.raises(ar.ArchiveError, match=r"huge\.pfcz.*do not match"):
+        pfc.load_compressed(path)
+    assert _peak_kib() - before < 100_000  # KiB: nothing near the 3.2 GB the weights would take
+    # (the time of such cases is measured in benchmarks/fuzz_archive.py, not asserted here)
+
+
+@pytest.mark.parametrize("key, value", [("bits", 2 ** 31), ("bits", 0), ("bits", "8"), ("scheme", "exotic"),
+                                        ("class", "os.system")])
+def test_hostile_quantized_fields_are_refused(tmp_path, small, key, value):
+
+    q = pfc.quantize(pfc.prune(small, 0.5), 8)
+    data = ar.encode_archive(q)
+    h = _header(data)
+    h["layers"][0][key] = value
+    with pytest.raises(ar.ArchiveError, match=key):  # refused by the header check, before any decoding
+        ar.decode_archive(_repack(data, h))
+
+
+def test_stream_sizes_must_match_their_arrays(small):
+    data = ar.encode_archive(pfc.prune(small, 0.8))
+    for field, value in [("size", 10 ** 12), ("offset", 10 ** 9), ("length", 10 ** 9), ("codec", "lzma")]:
+        h = _header(data)
+        h["streams"][0][field] = value
+        with pytest.raises(ar.ArchiveError, match="invalid archive"):
+            ar.decode_archive(_repack(data, h))
+    h = _header(data)
+    h["layers"][0]["arrays"]["weight"]["shape"] = [24, 31]  # the architecture says (24, 30)
+    with pytest.raises(ar.ArchiveError):
+        ar.decode_archive(_repack(data, h))
+
+
+def test_zstd_bomb_stream_is_refused_before_inflating(tmp_path):
+    """A stream whose zstd frame expands to 200 MB, declared as the few bytes its array needs."""
+    import zstandard
+
+    model = pfc.parse("Chain(Dense(4 => 3))", seed=0)
+    data = ar.encode_archive(model)
+    h = _header(data)
+    cobj = zstandard.ZstdCompressor(level=1).compressobj(size=200_000_000)
+    bomb = b"".join(cobj.compress(bytes(10_000_000)) for _ in range(20)) + cobj.flush()
+    bias = h["layers"][0]["arrays"]["bias"]["stream"]
+    plen = struct.unpack_from("<Q", data, len(data) - 52)[0]
+    payload = data[12:12 + plen] + bomb
+    h["streams"][bias].update(codec="zstd", offset=plen, length=len(bomb), crc32=__import__("zlib").crc32(bomb))
+    path = tmp_path / "bomb.pfcz"
+    path.write_bytes(_repack(data, h, payload))
+    before = _peak_kib()
+    with pytest.raises(ar.ArchiveError, match=r"bomb\.pfcz.*more than"):
+        pfc.load_compressed(path)
+    assert _peak_kib() - before < 50_000
+
+
+def test_decoding_budget_keyword_and_environment(tmp_path, small, monkeypatch):
+    path = tmp_path / "m.pfcz"
+    pfc.save_compressed(path, small)
+    with pytest.raises(ar.ArchiveError, match="max_bytes=.*PYFLUX_ARCHIVE_MAX_BYTES"):
+        pfc.load_compressed(path, max_bytes=1000)
+    monkeypatch.setenv(ar.MAX_BYTES_ENV, "1000")
+    with pytest.raises(ar.ArchiveError, match="more than 1,000 bytes"):
+        pfc.load_compressed(path)
+    assert str(pfc.load_compressed(path, max_bytes=10 ** 7)) == str(small)  # the keyword wins
+    monkeypatch.setenv(ar.MAX_BYTES_ENV, "lots")
+    with pytest.raises(ValueError, match="PYFLUX_ARCHIVE_MAX_BYTES"):
+        pfc.load_compressed(path)
+    monkeypatch.delenv(ar.MAX_BYTES_ENV)
+    for bad in (0, -5, 1.5, "10", True):
+        with pytest.raises(ValueError, match="max_bytes"):
+            pfc.load_compressed(path, max_bytes=bad)
+
+
+def test_only_archive_error_escapes_from_mutated_headers(small, rng):
+    """Random edits of header values (with valid checksums): every failure is an ArchiveError."""
+    data = ar.encode_archive(pfc.share_weights(pfc.prune(small, 0.6), bits=3))
+    base = _header(data)
+    leaves = []
+
+    def walk(obj, path):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, path + [k])
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                walk(v, path + [i])
+        else:
+            leaves.append(path)
+
+    walk(base, [])
+    replacements = [-1, 0, 1, 2 ** 31, 2 ** 64, 1e300, None, "x", [], {}, True, [10 ** 6] * 3]
+    import copy
+
+    for trial in range(150):
+        h = copy.deepcopy(base)
+        path = leaves[int(rng.integers(len(leaves)))]
+        node = h
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = replacements[int(rng.integers(len(replacements)))]
+        try:
+            ar.decode_archive(_repack(data, h))
+        except ar.ArchiveError:
+            pass
+
+
+def test_missing_file_is_an_archive_error_and_a_file_not_found_error(tmp_path):
+    with pytest.raises(ar.ArchiveNotFoundError, match="absent.pfcz"):
+        pfc.load_compressed(tmp_path / "absent.pfcz")
+    assert issubclass(ar.ArchiveNotFoundError, FileNotFoundError)
+    assert issubclass(ar.ArchiveNotFoundError, ar.ArchiveError)
+    with pytest.raises(ar.ArchiveError, match="cannot"):
+        pfc.load_compressed(tmp_path)  # a folder
+
+
+def test_version_1_hostile_bits_is_refused_fast(small):
+    """Issue 15: a version-1 header with bits = 2**31 kept the loader busy > 20 s."""
+    import json
+    import zlib
+
+    with open(os.path.join(DATA, "archive_v1", "q4_symmetric.pfcz"), "rb") as f:
+        data = f.read()
+    _, _, flags, hlen = struct.unpack_from("<8sHHI", data, 0)
+    header = json.loads(zlib.decompress(data[16:16 + hlen], -15))
+    header["layers"][0]["bits"] = 2 ** 31
+    raw = json.dumps(header).encode()
+    head = struct.pack("<8sHHI", b"PFCZARCH", 1, 0, len(raw)) + raw
+    body = head + struct.pack("<I", zlib.crc32(head)) + data[16 + hlen + 4:-32]
+    with pytest.raises(ar.ArchiveError, match="bits"):  # refused by the header check, before 2**(2**31) is computed
+        ar.decode_archive(body + hashlib.sha256(body).digest())
+
+
+def test_without_entropy_coding_the_archive_is_larger_and_still_exact(small, X30):
+    m = pfc.share_weights(pfc.prune(small, 0.8), bits=4)
+    raw = ar.encode_archive(m, entropy_coding=False)
+    assert {s["codec"] for s in ar.archive_header(raw)["streams"]} == {"raw"}
+    assert len(raw) == ar.archive_size(m, entropy_coding=False) > ar.archive_size(m)
+    _assert_same(m, ar.decode_archive(raw), X30)
+
+
+def test_archive_size_equals_written_bytes_and_zeros(tmp_path, small):
+    m = pfc.prune(small, 0.7)
+    w = m[0].weight
+    w[~m[0].masks["weight"]] = -0.0  # a pruned weight multiplied by its mask can be -0.0: background all the same
+    kept = np.flatnonzero(m[0].masks["weight"].ravel())[:2]
+    w.reshape(-1)[kept] = [-0.0, np.nan]  # kept values round-trip bit for bit
+    path = tmp_path / "z.pfcz"
+    assert ar.archive_size(m) == pfc.save_compressed(path, m) == os.path.getsize(path)
+    back = pfc.load_compressed(path)[0]
+    assert np.array_equal(back.weight, w, equal_nan=True)
+    assert np.signbit(back.weight.reshape(-1)[kept[0]]) and np.isnan(back.weight.reshape(-1)[kept[1]])
+    assert not np.signbit(back.weight[~m[0].masks["weight"]]).any()  # pruned zeros come back as +0.0
+    assert ar.archive_size(m) < ar.archive_size(pfc.prune(small, 0.3))
+
+
+@pytest.mark.parametrize("shape, per_channel", [((7, 5), True), ((7, 5), False), ((3, 3, 2, 4), True)])
+def test_in_place_dequantize_equals_the_quantize_module(rng, shape, per_channel):
+    from pyflux_compress.compression.quantize import dequantize_weight
+
+    q = rng.integers(-128, 128, shape).astype(np.int8)
+    c = shape[0] if len(shape) == 2 else shape[-1]
+    scale = (rng.random(c if per_channel else ()) * 0.1).astype(np.float32)
+    zp = rng.integers(-5, 5, c if per_channel else ()).astype(np.int32)
+    want = dequantize_weight(q, scale, zp)
+    got = ar._dequantize(q, scale, zp)
+    assert got.dtype == want.dtype and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def _kept_zero(model, path_index=0):
+    """A copy whose first layer has a kept (mask True) weight that is exactly 0: mask != nonzero pattern."""
+    m = model.copy()
+    layer = m[path_index]
+    w = layer.weight
+    kept = np.flatnonzero(np.asarray(layer.masks["weight"]).ravel())
+    w.reshape(-1)[kept[:3]] = 0.0
+    return m
+
+
+@pytest.mark.parametrize("kind", ["float64", "no_bias", "shared_10bit", "kept_zero_float", "kept_zero_quantized",
+                                  "dense_quantized_with_mask", "conv_pruned_shared", "fortran_ordered"])
+def test_round_trip_edge_cases(tmp_path, small, X30, rng, kind):
+    conv = "Chain(Conv((3, 3), 2 => 5, relu), flatten, Dense(180 => 4))"
+    X = X30
+    if kind == "float64":
+        model = pfc.prune(small, 0.6).astype(np.float64)
+        X = X30.astype(np.float64)
+    elif kind == "no_bias":
+        model = pfc.prune(pfc.parse("Chain(Dense(30 => 16, relu; bias=false), Dense(16 => 3))", seed=2), 0.5)
+    elif kind == "shared_10bit":
+        model = pfc.share_weights(pfc.parse("Chain(Dense(30 => 64, relu), Dense(64 => 5))", seed=3), bits=10)
+    elif kind == "kept_zero_float":
+        model = _kept_zero(pfc.prune(small, 0.7))
+    elif kind == "kept_zero_quantized":
+        model = pfc.quantize(_kept_zero(pfc.prune(small, 0.7)), 8, "affine", "per_channel")
+    elif kind == "fortran_ordered":  # as loaded from a JLD2 checkpoint: the layout comes back too
+        model = pfc.prune(small, 0.8)
+        for layer in model.layers:
+            layer.weight = np.asfortranarray(layer.weight)
+    elif kind == "dense_quantized_with_mask":
+        model = pfc.quantize(pfc.prune(small, 0.1), 4, granularity="per_channel")
+    else:
+        model = pfc.share_weights(pfc.prune(pfc.parse(conv, seed=4), 0.7), bits=3)
+        X = rng.random((3, 2, 8, 8)).astype(np.float32)
+    back = ar.decode_archive(ar.encode_archive(model))
+    _assert_same(model, back, X)
+    for (_, a), (_, b) in zip(model.walk(), back.walk()):
+        for name in ("weight", "qweight", "index"):
+            if isinstance(getattr(a, name, None), np.ndarray):
+                assert getattr(a, name).flags.f_contiguous == getattr(b, name).flags.f_contiguous, name
+        for k, m in getattr(a, "masks", {}).items():
+            np.testing.assert_array_equal(np.asarray(m), np.asarray(b.masks[k]))

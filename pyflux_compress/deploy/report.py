@@ -95,7 +95,8 @@ def prepare_input(model: Any, X: np.ndarray) -> np.ndarray:
 def storage_bytes(model: Any) -> dict[str, int]:
     """Bytes of ``model`` per storage form: ``fp32`` (dense float32), ``sparse`` (CSR), ``int8``, ``archive``.
 
-    The formats are owned by :func:`pfc.size_report` (compression/archive.py); this renames its keys.
+    The formats are owned by :func:`pfc.size_report` (compression/archive.py); this renames its keys. The
+    archive figure is the exact ``save_compressed`` size, computed by encoding once without writing a file.
     """
     from ..compression.archive import size_report
 

@@ -3,7 +3,10 @@
 Each grid point is ``sparsity x bits``: the model is pruned (or sparsified, or structurally pruned) to the
 sparsity, optionally fine-tuned with the pruning masks held, then optionally quantized to ``bits``. Every point
 records parameters, nonzeros, measured sparsity, bytes of the compressed archive (the storage form in which
-both pruning and quantization pay off) and of fp32 dense, and test accuracy.
+both pruning and quantization pay off) and of fp32 dense, and test accuracy. Archive bytes come from
+``pfc.size_report``, which encodes each model once into nothing (no file is written; a 3x2 sweep of the
+article's MLP costs about what a hand-written loop with ``np.savez_compressed`` sizes does, see
+``benchmarks/bench_archive.py``).
 
 ``SweepResult.plot(path)`` writes a PNG with two panels (accuracy vs archive size, accuracy vs sparsity) using
 matplotlib, the package's ``[plot]`` extra; ``SweepResult.to_json(path)`` writes the points.
