@@ -77,7 +77,8 @@ def build_space(model: Any, Xval: np.ndarray, yval: np.ndarray, techniques: tupl
         # one step past the last tolerated sparsity: fine-tuning recovers, let the search find out how much
         above = [s for s in SENS_SPARSITIES if s > max(ok_s, default=0.0)]
         s_hi = min(MAX_SPARSITY, above[0] if above else MAX_SPARSITY) if ok_s else SENS_SPARSITIES[0]
-        qbits_lo = min(ok_b, default=8)
+        # latency: onnxruntime runs every width <= 8 on the same int8 kernels, so fewer bits only cost accuracy
+        qbits_lo = 8 if "latency" in objective else min(ok_b, default=8)
         w = layer.weight
         dense = getattr(layer, "flux_name", "") == "Dense" and w.ndim == 2
         out_f, in_f = (w.shape if dense else (0, 0))
