@@ -46,6 +46,11 @@ def mnist(conv: bool, subset: int | None):
 
 
 def train(arch: str, Xtr, ytr, epochs: int, seed: int):
+    """Train the baseline on the part of the training set that autocompress fine-tunes on: the validation split
+    it carves (validation=0.1, same seed) stays unseen, so the budget measures generalisation, not memorisation."""
+    from pyflux_compress.search import validation_split
+
+    Xtr, ytr, _, _ = validation_split(Xtr, ytr, 0.1, seed)
     model = pfc.parse(arch, seed=seed)
     t = time.perf_counter()
     pfc.fit(model, Xtr, ytr, epochs=max(1, epochs - epochs // 4), batchsize=128, opt=pfc.Adam(1e-3),

@@ -3,6 +3,6 @@
 Optuna, optuna-integration and dask.distributed are the ``[search]`` extra; they are imported only when a
 search runs.
 """
-from .autocompress import SearchResult, autocompress, describe_policy, measure_latency
+from .autocompress import SearchResult, autocompress, describe_policy, measure_latency, validation_split
 
-__all__ = ["SearchResult", "autocompress", "describe_policy", "measure_latency"]
+__all__ = ["SearchResult", "autocompress", "describe_policy", "measure_latency", "validation_split"]

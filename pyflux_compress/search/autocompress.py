@@ -71,8 +71,11 @@ def _check_data(model: Any, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _split(X: np.ndarray, y: np.ndarray, validation: float, seed: int):
-    """A seeded, stratification-free random split: ``(Xtrain, ytrain, Xval, yval)``."""
+def validation_split(X: np.ndarray, y: np.ndarray, validation: float = 0.1, seed: int = 0):
+    """The split :func:`autocompress` carves: ``(Xtrain, ytrain, Xval, yval)`` (seeded permutation).
+
+    Train the baseline on ``Xtrain`` only to keep the validation split unseen by the model being compressed.
+    """
     idx = np.random.default_rng(seed).permutation(len(X))
     n_val = max(10, int(round(validation * len(X))))
     va, tr = idx[:n_val], idx[n_val:]
@@ -362,7 +365,7 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     start = time.perf_counter()
-    data = _split(X, y, validation, seed)
+    data = validation_split(X, y, validation, seed)
     name = study_name or _study_name(model, objective, techniques, max_drop, seed)
     client = _client(executor)
     opt_storage = _storage(storage)
