@@ -8,11 +8,13 @@ Speed: each example runs in well under 60 s on 2 cores by training briefly (1 ep
 training images by default: about a second for the article's MLP on an idle machine, but the CI machine is
 shared). ``PYFLUX_EXAMPLE_FAST=1`` shrinks that further (8,000 images, 2,000 test images) for CI.
 
-Outputs go to ``--out DIR`` or a fresh temporary directory; nothing is written to the current directory.
+Outputs go to ``--out DIR`` (kept) or a fresh temporary directory that is removed when the script ends; the
+script prints which. Nothing is written to the current directory.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 import tempfile
@@ -46,13 +48,20 @@ class Data:
 
 def parse_args(description: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", default=None, help="output directory (default: a new temporary directory)")
+    p.add_argument("--out", default=None,
+                   help="output directory, kept (default: a temporary directory removed at the end)")
     p.add_argument("--epochs", type=int, default=1, help="training epochs (default 1)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.out is None:
-        args.out = tempfile.mkdtemp(prefix="pyflux-example-")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+        # a temporary folder, removed when the script ends: examples leave nothing behind unless asked to
+        tmp = tempfile.TemporaryDirectory(prefix="pyflux-example-")
+        atexit.register(tmp.cleanup)
+        args.out = tmp.name
+        print(f"outputs: {args.out} (temporary, removed when the script ends; --out DIR keeps them)")
+    else:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        print(f"outputs: {args.out}")
     return args
 
 

@@ -30,9 +30,13 @@ def _export(module: str, *names: str) -> None:
 
 
 _export(".model.layers", "Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool",
-        "Flatten", "flatten", "BatchNorm", "Dropout")
+        "Flatten", "flatten", "BatchNorm", "Dropout", "ConvTranspose", "DepthwiseConv", "SkipConnection", "Parallel",
+        "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool", "AdaptiveMeanPool", "Upsample", "PixelShuffle",
+        "GroupNorm", "InstanceNorm", "AlphaDropout", "Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3")
 _export(".model.activations", "Activation", "relu", "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu",
-        "gelu", "swish", "identity")
+        "gelu", "swish", "identity", "hardsigmoid", "hardσ", "hardtanh", "relu6", "rrelu", "selu", "celu",
+        "gelu_tanh", "gelu_erf", "hardswish", "lisht", "mish", "softplus", "softsign", "logsigmoid", "logσ",
+        "logcosh", "tanhshrink", "softshrink", "trelu", "thresholdrelu", "tanh_fast", "sigmoid_fast", "logsoftmax")
 _export(".model.chain", "Chain")
 _export(".model.walk", "modules", "map_layers")
 _export(".model.registry", "register_layer")
@@ -43,6 +47,7 @@ _export(".backends", "backend", "set_backend", "backend_info")
 _export(".compression.stats", "sparsity", "count_params")
 _export(".compression.prune", "prune", "PolynomialDecay", "prune_iteratively")
 _export(".compression.structured", "prune_structured")
+_export(".compression.hidden_units", "prune_hidden_units")
 _export(".compression.sparsify", "sparsify")
 _export(".compression.lowrank", "lowrank")
 _export(".compression.distill", "distill")
@@ -51,14 +56,15 @@ _export(".compression.sensitivity", "sensitivity")
 _export(".compression.sharing", "share_weights")
 _export(".compression.archive", "save_compressed", "load_compressed", "size_report", "ArchiveError")
 _export(".io.checkpoint", "load", "save", "load_state")
-_export(".io.onnx", "export_onnx", "import_onnx")
+_export(".io.onnx", "export_onnx", "import_onnx", "choose_format")
 _export(".deploy.predictor", "Predictor")
 _export(".deploy.report", "report")
 _export(".deploy.sweep", "sweep")
 _export(".search.autocompress", "autocompress", "SearchResult")
 
-# submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2, pfc.registry
-_SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2", "registry": ".model.registry"}
+# submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2, pfc.registry, pfc.threads
+_SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2", "registry": ".model.registry",
+               "threads": ".threads"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES])
 

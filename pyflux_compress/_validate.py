@@ -22,6 +22,7 @@ __all__ = [
     "check_bool",
     "check_tuple",
     "check_array",
+    "check_finite_array",
     "check_rng",
 ]
 
@@ -136,9 +137,30 @@ def check_array(name: str, x: Any, ndim: int | Sequence[int] | None = None,
         if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             raise ValueError(f"{name} must have shape {want}; got {arr.shape}")
-    if finite and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or Inf")
+    if finite and arr.dtype.kind in "fc":
+        check_finite_array(name, arr)
     return arr
+
+
+def check_finite_array(name: str, arr: np.ndarray) -> None:
+    """``ValueError`` naming the first sample (index on axis 0) of ``arr`` that holds NaN or Inf.
+
+    Fast path: one reduction over the whole array; only a failing array is searched for the culprit.
+    """
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(arr.sum()) or np.isfinite(arr).all():  # the sum may overflow on finite data
+            return
+    if arr.ndim == 0:
+        raise ValueError(f"{name} is {arr.item()!r}; expected a finite number")
+    bad_rows = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    i = int(np.argmax(bad_rows))
+    row = arr[i].reshape(-1)
+    j = int(np.argmax(~np.isfinite(row)))
+    where = f"{name}[{i}]" if arr.ndim == 1 else f"sample {i} ({name}[{i}], flat element {j})"
+    raise ValueError(f"{name} contains NaN or Inf: first at {where} = {row[j].item()!r}; "
+                     f"{int(bad_rows.sum())} of {len(arr)} samples are not finite")
 
 
 def check_rng(seed: Any = None, rng: Any = None, name: str = "rng") -> np.random.Generator:

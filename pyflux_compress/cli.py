@@ -9,8 +9,10 @@ errors into exit codes:
 * 1 — an unexpected internal error: one line too, unless ``--debug`` is given (then the traceback).
 
 Model files are chosen by extension: ``.jld2`` (Flux checkpoint, ``pfc.load``/``pfc.save``), ``.onnx``
-(``pfc.import_onnx``/``pfc.export_onnx``) and anything else, conventionally ``.pfcz``, the compressed archive
-(``pfc.load_compressed``/``pfc.save_compressed``). See docs/cli.md for every subcommand with an example.
+(``pfc.import_onnx``/``pfc.export_onnx``) and ``.pfcz``, the compressed archive
+(``pfc.load_compressed``/``pfc.save_compressed``). Outputs with any other extension are refused before any work
+(listing the accepted ones); inputs with another extension are read as archives. Warnings print as one line,
+``pyflux-compress <cmd>: warning: ...``. See docs/cli.md for every subcommand with an example.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,6 +41,9 @@ PRESETS = {
            "flatten, Dense(400 => 10))",
 }
 
+
+# the model files the CLI writes, by extension (read_model also reads any other name as an archive)
+MODEL_OUTPUTS = {".jld2": "Flux checkpoint", ".onnx": "ONNX model", ".pfcz": "compressed archive"}
 
 SUBCOMMANDS = ("demo", "inspect", "train", "prune", "sparsify", "quantize", "distill", "lowrank", "export", "bench",
                "report", "sweep", "autocompress")
@@ -72,6 +78,8 @@ _fraction = _number(float, lambda v: math.isfinite(v) and 0.0 <= v < 1.0, "a num
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _nonneg_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+# pfc.lowrank's energy range (validate_lowrank): 0 keeps nothing, 1 keeps every singular value
+_energy = _number(float, lambda v: math.isfinite(v) and 0.0 < v <= 1.0, "a number in (0, 1]")
 
 
 def _list_of(conv: Callable[[str], Any], what: str) -> Callable[[str], list]:
@@ -102,6 +110,9 @@ def _common(top: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--debug", action="store_true", default=default, help="show the full traceback of any error")
     p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars")
+    p.add_argument("--threads", type=_positive_int, default=None if top else argparse.SUPPRESS, metavar="N",
+                   help="cores to use (numpy engine: BLAS threads and the conv kernels' batch split; onnxruntime: "
+                        "intra-op threads); default: the cores other processes leave idle")
     return p
 
 
@@ -198,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("lowrank", "replace Dense layers by truncated-SVD factor pairs where that saves parameters", cmd_lowrank)
     _io_args(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--energy", type=_fraction, default=None, help="kept singular-value energy (default 0.95)")
+    g.add_argument("--energy", type=_energy, default=None,
+                   help="kept singular-value energy, in (0, 1] (default 0.95; 1 keeps every singular value)")
     g.add_argument("--rank", type=_positive_int, default=None, help="fixed rank for every layer")
     _data_args(p)
     _train_args(p, epochs=0, what="fine-tuning")
@@ -216,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--batch-sizes", type=_list_of(_positive_int, "positive integers"), default=[1, 64, 256])
     p.add_argument("--seconds", type=_positive_float, default=2.0, help="time budget per batch size (default 2)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="onnxruntime intra-op threads")
     p.add_argument("--input-shape", type=_list_of(_positive_int, "positive integers"), default=None,
                    metavar="C,H,W", help="per-sample input shape for models with symbolic dims (Conv: C,H,W)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -247,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=_fraction, default=0.9, help="global magnitude pruning sparsity (default 0.9)")
     p.add_argument("--bits", type=_bits_item, default=8, help="weight bits after pruning (default 8)")
     p.add_argument("--finetune-epochs", type=_nonneg_int, default=1, help="fine-tuning epochs after pruning")
-    p.add_argument("--no-cache", action="store_true", help="retrain even if a cached trained model exists")
+    p.add_argument("--no-cache", action="store_true",
+                   help=f"retrain even if a cached trained model exists (the cache: {_cache_dir()}, "
+                        "$XDG_CACHE_HOME/pyflux-compress when set; delete it to clear)")
     _data_args(p, required=True)
     _train_args(p, epochs=2)
     _report_args(p, default_seconds=0.5)
@@ -292,7 +305,6 @@ def _report_args(p: argparse.ArgumentParser, default_seconds: float = 1.0) -> No
     g.add_argument("--seconds", type=_positive_float, default=default_seconds,
                    help=f"latency budget per batch size per model (default {default_seconds})")
     g.add_argument("--no-latency", action="store_true", help="skip the onnxruntime latency measurement")
-    g.add_argument("--threads", type=_positive_int, default=None, help="onnxruntime intra-op threads")
 
 
 def _version() -> str:
@@ -314,13 +326,18 @@ def _check_file(path: str) -> Path:
     return p
 
 
-def _check_output(path: str) -> Path:
+def _check_output(path: str, kinds: dict[str, str] | None = None) -> Path:
+    """The output path, checked before any work: its folder exists, it is not a folder, and (``kinds``: the
+    accepted extensions with what they hold) its extension is one the command writes."""
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"output directory does not exist: {parent}")
     if p.is_dir():
         raise UsageError(f"output {path} is a directory, expected a file name")
+    if kinds is not None and p.suffix.lower() not in kinds:
+        accepted = ", ".join(f"{ext} ({what})" for ext, what in kinds.items())
+        raise UsageError(f"output {path}: unknown extension {p.suffix or '(none)'!r}; accepted: {accepted}")
     return p
 
 
@@ -350,11 +367,12 @@ def read_model(path: str) -> Any:
 
 
 def write_model(model: Any, path: str, *, onnx_format: str | None = None) -> str:
-    """Save by extension; returns a one-line description. A quantized model saved as .jld2 is dequantized
-    (JLD2 Flux checkpoints hold float weights) and the line says so."""
+    """Save by extension (one of ``MODEL_OUTPUTS``, else a ``UsageError`` listing them); returns a one-line
+    description. A quantized model saved as .jld2 is dequantized (JLD2 Flux checkpoints hold float weights) and
+    the line says so."""
     import pyflux_compress as pfc
 
-    p = _check_output(path)
+    p = _check_output(path, MODEL_OUTPUTS)
     ext = p.suffix.lower()
     note = ""
     if ext == ".onnx":
@@ -458,6 +476,14 @@ def _print_info(info: dict[str, Any]) -> None:
             _say(f"{info['arrays']} numeric arrays, {info['elements']:,} elements, "
                  f"{info['nonzero']:,} nonzero ({100 * (1 - info['nonzero'] / max(info['elements'], 1)):.1f}% zero)")
         return
+    if info["kind"] == "container":         # pfc.load gave a Tuple/NamedTuple/Dict/struct of models
+        _say(f"{info['container']} holding {len(info['models'])} models")
+        for note in info.get("notes") or []:
+            _say(f"note: {note}")
+        for sub in info["models"]:
+            _say("")
+            _print_info(sub)
+        return
     if info["kind"] == "onnx":
         _say(f"IR version {info['ir_version']}, opsets {info['opsets']}")
         _say(f"inputs: {'; '.join(info['inputs'])}   outputs: {'; '.join(info['outputs'])}")
@@ -482,7 +508,7 @@ def _print_info(info: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
-    _check_output(args.output)
+    _check_output(args.output, MODEL_OUTPUTS)
     data = load_data(args)
     name, Xtr, ytr, Xte, yte = data
     arch = resolve_arch(args.arch, int(np.prod(Xtr.shape[1:])))
@@ -512,8 +538,8 @@ def _compress_command(args: argparse.Namespace, compress: Callable[[Any, Any], t
                       before: str = "before", finetune: bool = True) -> int:
     """The skeleton of every load -> compress -> fine-tune -> write subcommand: ``compress(model, data)``
     returns ``(compressed model, label)``; accuracy is reported before and after each step."""
+    _check_output(args.output, MODEL_OUTPUTS)  # a bad output name is refused before any work
     model = read_model(args.input)
-    _check_output(args.output)
     data = load_data(args)
     if finetune:
         _check_finetune_data(args, data)
@@ -574,8 +600,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
+    _check_output(args.output, MODEL_OUTPUTS)
     teacher = read_model(args.teacher)
-    _check_output(args.output)
     if not 0.0 <= args.alpha <= 1.0:
         raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
     data = load_data(args)
@@ -595,7 +621,10 @@ def cmd_lowrank(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
     def compress(model: Any, data: Any) -> tuple[Any, str]:
-        out = pfc.lowrank(model, rank=args.rank) if args.rank else pfc.lowrank(model, energy=args.energy or 0.95)
+        if args.rank:
+            out = pfc.lowrank(model, rank=args.rank)
+        else:  # --energy validated in (0, 1] like the API; omitted: the API's default
+            out = pfc.lowrank(model) if args.energy is None else pfc.lowrank(model, energy=args.energy)
         _say(f"low-rank: {out}")
         return out, "factorized"
 
@@ -605,10 +634,8 @@ def cmd_lowrank(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import pyflux_compress as pfc
 
+    out = _check_output(args.output, {".onnx": MODEL_OUTPUTS[".onnx"]})
     model = read_model(args.input)
-    out = _check_output(args.output)
-    if out.suffix.lower() != ".onnx":
-        raise UsageError(f"export writes ONNX: the output name must end in .onnx, got {args.output}")
     pfc.export_onnx(model, str(out), opset=args.opset, format=args.format, sparse=args.sparse,
                     dynamic_batch=not args.static_batch)
     _say(f"exported {model} -> {out} ({out.stat().st_size:,} bytes)")
@@ -620,14 +647,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .deploy.report import p50_and_throughput, render_table
 
     p = _check_file(args.file)
+    shape = tuple(args.input_shape) if args.input_shape else None
     with tempfile.TemporaryDirectory(prefix="pfc-bench-") as tmp:
         path = str(p)
         if p.suffix.lower() != ".onnx":
             path = os.path.join(tmp, "model.onnx")
-            pfc.export_onnx(read_model(str(p)), path)
-        stats = pfc.Predictor(path, threads=args.threads).benchmark(batch_sizes=tuple(args.batch_sizes),
-                                                                     seconds=args.seconds,
-                                                                     input_shape=args.input_shape)
+            model = read_model(str(p))
+            if shape is None:
+                try:
+                    pfc.export_onnx(model, path)
+                except ValueError as err:
+                    if not str(err).startswith("input_shape:"):
+                        raise
+                    raise UsageError(f"{p}: cannot infer the model's per-sample input shape from its first "
+                                     "layers; give it with --input-shape (FEATURES or C,H,W)") from None
+            else:
+                pfc.export_onnx(model, path, input_shape=shape)
+        predictor = pfc.Predictor(path, threads=args.threads)
+        _check_bench_shape(p, predictor.input_shape, shape)
+        stats = predictor.benchmark(batch_sizes=tuple(args.batch_sizes), seconds=args.seconds, input_shape=shape)
     rows = []
     for bs in args.batch_sizes:
         p50, thr = p50_and_throughput(stats, bs)
@@ -639,6 +677,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      [(str(r["batch_size"]), f"{r['p50_ms']:.3f}", f"{r['throughput']:,.0f}") for r in rows],
                      title=f"onnxruntime: {p}")
     return 0
+
+
+def _check_bench_shape(path: Path, model_shape: tuple, given: tuple | None) -> None:
+    """--input-shape against the model's per-sample input (``None`` = a symbolic dim), naming the flag."""
+    shown = "(" + ", ".join("?" if d is None else str(d) for d in model_shape) + ")"
+    if given is None:
+        if any(d is None for d in model_shape):
+            raise UsageError(f"{path}: the model's per-sample input {shown} has symbolic dims; give them with "
+                             f"--input-shape, e.g. --input-shape {','.join(str(d or 28) for d in model_shape)}")
+        return
+    if len(given) != len(model_shape) or any(d is not None and d != g for d, g in zip(model_shape, given)):
+        raise UsageError(f"--input-shape {','.join(map(str, given))} does not fit the model's per-sample input "
+                         f"{shown} ({path})")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -743,7 +794,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cached = _cache_dir() / tag
     if cached.exists() and not args.no_cache:
         model = pfc.load(str(cached))
-        _say(f"loaded cached trained model {cached}")
+        _say(f"loaded cached trained model {cached} (--no-cache retrains; "
+             f"rm -r {cached.parent} clears the cache)")
     else:
         model = pfc.parse(arch, seed=args.seed)
         _say(f"training {arch} for {args.epochs} epoch(s)")
@@ -751,6 +803,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             pfc.save(str(cached), model)
+            _say(f"cached the trained model in {cached} ({cached.stat().st_size:,} bytes) for the next demo; "
+                 f"rm -r {cached.parent} clears the cache")
         except OSError as err:  # a read-only home is no reason to fail the demo
             _say(f"(could not cache the trained model: {err})")
     pfc.save(str(out / "model.jld2"), model)
@@ -793,6 +847,17 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+@contextlib.contextmanager
+def _one_line_warnings(prog: str):
+    """Print each warning as ``<prog>: warning: <message>``: one line, no source path or code line."""
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"{prog}: warning: {_one_line(message)}", file=file or sys.stderr, flush=True)
+
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards (main also runs inside tests)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 1 internal error)."""
     parser = build_parser()
@@ -806,7 +871,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     prog = f"{PROG} {args.command}"
     try:
-        return int(args.func(args) or 0)
+        from .threads import use as use_threads
+
+        # one thread policy for every command (see pfc.threads); warnings as one line each
+        with use_threads(args.threads), _one_line_warnings(prog):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

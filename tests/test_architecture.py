@@ -14,9 +14,10 @@ PKG = "pyflux_compress"
 ROOT = Path(__file__).resolve().parent.parent / PKG
 
 # Dependency order, bottom first: a module may import its own group and groups of lower rank only.
-# model <- train <- backends <- compression <- io <- deploy <- search <- cli; the two shared helpers at the bottom.
-RANKS = {"_validate": 0, "_files": 0, "datasets": 1, "model": 2, "train": 3, "backends": 4, "compression": 5,
-         "io": 6, "deploy": 7, "search": 8, "cli": 9}
+# model <- train <- backends <- compression <- io <- deploy <- search <- cli; the shared helpers (and the thread
+# policy, which depends on nothing of ours) at the bottom.
+RANKS = {"_validate": 0, "_files": 0, "threads": 0, "datasets": 1, "model": 2, "train": 3, "backends": 4,
+         "compression": 5, "io": 6, "deploy": 7, "search": 8, "cli": 9}
 BOTTOM = {"_validate", "_files"}  # private modules every module may import
 
 

@@ -305,6 +305,8 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch, capsys, digits_ok):
     assert data["compressed"]["sparsity"] > 0.85  # 90% of the weights pruned (biases are not)
     assert data["compression_ratio"] > 3
     assert "compression ratio" in out
+    cache = tmp_path / "cache" / "pyflux-compress"
+    assert f"cached the trained model in {cache}" in out and f"rm -r {cache} clears the cache" in out
     # second run loads the cached trained model instead of training
     code, out, _ = run(argv, capsys)
     assert code == 0 and "loaded cached trained model" in out

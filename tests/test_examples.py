@@ -66,3 +66,17 @@ def test_example_runs_and_prints_its_effect(script, tmp_path):
     for pattern in EXPECT[script]:
         assert re.search(pattern, r.stdout), f"{script}: missing {pattern!r} in\n{r.stdout}"
     assert list(cwd.iterdir()) == []  # never litters the working directory
+
+
+def test_examples_leave_no_temporary_folder_behind(tmp_path):
+    """Without --out an example writes to a temporary folder it prints, and removes it when it ends."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {**os.environ, "PYFLUX_EXAMPLE_FAST": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(tmpdir)}
+    r = subprocess.run([sys.executable, str(EXAMPLES / "05_onnx_conversion.py")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m = re.search(r"^outputs: (\S+) \(temporary, removed when the script ends", r.stdout, re.M)
+    assert m and m.group(1).startswith(str(tmpdir)), r.stdout[:500]
+    assert not (tmpdir / os.path.basename(m.group(1))).exists()
+    assert [p.name for p in tmpdir.iterdir() if p.name.startswith("pyflux-example-")] == []

@@ -205,8 +205,8 @@ def test_conv_forms_pad_and_repr():
         "Conv((3, 3), 1 => 8, pad=(1, 1, 2, 2), stride=2, bias=false)"
     with pytest.raises(ValueError, match=r"Conv\(\(3, 3\), 1 => 8, relu\) expects 1 input channels, got 3"):
         a(np.zeros((2, 3, 8, 8)))
-    with pytest.raises(ValueError, match="only groups=1"):
-        Conv((3, 3), (2, 2), groups=2)
+    with pytest.raises(ValueError, match="divisible by groups=2"):     # groups are supported (issue 12)
+        Conv((3, 3), (3, 2), groups=2)
     with pytest.raises(ValueError, match="smaller than"):
         a.output_shape((1, 2, 2))
 

@@ -11,6 +11,7 @@
 
 using Flux: Chain, Dense, Conv, CrossCor, MaxPool, MeanPool, GlobalMeanPool, BatchNorm, Dropout, flatten
 using Flux: relu, sigmoid, σ, leakyrelu, elu, gelu, swish, softmax, state, loadmodel!
+import Flux  # the module itself: the issue-12 rows of the layer/activation tables below read Flux.<name>
 import JLD2
 
 """
@@ -56,10 +57,27 @@ end
 const _ACTIVATIONS = Dict{Symbol,Any}(
     :relu => relu, :sigmoid => sigmoid, :σ => σ, :tanh => tanh, :softmax => softmax,
     :leakyrelu => leakyrelu, :elu => elu, :gelu => gelu, :swish => swish, :identity => identity,
-    :flatten => flatten)
+    :flatten => flatten,
+    # issue 12: the rest of NNlib's activations (Flux re-exports NNlib)
+    :hardσ => Flux.hardσ, :hardsigmoid => Flux.hardσ, :logσ => Flux.logσ, :logsigmoid => Flux.logσ,
+    :hardtanh => Flux.hardtanh, :relu6 => Flux.relu6, :rrelu => Flux.rrelu, :selu => Flux.selu,
+    :celu => Flux.celu, :softplus => Flux.softplus, :softsign => Flux.softsign, :logcosh => Flux.logcosh,
+    :mish => Flux.mish, :tanhshrink => Flux.tanhshrink, :softshrink => Flux.softshrink, :trelu => Flux.trelu,
+    :lisht => Flux.lisht, :tanh_fast => Flux.tanh_fast, :sigmoid_fast => Flux.sigmoid_fast,
+    :hardswish => Flux.hardswish, :logsoftmax => Flux.logsoftmax, :gelu_tanh => Flux.gelu,
+    :gelu_erf => x -> Flux.gelu_erf(x),   # resolved when called: NNlib defines it with SpecialFunctions loaded
+    # SkipConnection / Parallel connections
+    :+ => +, :vcat => vcat, :hcat => hcat)
 const _LAYERS = Dict{Symbol,Any}(
     :Chain => Chain, :Dense => Dense, :Conv => Conv, :CrossCor => CrossCor, :MaxPool => MaxPool,
-    :MeanPool => MeanPool, :GlobalMeanPool => GlobalMeanPool, :BatchNorm => BatchNorm, :Dropout => Dropout)
+    :MeanPool => MeanPool, :GlobalMeanPool => GlobalMeanPool, :BatchNorm => BatchNorm, :Dropout => Dropout,
+    # issue 12's layers: the Python side prints them in this Flux syntax (pyflux_compress/model/layers/*.py)
+    :ConvTranspose => Flux.ConvTranspose, :DepthwiseConv => Flux.DepthwiseConv, :SamePad => Flux.SamePad,
+    :SkipConnection => Flux.SkipConnection, :Parallel => Flux.Parallel, :LayerNorm => Flux.LayerNorm,
+    :Scale => Flux.Scale, :GroupNorm => Flux.GroupNorm, :InstanceNorm => Flux.InstanceNorm,
+    :AlphaDropout => Flux.AlphaDropout, :GlobalMaxPool => Flux.GlobalMaxPool,
+    :AdaptiveMaxPool => Flux.AdaptiveMaxPool, :AdaptiveMeanPool => Flux.AdaptiveMeanPool,
+    :Upsample => Flux.Upsample, :PixelShuffle => Flux.PixelShuffle)
 
 """
     model_from_arch(arch::AbstractString) -> model

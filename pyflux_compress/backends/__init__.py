@@ -115,13 +115,15 @@ def backend_info() -> dict[str, Any]:
     Returns a dict with ``backend``, ``reason``, ``juliacall_installed`` (checked without importing it) and
     ``julia`` (a dict: ``found``, ``executable``, ``how``, ``looked`` — the places checked, ``offline`` —
     whether PYTHON_JULIAPKG_OFFLINE is set, ``project`` / ``resolved`` — the juliapkg project and whether it
-    was installed before).
+    was installed before), and ``threads`` (``pfc.threads.info()``: the default thread count, why, and BLAS).
     """
     name = backend()
     detect = _detect()
     info = detect.find_julia()
+    from .. import threads  # the numpy engine's thread policy and what it would choose now
+
     return {"backend": name, "reason": _reason, "juliacall_installed": detect.juliacall_available(),
-            "julia": info.as_dict()}
+            "julia": info.as_dict(), "threads": threads.info()}
 
 
 def dispatch(op: str) -> Callable[[F], F]:

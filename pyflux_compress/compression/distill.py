@@ -28,6 +28,7 @@ import numpy as np
 
 from .._validate import check_bool, check_fraction, check_in, check_int, check_positive
 from ..backends import dispatch
+from ..threads import threads_keyword
 from ._common import add_record, check_finite, check_inputs, check_labels, check_model
 
 __all__ = ["distill", "validate_distill", "soft_targets"]
@@ -120,6 +121,7 @@ def _distill_loss(s: np.ndarray, p: np.ndarray, yb: np.ndarray | None, T: float,
     return alpha * soft + (1 - alpha) * hard, a * dsoft + (1 - a) * dhard
 
 
+@threads_keyword
 @dispatch("distill")
 def distill(teacher: Any, student: Any, X: Any, y: Any = None, temperature: float = 4.0, alpha: float = 0.9,
             loss: str = "kl", epochs: int = 5, batchsize: int = 128, opt: Any = None, *, seed: int = 0,
@@ -140,6 +142,7 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, temperature: floa
     epochs, batchsize : training length; ``opt`` an optimiser (default ``pfc.Adam(1e-3)``).
     seed : int — shuffling and Dropout; the same seed gives bit-identical results.
     progress : bool — a tqdm bar per epoch.
+    threads : int or None — cores for the numpy engine (None: the idle cores, see ``pfc.threads``).
 
     Returns
     -------

@@ -1,4 +1,7 @@
-"""Low-rank factorisation of Dense layers by truncated SVD: ``lowrank``.
+"""Low-rank factorisation of Dense layers (and Embedding tables) by truncated SVD: ``lowrank``.
+
+``Embedding(vocab => dim)`` (table ``W (dim, vocab)``) becomes ``Embedding(vocab => r)`` + ``Dense(r => dim;
+bias=false)`` (the layer's own ``factorise``): the same lookup through a rank-``r`` table.
 
 ``Dense(in => out, σ)`` with weight ``W (out, in)`` becomes two Dense layers, inline in the same Chain::
 
@@ -43,10 +46,11 @@ def validate_lowrank(model: Any, rank: Any, energy: Any) -> tuple[Any, float]:
     elif isinstance(rank, numbers.Integral) and not isinstance(rank, bool):
         rank = check_int("rank", rank, min=1)
     elif isinstance(rank, dict):
-        dense_paths = [p for p, layer in leaves(model) if getattr(layer, "flux_name", "") == "Dense"]
+        dense_paths = [p for p, layer in leaves(model) if _factorisable(layer)]
         for path, r in rank.items():
             if path not in dense_paths:
-                raise ValueError(f"rank: {path!r} is not a Dense layer path; Dense layers: {dense_paths}")
+                raise ValueError(f"rank: {path!r} is not a Dense (or Embedding) layer path; such layers: "
+                                 f"{dense_paths}")
             check_int(f"rank[{path!r}]", r, min=1)
     else:
         raise ValueError(f"rank must be None (choose by energy), an int >= 1, or a dict {{path: int}}; "
@@ -55,9 +59,16 @@ def validate_lowrank(model: Any, rank: Any, energy: Any) -> tuple[Any, float]:
     return rank, energy
 
 
+def _factorisable(layer: Any) -> bool:
+    """Dense, or a layer declaring ``factorise(r)`` (Embedding: a table ``(dim, vocab)`` as two factors)."""
+    return getattr(layer, "flux_name", "") == "Dense" or callable(getattr(layer, "factorise", None))
+
+
 def _factorise(layer: Any, r: int) -> list[Any]:
     from ..model.layers import Dense
 
+    if getattr(layer, "flux_name", "") != "Dense":
+        return list(layer.factorise(r))
     w = layer.weight
     u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
     root = np.sqrt(s[:r])
@@ -121,7 +132,7 @@ def lowrank(model: Any, rank: Any = None, energy: float = 0.95) -> Any:
     skipped: dict[str, str] = {}
 
     def choose(path: str, layer: Any) -> int | None:
-        if getattr(layer, "flux_name", "") != "Dense":
+        if not _factorisable(layer):
             return None
         if isinstance(rank, dict) and path not in rank:
             return None

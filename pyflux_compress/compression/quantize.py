@@ -30,12 +30,13 @@ weights, symmetric         qmax = 2^(b-1) - 1, qmin = -qmax  (int8: [-127, 127],
                            scale = 1 where amax == 0; q = clamp(rint(w / scale), qmin, qmax); zp = 0
 weights, affine            qmin = -2^(b-1), qmax = 2^(b-1) - 1  (int8: [-128, 127], int4: [-8, 7])
                            lo = min(min(w), 0), hi = max(max(w), 0); scale = (hi - lo) / Float32(qmax - qmin);
-                           scale = 1 where hi == lo; zp = clamp(qmin - rint(lo / scale), qmin, qmax) (Int32);
+                           where hi - lo overflows (weights near ±3.4e38) scale = hi / n - lo / n with
+                           n = Float32(qmax - qmin); scale = 1 where hi == lo or scale underflows to 0; zp = clamp(qmin - rint(lo / scale), qmin, qmax) (Int32);
                            q = clamp(rint(w / scale) + zp, qmin, qmax)
 weights, binary (b = 1)    α = Float32(sum(Float64.(|w|)) / n) over the channel's (unmasked) entries;
                            q = +1 where w >= 0 else -1; q = 0 where the layer's mask is False or α == 0;
                            scale = α (1 where α == 0); zp = 0
-dequantized weight         (Float32(q) - Float32(zp)) * scale
+dequantized weight         (Float32(q) - Float32(zp)) * scale, clamped to ±floatmax(Float32)
 activations (calibrated)   always 8-bit, per tensor. symmetric: int8 [-127, 127], scale = amax / 127;
                            affine: uint8 [0, 255], lo/hi as for weights (range extended to contain 0),
                            scale = (hi - lo) / 255, zp = clamp(-rint(lo / scale), 0, 255).
@@ -153,8 +154,12 @@ def quantize_weight(w: np.ndarray, bits: int, scheme: str, granularity: str,
     else:
         lo = np.minimum(rows.min(axis=1), np.float32(0))
         hi = np.maximum(rows.max(axis=1), np.float32(0))
-        scale = ((hi - lo) / np.float32(qmax - qmin)).astype(np.float32)
-        scale[hi == lo] = 1
+        with np.errstate(over="ignore"):
+            span = hi - lo  # overflows to inf only for weights near ±3.4e38: then divide before subtracting
+            scale = (span / np.float32(qmax - qmin)).astype(np.float32)
+        huge = ~np.isfinite(span)
+        scale[huge] = hi[huge] / np.float32(qmax - qmin) - lo[huge] / np.float32(qmax - qmin)
+        scale[(hi == lo) | (scale == 0)] = 1  # scale == 0: a subnormal range underflowed
         zp = np.clip(qmin - np.rint(lo / scale), qmin, qmax).astype(np.int32)
         q = np.clip(np.rint(rows / scale[:, None]) + zp[:, None], qmin, qmax).astype(np.int8)
     # back to the weight's layout
@@ -179,7 +184,11 @@ def dequantize_weight(qweight: np.ndarray, scale: np.ndarray, zero_point: np.nda
     if scale.ndim:
         shape = _bshape(qweight.ndim, channel_axis(qweight))
         scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((qweight.astype(np.float32) - zp) * scale).astype(np.float32)
+    with np.errstate(over="ignore"):
+        out = ((qweight.astype(np.float32) - zp) * scale).astype(np.float32)
+    # a weight near ±3.4e38 may round to the grid point one step beyond float32's range: keep it finite
+    big = np.finfo(np.float32).max
+    return np.clip(out, -big, big, out=out)
 
 
 def activation_qparams(lo: float, hi: float, scheme: str) -> tuple[np.float32, np.int32, int, int]:

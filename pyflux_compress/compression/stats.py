@@ -16,20 +16,25 @@ import numpy as np
 
 from .._validate import check_bool
 from ..backends import dispatch
-from ._common import array_sparsity, check_model, leaves, prunable
+from ..model.summary import effective_array
+from ._common import Target, array_sparsity, check_model, leaves, prunable
 
 __all__ = ["sparsity", "count_params"]
 
 
 @dispatch("sparsity")
 def sparsity(model: Any, include: Any = None) -> dict:
-    """Fraction of exact zeros among the prunable weights.
+    """Fraction of zeros among the prunable weights, as the model computes with them.
+
+    Quantized layers count the integer codes equal to their zero point (the weights that dequantize to exactly
+    0: ``q == 0`` for the symmetric scheme, ``q == zp`` for the affine one); weight-shared layers count zeros of
+    their effective weight ``where(mask, centroids[index], 0)``.
 
     Parameters
     ----------
     model : Chain or Layer
     include : as in :func:`pyflux_compress.prune` — by default the weights (not biases) of every
-        Dense/Conv/CrossCor, i.e. exactly what ``prune`` acts on.
+        Dense/Conv/CrossCor (also when quantized or weight-shared), i.e. exactly what ``prune`` acts on.
 
     Returns
     -------
@@ -38,11 +43,27 @@ def sparsity(model: Any, include: Any = None) -> dict:
         (0.0 for a model without such weights).
     """
     check_model(model)
-    targets = prunable(model, include)
-    per_layer = {t.key: array_sparsity(t.array()) for t in targets}
-    n = sum(t.array().size for t in targets)
-    zeros = sum(t.array().size - np.count_nonzero(t.array()) for t in targets)
+    if include is None:
+        targets = _default_weights(model)
+    else:
+        targets = prunable(model, include)
+    per_layer, zeros, n = {}, 0, 0
+    for t in targets:
+        arr = effective_array(t.layer, t.name)
+        per_layer[t.key] = array_sparsity(arr)
+        zeros += arr.size - np.count_nonzero(arr)
+        n += arr.size
     return {"total": float(zeros / n) if n else 0.0, "per_layer": per_layer}
+
+
+def _default_weights(model: Any) -> list[Target]:
+    """Each leaf's ``compressible`` parameters; a quantized or weight-shared wrapper has those of its float layer
+    (its forward uses them in integer or codebook form)."""
+    targets = []
+    for path, layer in leaves(model):
+        names = getattr(layer, "compressible", ()) or getattr(getattr(layer, "float_layer", None), "compressible", ())
+        targets += [Target(path, layer, name) for name in names]
+    return targets
 
 
 @dispatch("count_params")

@@ -17,6 +17,14 @@ role (docs/ARCHITECTURE.md). Between a unit-producing layer (role "units": Dense
 
 A producer followed by anything else (or by nothing: the last weight layer, whose outputs are the model's
 outputs) is left as is; the record says why.
+
+Non-sequential containers (``SkipConnection``, ``Parallel``): a producer is pruned only when it, the layers
+in between and its consumer sit in the *same* Chain. Channels that cross a container boundary are combined
+with others there (``+`` adds them to the skipped input, ``cat``/branches interleave them), so they are kept
+as a coupled whole: a ResNet block's internal channels shrink, its residual stream keeps its width. A
+depthwise convolution with one filter per channel (``DepthwiseConv(k, c => c)``) is channel-wise: its filters
+follow the channels kept by the producer before it (MobileNet's pointwise -> depthwise -> pointwise). Other
+grouped convolutions are neither pruned as producers nor sliced as consumers.
 """
 from __future__ import annotations
 
@@ -26,6 +34,8 @@ import numpy as np
 
 from .._validate import check_fraction, check_in
 from ..backends import dispatch
+from ..model.chain import Chain
+from ..model.walk import ROOT, join
 from ._common import add_record, check_finite, check_model, leaves
 
 __all__ = ["prune_structured", "validate_prune_structured"]
@@ -34,7 +44,12 @@ CRITERIA = ("l1", "l2")
 
 
 def _role(layer: Any) -> str | None:
-    """The layer's declared ``structured`` role: "units", "channelwise", "flatten" or None (opaque)."""
+    """The layer's declared ``structured`` role: "units", "channelwise", "flatten" or None (opaque). A depthwise
+    convolution with one filter per channel (``DepthwiseConv(k, c => c)``) keeps channels apart: channel-wise."""
+    w = getattr(layer, "weight", None)
+    groups = getattr(layer, "groups", 1)
+    if groups > 1 and isinstance(w, np.ndarray) and w.ndim == 4 and w.shape[2] == 1 and w.shape[3] == groups:
+        return "channelwise"
     return getattr(layer, "structured", None)
 
 
@@ -43,6 +58,22 @@ def _unit_norms(layer: Any, criterion: str) -> np.ndarray:
     w = layer.weight.astype(np.float64)
     axes = tuple(a for a in range(w.ndim) if a != layer.out_axes["weight"])
     return np.abs(w).sum(axis=axes) if criterion == "l1" else np.sqrt((w * w).sum(axis=axes))
+
+
+def _chain_of(model: Any) -> dict[str, int | None]:
+    """Leaf path -> id of the Chain it sits in directly (None under SkipConnection/Parallel)."""
+    out: dict[str, int | None] = {}
+
+    def visit(node: Any, path: str) -> None:
+        for frag, child in node.children().items():
+            sub = join(path, frag)
+            if getattr(child, "container", False):
+                visit(child, sub)
+            else:
+                out[sub] = id(node) if isinstance(node, Chain) else None
+    if getattr(model, "container", False):
+        visit(model, ROOT)
+    return out
 
 
 def _plan(model: Any, fraction: float, criterion: str) -> tuple[list[dict], dict[str, str]]:
@@ -55,6 +86,7 @@ def _plan(model: Any, fraction: float, criterion: str) -> tuple[list[dict], dict
     items = leaves(model)
     producers = [i for i, (_, layer) in enumerate(items) if _role(layer) == "units"]
     plans, skipped = [], {}
+    chain_of = _chain_of(model)
     for pi, ci in zip(producers, producers[1:] + [None]):
         path, layer = items[pi]
         if ci is None:
@@ -70,7 +102,15 @@ def _plan(model: Any, fraction: float, criterion: str) -> tuple[list[dict], dict
         if getattr(layer, "groups", 1) != 1:
             skipped[path] = "grouped convolution"
             continue
+        home = chain_of.get(path)
+        if home is None or any(chain_of.get(items[i][0]) != home for i in between + [ci]):
+            skipped[path] = ("its output channels leave its Chain (SkipConnection/Parallel combine them with "
+                             "others): kept as a coupled whole")
+            continue
         cpath, consumer = items[ci]
+        if getattr(consumer, "groups", 1) != 1:
+            skipped[path] = f"feeds the grouped convolution {cpath}: its channels are tied to the groups"
+            continue
         n_units = layer.weight.shape[layer.out_axes["weight"]]
         block = 1
         if layer.weight.ndim == 4 and consumer.weight.ndim == 2:          # Conv -> ... -> flatten -> Dense

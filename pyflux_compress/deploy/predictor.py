@@ -194,9 +194,9 @@ def _model_bytes(source: Any, input_shape: Sequence[int] | None) -> tuple[str, b
         if ext == ".onnx":
             from ..io.onnx import load_onnx_proto
 
-            load_onnx_proto(path)  # clear error for a corrupt file before onnxruntime sees it
-            with open(path, "rb") as fh:
-                return os.path.basename(path), fh.read()
+            # clear errors for a corrupt file before onnxruntime sees it; external data is read (relative to
+            # the model's folder, never outside it) into the bytes handed to onnxruntime
+            return os.path.basename(path), load_onnx_proto(path).SerializeToString()
         from ..io.checkpoint import load
 
         model = load(path)

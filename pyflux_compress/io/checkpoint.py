@@ -8,7 +8,10 @@
   activation read from the type parameter, e.g. ``Flux.Dense{typeof(NNlib.relu), ...}``); the output of
   ``Flux.destructure`` (an ``Optimisers.Restructure`` next to its flat parameter vector); or a bare
   ``Flux.state`` file when the state tree alone is unambiguous (Dense/Conv/BatchNorm layers; activations
-  unknown -> identity, with a warning).
+  unknown -> identity, with a warning). Containers keep their form (Tuple / NamedTuple / Dict of models; a
+  user's struct holding models -> :class:`JuliaObject`); ``key=`` picks a top-level entry; ``arch=`` rebuilds
+  from the user's Flux syntax with the file's weights (state tree, Flux struct or ``Flux.params``); what cannot
+  be rebuilt (anonymous functions, unknown structs) is named with its Julia type and path in the file.
 * ``load_state(model, path, key)`` is ``Flux.loadmodel!``: walks model and state together, copies arrays,
   and names the path (``layers[2].weight``) and both shapes on a mismatch. It checks everything before
   copying anything, so a failed load leaves the model untouched.
@@ -55,6 +58,8 @@ def _leaf_state(jname: str, v: Any) -> Any:
         return state(v)
     if isinstance(v, (tuple, list)) and v and all(_is_layer(x) for x in v):
         return tuple(state(x) for x in v)
+    if isinstance(v, dict) and v and all(_is_layer(x) for x in v.values()):         # named children
+        return NamedTuple({k: state(x) for k, x in v.items()})
     if isinstance(v, (np.ndarray, np.float32)):
         return v
     if v is None:
@@ -138,6 +143,7 @@ def _match(model: Any, tree: Any, where: str, copies: list) -> None:
         dst, src, p = getattr(model, attr, None), tree[jname], f"{where}.{jname}"
         if isinstance(dst, (list, tuple)) and dst and all(_is_layer(x) for x in dst):   # children: Chain layers
             src = tuple(src.ravel()) if isinstance(src, np.ndarray) else src
+            src = tuple(src.values()) if isinstance(src, NamedTuple) else src          # named branches
             if not isinstance(src, tuple):
                 raise CheckpointError(f"{p}: model has {len(dst)} layers, state has {_describe(src)}")
             if len(src) != len(dst):
@@ -178,51 +184,284 @@ def _uninitialised(rng: Any, *dims: int) -> np.ndarray:
     return np.zeros(dims, dtype=np.float32)  # calloc'd lazily: no pages touched until written
 
 
-def load(path: str | os.PathLike) -> Any:
-    """Rebuild a Chain from a JLD2 file (see module docstring for the three supported forms)."""
-    from ..model.syntax import parse
+def load(path: str | os.PathLike, key: str | None = None, *, arch: str | None = None) -> Any:
+    """Rebuild the Flux model(s) a JLD2 file holds (see the module docstring for the forms).
 
+    * ``key`` picks one top-level entry (``pfc.jld2.load(path).keys()`` lists them). Without it: a
+      ``pfc.save`` file gives its Chain; one entry holding models gives that entry rebuilt; several give a
+      dict ``{name: rebuilt}``.
+    * ``arch`` is the model's Flux syntax (``"Chain(Dense(1 => 16, relu), Dense(16 => 5), sigmoid)"``): the
+      model is built from it and the weights are read from the file's ``Flux.state`` tree (or from the
+      stored Flux struct). This settles what a state tree cannot say: activations, and which
+      parameterless layer a ``()`` is.
+    * A container of models comes back as the same container: Tuple -> tuple, NamedTuple -> NamedTuple,
+      Dict -> dict, a user's struct -> :class:`JuliaObject` (fields: rebuilt models and plain values).
+
+    Raises :class:`CheckpointError` naming the Julia type and its path in the file for anything that
+    cannot be rebuilt (anonymous functions, unknown layer structs); ``pfc.jld2.load`` still reads those.
+    """
     values = jld2_load(path)
     where = os.fspath(path)
-    if "model_arch" in values and "model_state" in values:
-        arch = values["model_arch"]
-        if not isinstance(arch, str):
-            raise CheckpointError(f"{where}: model_arch is {type(arch).__name__}, expected a String")
-        # every weight is overwritten from the file, so skip the random initialisation (most of the load time)
-        model = parse(arch, init=_uninitialised)
-        return _load_tree(model, values["model_state"], in_place=False)
-    structs = {k: v for k, v in values.items() if isinstance(v, JuliaStruct) and v.type_name.startswith("Flux.")}
-    if structs:
-        name, value = next(iter(structs.items()))
-        try:
-            return chain_from_struct(value)
-        except CheckpointError as err:
-            raise CheckpointError(f"{where}: {name}: {err}") from None
-    restructures = {k: v for k, v in values.items() if isinstance(v, JuliaStruct) and v.julia_type is not None
-                    and v.julia_type.name == "Optimisers.Restructure"}
-    if restructures:
-        name, value = next(iter(restructures.items()))
-        try:
-            return chain_from_restructure(value, values)
-        except CheckpointError as err:
-            raise CheckpointError(f"{where}: {name}: {err}") from None
-    tree = values.get("model_state")
-    if tree is None:
-        cands = [v for v in values.values() if isinstance(v, NamedTuple) and list(v.keys()) == ["layers"]]
-        tree = cands[0] if len(cands) == 1 else None
-    if tree is not None:
-        try:
-            return chain_from_state(tree)
-        except CheckpointError as err:
-            raise CheckpointError(f"{where}: {err}") from None
-    raise CheckpointError(f"{where}: no Flux model found (top-level names: {sorted(values)}); expected "
-                          "model_state/model_arch, a Flux.Chain struct or a Flux.state tree")
+    if key is not None:
+        if not isinstance(key, str):
+            raise ValueError(f"key must be a str (a top-level name in {where}); got {key!r}")
+        if key not in values:
+            raise CheckpointError(f"{where}: no {key!r} in the file (top-level names: {sorted(values)})")
+    if arch is not None:
+        return _load_with_arch(values, key, arch, where)
+    if "model_arch" in values and "model_state" in values and key in (None, "model_state", "model_arch"):
+        return _load_saved(values, where)
+    selected = {key: values[key]} if key is not None else values
+    try:
+        return _load_selected(selected, values, where, explicit=key is not None)
+    except CheckpointError as err:
+        raise CheckpointError(f"{where}: {err}") from None
 
 
-def chain_from_state(tree: Any) -> Any:
+def _load_saved(values: dict, where: str) -> Any:
+    """A ``pfc.save`` file: model_arch (Flux syntax) + model_state (Flux.state tree)."""
+    from ..model.syntax import parse
+
+    arch = values["model_arch"]
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{where}: model_arch is {type(arch).__name__}, expected a String")
+    # every weight is overwritten from the file, so skip the random initialisation (most of the load time)
+    model = parse(arch, init=_uninitialised)
+    return _load_tree(model, values["model_state"], in_place=False)
+
+
+def _load_selected(selected: dict, values: dict, where: str, explicit: bool) -> Any:
+    """Rebuild the entries of ``selected`` that hold models (all of ``values`` feeds Restructure)."""
+    found = {name: v for name, v in selected.items() if _holds_model(v)}
+    params = [name for name, v in selected.items() if _is_params(v)]
+    if not found and params:
+        raise CheckpointError(f"{params[0]} is Flux.params(model) (Zygote.Params): it holds the arrays only; give "
+                              "the architecture: pfc.load(path, arch=\"Chain(...)\")")
+    if not found:
+        what = ", ".join(f"{k} ({_jname(v)})" for k, v in sorted(selected.items())) or "nothing"
+        raise CheckpointError(f"no Flux model found (top-level entries: {what}); expected model_state/"
+                              "model_arch, a Flux model struct (or a container of them), a Flux.state tree, "
+                              "or the output of Flux.destructure")
+    out = {}
+    for name, v in found.items():
+        if _is_restructure(v):
+            out[name] = chain_from_restructure(v, values, where=name)
+        else:
+            out[name] = rebuild(v, name)
+    if len(out) == 1 or explicit:
+        return next(iter(out.values()))
+    # a Restructure's flat vector is a plain array, so several entries here really are several models
+    return out
+
+
+def _load_with_arch(values: dict, key: str | None, arch: str, where: str) -> Any:
+    """``pfc.load(path, arch=...)``: build from the user's Flux syntax, weights from the file."""
+    from ..model.syntax import parse
+
+    if not isinstance(arch, str):
+        raise ValueError(f"arch must be Flux syntax in a str, e.g. \"Chain(Dense(4 => 2, relu))\"; got {arch!r}")
+    model = parse(arch, init=_uninitialised)
+    if key is not None:
+        name = key
+    elif "model_state" in values:
+        name = "model_state"
+    else:
+        names = [k for k, v in values.items() if _is_state_tree(v) or _is_flux_struct(v) or _is_params(v)]
+        if len(names) != 1:
+            raise CheckpointError(f"{where}: arch= needs one Flux.state tree or Flux model in the file, found "
+                                  f"{len(names)} ({sorted(names)}); pick one with key=")
+        name = names[0]
+    value = values[name]
+    tree = _struct_as_state(value, model) if _is_flux_struct(value) else value
+    try:
+        if _is_params(value):
+            return _load_params(model, value)
+        return _load_tree(model, tree, in_place=False)
+    except CheckpointError as err:
+        raise CheckpointError(f"{where}: {name}: arch {arch!r} does not match the stored weights: {err}") from None
+
+
+def _is_params(v: Any) -> bool:
+    """``Flux.params(model)`` as JLD2 stores it: ``Zygote.Params`` with the arrays in ``order.data``."""
+    return isinstance(v, JuliaStruct) and v.type_name.startswith("Zygote.Params")
+
+
+def _load_params(model: Any, value: Any) -> Any:
+    """Copy the arrays of a saved ``Flux.params(model)`` into ``model`` in order (Flux's parameter order is
+    the order of ``model.params()``: weight before bias, layer by layer)."""
+    order = value.fields.get("order")
+    data = order.fields.get("data") if isinstance(order, JuliaStruct) else None
+    arrays = list(np.asarray(data, dtype=object).ravel(order="F")) if data is not None else []
+    arrays = [a for a in arrays if isinstance(a, np.ndarray)]
+    dst = model.params()
+    if len(arrays) != len(dst):
+        raise CheckpointError(f"model has {len(dst)} parameter arrays, the stored Flux.params has {len(arrays)}")
+    for (path, d), a in zip(dst.items(), arrays):
+        if d.shape != a.shape:
+            raise CheckpointError(f"{path}: shape mismatch: model {d.shape}, stored {a.shape}")
+    for _, layer in ([("", model)] if not hasattr(model, "walk") else model.walk()):
+        for pname in list(layer.params()):      # params() keys are the layers' attribute names
+            setattr(layer, pname, np.array(arrays.pop(0), order="K"))
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- containers
+class JuliaObject:
+    """A user's Julia struct that holds Flux models, as :func:`load` rebuilds it.
+
+    ``type_name`` is the Julia type (``"Main.VAE"``); ``fields`` maps field names, in Julia's order, to
+    rebuilt models (Chain or layer), containers of them, or plain values (arrays, numbers, strings, raw
+    JLD2 values). Fields read as attributes (``obj.encoder``) or items (``obj["encoder"]``).
+    """
+
+    def __init__(self, type_name: str, fields: dict) -> None:
+        self.__dict__["type_name"] = type_name
+        self.__dict__["fields"] = dict(fields)
+
+    def __getattr__(self, name: str) -> Any:
+        fields = self.__dict__.get("fields", {})
+        if name in fields:
+            return fields[name]
+        raise AttributeError(f"{self.__dict__.get('type_name', 'JuliaObject')} has no field {name!r} "
+                             f"(fields: {list(fields)})")
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def __iter__(self):
+        return iter(self.fields)
+
+    def keys(self):
+        return self.fields.keys()
+
+    def items(self):
+        return self.fields.items()
+
+    def __repr__(self) -> str:
+        return f"{self.type_name}(" + ", ".join(f"{k} = {_short(v)}" for k, v in self.fields.items()) + ")"
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        return f"Array{{{v.dtype}}}({'x'.join(map(str, v.shape)) or 'scalar'})"
+    text = repr(v)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _is_flux_struct(v: Any) -> bool:
+    return isinstance(v, JuliaStruct) and v.type_name.startswith("Flux.")
+
+
+def _is_restructure(v: Any) -> bool:
+    return isinstance(v, JuliaStruct) and v.julia_type is not None and v.julia_type.name == "Optimisers.Restructure"
+
+
+def _is_state_tree(v: Any) -> bool:
+    """A Flux.state tree of a Chain: ``(layers = (...),)`` with no model structs inside."""
+    if not (isinstance(v, NamedTuple) and list(v.keys()) == ["layers"]):
+        return False
+    layers = v.layers
+    if isinstance(layers, NamedTuple):
+        layers = tuple(layers.values())
+    return isinstance(layers, tuple) and not any(_holds_model(x) and not _is_state_tree(x) for x in layers)
+
+
+def _children(v: Any) -> list:
+    if isinstance(v, (NamedTuple, dict)):
+        return list(v.values())
+    if isinstance(v, JuliaStruct):
+        return list(v.fields.values())
+    if isinstance(v, (tuple, list)):
+        return list(v)
+    return []
+
+
+def _holds_model(v: Any, depth: int = 0) -> bool:
+    """Whether ``v`` is, or contains, a Flux model struct, a Flux.state tree or a Flux.destructure output."""
+    if _is_flux_struct(v) or _is_restructure(v) or _is_state_tree(v):
+        return True
+    if depth > 64:
+        return False
+    return any(_holds_model(x, depth + 1) for x in _children(v))
+
+
+def rebuild(value: Any, where: str = "model") -> Any:
+    """Rebuild every Flux model inside a JLD2 value, keeping the containers around them.
+
+    Flux model structs become Chains / layers, Flux.state trees become Chains (activations unknown ->
+    identity, with a warning), tuples / NamedTuples / dicts keep their form, a user's struct that holds
+    models becomes a :class:`JuliaObject`; everything else is returned unchanged. ``where`` is the path
+    of ``value`` in the file, used in error messages (``autoencoder.layers[2].layers[1]``).
+    """
+    if _is_flux_struct(value):
+        if value.julia_type is not None and value.julia_type.name == "Flux.Chain":
+            return chain_from_struct(value, where)
+        return _layer_from_struct(value, where)
+    if _is_restructure(value):
+        return chain_from_restructure(value, {}, where=where)
+    if _is_state_tree(value):
+        return chain_from_state(value, where)
+    if not _holds_model(value):
+        return value
+    if isinstance(value, NamedTuple):
+        return NamedTuple({k: rebuild(v, f"{where}.{k}") for k, v in value.items()})
+    if isinstance(value, dict):
+        return {k: rebuild(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(rebuild(v, f"{where}[{i + 1}]") for i, v in enumerate(value))
+    if isinstance(value, list):
+        return [rebuild(v, f"{where}[{i + 1}]") for i, v in enumerate(value)]
+    if isinstance(value, JuliaStruct):
+        return JuliaObject(value.type_name, {k: rebuild(v, f"{where}.{k}") for k, v in value.fields.items()})
+    return value
+
+
+def iter_models(value: Any, where: str = "") -> Any:
+    """Yield ``(path, model)`` for every model (anything with ``walk``/``params``) in a value :func:`load`
+    returned; a bare model yields ``("", model)``. Used by ``pyflux-compress inspect``."""
+    if hasattr(value, "flux_fields") and hasattr(value, "params"):
+        yield where, value
+        return
+    if isinstance(value, JuliaObject):
+        items = list(value.items())
+    elif isinstance(value, (NamedTuple, dict)):
+        items = list(value.items())
+    elif isinstance(value, (tuple, list)):
+        items = [(f"[{i + 1}]", v) for i, v in enumerate(value)]
+    else:
+        return
+    for k, v in items:
+        sub = f"{where}{k}" if str(k).startswith("[") else (f"{where}.{k}" if where else str(k))
+        yield from iter_models(v, sub)
+
+
+def _struct_as_state(value: Any, model: Any) -> Any:
+    """The Flux.state tree of a stored Flux model struct, shaped after ``model`` (the user's arch).
+
+    JLD2 <= 0.4 drops ghost fields (σ, ...) from structs, so field lists follow the model's ``flux_fields``:
+    a field the struct lacks is ``()``, as Flux.state writes for functions."""
+    if isinstance(value, JuliaStruct) and value.julia_type is not None and value.julia_type.name == "Flux.Chain":
+        layers = value.fields.get("layers")
+        if isinstance(layers, NamedTuple):
+            layers = tuple(layers.values())
+        if isinstance(layers, np.ndarray):
+            layers = tuple(layers.ravel())
+        subs = getattr(model, "layers", None) or []
+        return NamedTuple(layers=tuple(_struct_as_state(v, subs[i] if i < len(subs) else None)
+                                       for i, v in enumerate(layers or ())))
+    if isinstance(value, JuliaStruct):
+        fields = getattr(model, "flux_fields", None) or {k: k for k in value.fields}
+        return NamedTuple({j: _struct_as_state(value.fields.get(j, ()), getattr(model, a, None))
+                           for j, a in fields.items()})
+    if isinstance(value, Ghost):
+        return ()
+    return value
+
+
+def chain_from_state(tree: Any, where: str = ROOT) -> Any:
     """A Chain from a bare Flux.state tree, when unambiguous: each subtree's field names must identify exactly
     one registered layer (Dense, Conv, CrossCor, BatchNorm, Chain, ...). Activations are not in a state tree:
-    identity."""
+    identity. ``where`` is the tree's path in the file (error messages)."""
     def build(sub: Any, path: str) -> Any:
         keys = list(sub.keys()) if isinstance(sub, NamedTuple) else None
         cands = [c for c in registry.registered() if keys is not None and not getattr(c, "flux_function", False)
@@ -243,18 +482,18 @@ def chain_from_state(tree: Any) -> Any:
             what = "; ".join(errors)
         else:
             what = f"{_describe(sub)} matches no supported layer ({registry.supported()})"
-        raise CheckpointError(f"{path}: cannot tell which layer this is: {what}. Build the model and use "
-                              "pfc.load_state(model, path) with its architecture")
+        raise CheckpointError(f"{path}: cannot tell which layer this is: {what}. Give the architecture: "
+                              "pfc.load(path, arch=\"Chain(...)\") or pfc.load_state(model, path)")
 
-    model = build(tree, ROOT) if isinstance(tree, NamedTuple) and list(tree.keys()) == ["layers"] else None
+    model = build(tree, where) if isinstance(tree, NamedTuple) and list(tree.keys()) == ["layers"] else None
     if not getattr(model, "container", False):
         raise CheckpointError("the state tree is not a Chain state (layers = (...),)")
     warnings.warn("the file holds only Flux.state (no model_arch): activations are unknown and were set to "
-                  "identity; use pfc.load_state(model, path) with the real architecture", stacklevel=3)
+                  "identity; give the real architecture: pfc.load(path, arch=\"Chain(...)\")", stacklevel=3)
     return _load_tree(model, tree, in_place=False)
 
 
-def chain_from_restructure(re: Any, values: dict) -> Any:
+def chain_from_restructure(re: Any, values: dict, where: str = ROOT) -> Any:
     """A Chain from ``flat, re = Flux.destructure(model)`` saved together (``jldsave(f; flat, re)``).
 
     ``re.model`` holds the architecture (and the weights at destructure time); the current weights are the
@@ -262,7 +501,7 @@ def chain_from_restructure(re: Any, values: dict) -> Any:
     ``reshape``). Without such a vector the model's own weights are used, with a warning.
     """
     model_struct = re.fields.get("model")
-    chain = chain_from_struct(model_struct, "model")
+    chain = chain_from_struct(model_struct, join(where, "model"))
     length = re.fields.get("length")
     flats = [v for v in values.values() if isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind == "f"
              and v.size == length]
@@ -329,7 +568,13 @@ def _layer_from_struct(v: Any, where: str):
         try:
             return _activation(v.type_name, where)
         except CheckpointError:
-            raise _unsupported(where, v.type_name) from None
+            pass
+        if "#" in v.type_name.rsplit(".", 1)[-1].lstrip("#"):  # Julia names closures #N#M: only the type is stored
+            raise CheckpointError(f"{where}: anonymous function {v.type_name} cannot be rebuilt (JLD2 stores "
+                                  "only its type, not its code); load the weights into your own architecture "
+                                  "with pfc.load(path, arch=\"Chain(...)\"), or read the raw tree with "
+                                  "pfc.jld2.load(path)") from None
+        raise _unsupported(where, v.type_name) from None
     if not isinstance(v, JuliaStruct) or v.julia_type is None:
         raise CheckpointError(f"{where}: unsupported Julia layer {_describe(v)}")
     jt = v.julia_type
@@ -338,6 +583,7 @@ def _layer_from_struct(v: Any, where: str):
     if cls is None or getattr(cls, "flux_function", False):
         raise _unsupported(where, jt)
     fields = dict(v.fields)
+    fields["#params"] = tuple(jt.params)     # the struct's type parameters (Upsample's mode, a connection)
     idx = cls.flux_activation_param
     if idx is not None:
         act = _activation(jt.params[idx] if len(jt.params) > idx else None, where)
@@ -374,8 +620,14 @@ def inspect(path: str | os.PathLike, max_depth: int) -> dict[str, Any]:
         return {"file": os.fspath(path), "kind": "generic", "reason": reason.removeprefix(prefix),
                 **render(jld2_load(path), max_depth)}
     notes = [" ".join(str(w.message).split()) for w in caught]
+    if not hasattr(model, "params"):           # a container of models: each model's rows under its path
+        kind = model.type_name if isinstance(model, JuliaObject) else \
+            "NamedTuple" if isinstance(model, NamedTuple) else "Dict" if isinstance(model, dict) else "Tuple"
+        models = [{"file": sub or ROOT, "kind": "flux", **parameter_rows(m)} for sub, m in iter_models(model)]
+        return {"file": os.fspath(path), "kind": "container", "container": kind, "notes": notes, "models": models}
     return {"file": os.fspath(path), "kind": "flux", "notes": notes, **parameter_rows(model)}
 
 
 __all__ = ["load", "save", "load_state", "state", "chain_from_state", "chain_from_struct",
-           "chain_from_restructure", "inspect", "CheckpointError", "JLD2FormatError"]
+           "chain_from_restructure", "rebuild", "iter_models", "JuliaObject", "inspect", "CheckpointError",
+           "JLD2FormatError"]

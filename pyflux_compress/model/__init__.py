@@ -10,8 +10,11 @@ from __future__ import annotations
 from .activations import (ACTIVATIONS, Activation, elu, gelu, get_activation, identity, leakyrelu, relu,
                           sigmoid, softmax, swish, tanh, σ)
 from .chain import Chain
-from .layers import (BatchNorm, Conv, CrossCor, Dense, Dropout, Flatten, GlobalMeanPool, Layer, MaxPool,
-                     MeanPool, SamePad, flatten)
+from .layers import (AdaptiveMaxPool, AdaptiveMeanPool, BatchNorm, Conv, ConvTranspose, CrossCor, Dense,
+                     DepthwiseConv, Dropout, Flatten, GlobalMaxPool, GlobalMeanPool, Layer, LayerNorm, MaxPool,
+                     MeanPool, Parallel, PixelShuffle, SamePad, Scale, SkipConnection, Upsample, flatten)
+from .layers import AlphaDropout, GroupNorm, InstanceNorm
+from .layers import GRU, LSTM, RNN, Embedding, GRUCell, GRUv3, GRUv3Cell, LSTMCell, RNNCell, onehotbatch
 from .registry import register_layer
 from .syntax import FluxSyntaxError, parse
 from .walk import map_layers, modules
@@ -19,4 +22,7 @@ from .walk import map_layers, modules
 __all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalMeanPool", "Flatten", "flatten",
            "BatchNorm", "Dropout", "SamePad", "Chain", "Activation", "ACTIVATIONS", "get_activation", "relu",
            "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish", "identity", "parse",
-           "FluxSyntaxError", "modules", "map_layers", "register_layer"]
+           "FluxSyntaxError", "modules", "map_layers", "register_layer", "ConvTranspose", "DepthwiseConv",
+           "SkipConnection", "Parallel", "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool",
+           "AdaptiveMeanPool", "Upsample", "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout"]
+__all__ += ["Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3"]

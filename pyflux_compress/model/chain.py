@@ -14,7 +14,7 @@ import numpy as np
 from .._validate import check_array
 from .layers import Grads, Layer
 from .registry import register_layer
-from .walk import modules
+from .walk import ROOT, join, modules
 
 __all__ = ["Chain"]
 
@@ -35,9 +35,15 @@ class Chain(Layer):
     container = True
     input_grad_optional = True
 
-    def __init__(self, *layers: Any) -> None:
+    def __init__(self, *layers: Any, **named: Any) -> None:
+        """``Chain(l1, l2, ...)``, ``Chain([l1, l2])`` (Flux's Chain of a vector) or Flux's named form
+        ``Chain(enc = l1, dec = l2)`` (``names``; ``chain["enc"]``, paths ``layers.enc``)."""
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):  # Chain([l1, l2]) like Flux's Chain(vec)
             layers = tuple(layers[0])
+        if named and layers:
+            raise ValueError("Chain: give the layers either positionally or by name, not both")
+        self.names: list[str] | None = list(named) if named else None
+        layers = tuple(named.values()) if named else layers
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise ValueError(f"Chain: element layers[{i + 1}] must be a layer or activation "
@@ -56,6 +62,8 @@ class Chain(Layer):
         """``chain[i]`` (0-based) -> layer; ``chain[a:b]`` -> a new Chain sharing the same layer objects."""
         if isinstance(index, slice):
             return type(self)._from_layers(self, self.layers[index])
+        if isinstance(index, str) and self.names and index in self.names:   # named Chain: chain["enc"]
+            return self.layers[self.names.index(index)]
         if isinstance(index, (int, np.integer)):
             n = len(self.layers)
             if not -n <= index < n:
@@ -77,30 +85,42 @@ class Chain(Layer):
         return modules(self)
 
     # ---- tree ----------------------------------------------------------------------------------------
+    def _fragments(self) -> list[str]:
+        names = getattr(self, "names", None)
+        return [f"layers.{n}" for n in names] if names else [f"layers[{i + 1}]" for i in range(len(self.layers))]
+
     def children(self) -> dict[str, Layer]:
-        return {f"layers[{i + 1}]": layer for i, layer in enumerate(self.layers)}
+        return dict(zip(self._fragments(), self.layers))
 
     def with_children(self, children: dict[str, Layer], as_type: type | None = None) -> "Chain":
         """A new chain (class ``as_type`` or this one's) of ``children``, carrying a copy of ``records``."""
         out = (as_type or type(self))(*children.values())
+        if getattr(self, "names", None):
+            out.names = list(self.names)
         out.records = [dict(r) for r in getattr(self, "records", [])]
         return out
 
     @classmethod
     def from_syntax(cls, call: Any) -> "Chain":
+        if call.kwargs and call.args:
+            raise ValueError("give the layers either positionally or by name (Chain(enc = ..., dec = ...))")
         if call.kwargs:
-            raise ValueError("named Chain(name = layer, ...) is not supported; list the layers positionally")
+            return cls(**{k: call.layer(v) for k, v in call.kwargs.items()})
+        if len(call.args) == 1 and isinstance(call.args[0], list):   # Flux's Chain([l1, l2]) (a Vector)
+            return cls(*[call.layer(a) for a in call.args[0]])
         return cls(*[call.layer(a) for a in call.args])
 
     def flux_state(self) -> dict[str, Any]:
+        if getattr(self, "names", None):         # Flux.state of a named Chain: layers is a NamedTuple
+            return {"layers": dict(zip(self.names, self.layers))}
         return {"layers": tuple(self.layers)}
 
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable[[Any, str], Any]) -> "Chain":
         layers = fields.get("layers")
-        if hasattr(layers, "values"):                 # a NamedTuple of layers (named Chain)
-            layers = tuple(layers.values())
-        elif isinstance(layers, np.ndarray):          # a Vector of layers
+        if hasattr(layers, "items"):                  # a NamedTuple of layers (named Chain)
+            return cls(**{k: build(v, f"layers.{k}") for k, v in layers.items()})
+        if isinstance(layers, np.ndarray):          # a Vector of layers
             layers = tuple(layers.ravel())
         if not isinstance(layers, tuple):
             raise ValueError(f"Chain layers must be a tuple; got {type(layers).__name__}")
@@ -134,15 +154,24 @@ class Chain(Layer):
 
     def shapes(self, in_shape: tuple) -> list[tuple[str, Layer, tuple]]:
         """``(path, layer, per-sample output shape)`` for every leaf layer, for a per-sample input shape."""
-        out = []
-        shape = tuple(int(s) for s in in_shape)
-        for path, layer in self.walk():
+        out: list[tuple[str, Layer, tuple]] = []
+        self._shapes(tuple(int(s) for s in in_shape), ROOT, out)
+        return out
+
+    def _shapes(self, shape: tuple, path: str, out: list) -> tuple:
+        # nested Chains are sequential: descend; other containers (SkipConnection, Parallel) combine their
+        # children's outputs, so they compute their own shape (naming the failing child in the error)
+        for frag, layer in self.children().items():
+            sub = join(path, frag)
+            if isinstance(layer, Chain):
+                shape = layer._shapes(shape, sub, out)
+                continue
             try:
                 shape = tuple(layer.output_shape(shape))
             except ValueError as err:
-                raise ValueError(f"{path} {err}") from None
-            out.append((path, layer, shape))
-        return out
+                raise ValueError(f"{sub} {err}") from None
+            out.append((sub, layer, shape))
+        return shape
 
     def _prepare(self, x: Any) -> tuple[np.ndarray, bool]:
         """Convert input, treat a 1-D array as one sample (Flux ``model(rand(784))``), validate shapes."""
@@ -188,7 +217,7 @@ class Chain(Layer):
                 dy, g = layer.backward(caches[i], dy, need_input_grad=False)
             else:
                 dy, g = layer.backward(caches[i], dy)
-            prefix = f"layers[{i + 1}]."
+            prefix = self._fragments()[i] + "."
             for name, arr in g.items():
                 grads[prefix + name] = arr
         # restore forward order of keys (nice for printing; dicts keep insertion order)
@@ -199,6 +228,8 @@ class Chain(Layer):
         return (dy[0] if single else dy), ordered
 
     def __repr__(self) -> str:
+        if getattr(self, "names", None):
+            return "Chain(" + ", ".join(f"{n} = {layer!r}" for n, layer in zip(self.names, self.layers)) + ")"
         return "Chain(" + ", ".join(repr(layer) for layer in self.layers) + ")"
 
     __str__ = __repr__

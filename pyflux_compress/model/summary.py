@@ -114,6 +114,22 @@ def summary(model: Any, input_shape: Any = None) -> str:
     return "\n".join(lines)
 
 
+def effective_array(layer: Any, name: str) -> np.ndarray:
+    """The parameter ``name`` of ``layer`` as its forward uses it.
+
+    ``weight`` of a quantized layer (one with ``weight_dequantized()``) is its dequantized integer weight, zero
+    exactly where the code equals the zero point; of a weight-shared layer (``centroids``) the effective
+    ``where(mask, centroids[index], 0)``; anything else is the array in ``params()``.
+    """
+    if name == "weight":
+        dequantized = getattr(layer, "weight_dequantized", None)
+        if callable(dequantized):
+            return np.asarray(dequantized())
+        if hasattr(layer, "centroids"):
+            return np.asarray(layer.weight)
+    return layer.params()[name]
+
+
 def parameter_rows(model: Any) -> dict[str, Any]:
     """JSON-ready per-parameter rows of a model (``pyflux-compress inspect``): path (``pfc.modules`` paths),
     layer, shape, dtype (the deployed integers' for quantized weights), count, nonzeros; totals; records."""
@@ -124,9 +140,10 @@ def parameter_rows(model: Any) -> dict[str, Any]:
             arr = np.asarray(arr)
             shown = np.asarray(qweight) if name == "weight" and qweight is not None else arr  # deployed integers
             bits = f" ({layer.bits}-bit)" if qweight is not None and name == "weight" else ""
+            # nonzero as the forward computes: a quantized code equal to its zero point is a zero weight
             rows.append({"path": f"{path}.{name}", "layer": repr(layer), "shape": list(arr.shape),
                          "dtype": str(shown.dtype) + bits, "params": int(arr.size),
-                         "nonzero": int(np.count_nonzero(shown))})
+                         "nonzero": int(np.count_nonzero(effective_array(layer, name)))})
     total, nz = sum(r["params"] for r in rows), sum(r["nonzero"] for r in rows)
     return {"model": str(model), "parameters": rows, "total_params": total, "total_nonzero": nz,
             "sparsity": 1 - nz / total if total else 0.0, "records": getattr(model, "records", [])}

@@ -16,6 +16,13 @@ recursive-descent parser for the subset of Julia that Flux model definitions use
 pasted as is. Numbers accept Julia forms ``1``, ``1_000``, ``0.1``, ``1e-5``, ``1f-5``, ``0.1f0``. Identifiers may be Unicode
 (``σ``). Errors raise :class:`FluxSyntaxError` (a ``ValueError``) with the 0-based character ``position``
 and the offending ``token``.
+
+Parsing is bounded before anything is allocated: nesting deeper than ``MAX_DEPTH`` levels is a syntax error (not
+a ``RecursionError``), and a text whose layers would hold more than ``max_params`` parameters (default
+``DEFAULT_MAX_PARAMS``, 2^28: 1 GiB of float32) is refused before the layer's arrays are created. The size of a
+layer call is estimated from its text as the product of the integers in its positional arguments (``Dense(784 =>
+128)``: 100,352 weights; ``Conv((3, 3), 1 => 8)``: 72; ``BatchNorm(64)``: 64), which every registered layer's
+parameter count is close to.
 """
 from __future__ import annotations
 
@@ -29,10 +36,13 @@ from .._validate import check_rng
 from . import registry
 from .activations import ACTIVATIONS, Activation
 
-__all__ = ["parse", "FluxSyntaxError", "Call", "Pair", "Name", "Colon", "SamePad", "show", "as_int", "as_ints",
+__all__ = ["parse", "FluxSyntaxError", "Call", "Pair", "Name", "Colon", "SamePad", "Symbol", "Lambda", "Splat", "Sum",
+           "RawCall", "as_connection", "show", "as_int", "as_ints",
            "as_pair", "as_pad"]
 
 _MODULES = {"Flux", "NNlib", "Base", "Main"}
+MAX_DEPTH = 100  # nesting levels of calls, tuples and unary minus (Python's own stack allows ~250 here)
+DEFAULT_MAX_PARAMS = 1 << 28  # parameters in one parsed model: 1 GiB of float32
 
 
 class FluxSyntaxError(ValueError):
@@ -58,7 +68,7 @@ class _Tok:
 
 _NUMBER = re.compile(r"(\d[\d_]*(\.\d[\d_]*)?|\.\d[\d_]*)([eEf][+-]?\d+)?")
 _NAME = re.compile(r"[^\W\d][\w!′]*", re.UNICODE)
-_OPS = ("=>", "(", ")", ",", ";", "=", ".", "-", ":")
+_OPS = ("=>", "->", "...", ".+", "(", ")", "[", "]", ",", ";", "=", ".", "-", ":", "+")
 
 
 def _tokenize(text: str) -> list[_Tok]:
@@ -124,6 +134,42 @@ class Colon:
     """Julia ``:`` (e.g. ``dims=:``)."""
 
 
+@dataclass(frozen=True)
+class Symbol:
+    """A Julia symbol ``:name`` (e.g. Upsample's ``:bilinear``)."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Splat:
+    """``x...`` (a lambda's varargs or a splatted argument)."""
+    value: Any
+
+
+@dataclass(frozen=True)
+class Sum:
+    """``a + b`` / ``a .+ b`` (inside a lambda: a connection)."""
+    terms: tuple
+
+
+@dataclass(frozen=True)
+class RawCall:
+    """A call of a plain Julia function inside a lambda body (``leakyrelu(x, 0.2)``, ``cat(a, b; dims=3)``)."""
+    name: str
+    args: tuple
+    kwargs: tuple
+
+
+@dataclass(frozen=True)
+class Lambda:
+    """``x -> body`` / ``(a, b) -> body`` / ``(xs...) -> body``: Flux users' closures. ``params`` are names
+    (``"xs..."`` for varargs). Only a few shapes mean something here: ``x -> leakyrelu(x, 0.2)`` (an activation
+    with NNlib's extra argument) and connections (``(mx, x) -> mx + x``, ``(a...) -> cat(a...; dims=3)``)."""
+    params: tuple
+    body: Any
+    pos: int
+
+
 class SamePad:
     """Flux ``SamePad()``: pad so that a stride-1 layer keeps the spatial size (``pad="same"`` also works)."""
 
@@ -139,12 +185,27 @@ class SamePad:
 # ---- parser ------------------------------------------------------------------------------------------
 
 class _Parser:
-    def __init__(self, text: str, rng: np.random.Generator, init: Any = None) -> None:
+    def __init__(self, text: str, rng: np.random.Generator, init: Any = None,
+                 max_params: int = DEFAULT_MAX_PARAMS) -> None:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
         self.rng = rng
         self.init = init  # weight initialiser for Dense/Conv; None means Flux's glorot_uniform
+        self.depth = 0
+        self.max_params = max_params
+        self.n_params = 0  # estimated parameters of the layers built so far
+
+    def claim(self, name: str, args: list, name_tok: _Tok) -> None:
+        """Count the estimated size of the layer call ``name(args...)`` (before it is built); refuse it past
+        ``max_params``."""
+        n = _size_estimate(args)
+        self.n_params += n
+        if n and self.n_params > self.max_params:
+            call = f"{name}({', '.join(show(a) for a in args)})"
+            raise FluxSyntaxError(f"{call} would bring the model to {self.n_params:,} parameters, more than "
+                                  f"max_params={self.max_params:,} (pass parse(..., max_params=N) to allow more)",
+                                  self.text, name_tok.pos, name)
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -170,14 +231,52 @@ class _Parser:
 
     # expr := atom [ "=>" atom ]
     def expr(self) -> Any:
+        start = self.peek()
         a = self.atom()
+        if self.is_op("..."):
+            self.next()
+            a = Splat(a)
+        if self.is_op("->"):
+            self.next()
+            return Lambda(self._lambda_params(a, start), self.expr(), start.pos)
+        if self.is_op("+") or self.is_op(".+"):
+            terms = [a]
+            while self.is_op("+") or self.is_op(".+"):
+                self.next()
+                terms.append(self.atom())
+            return Sum(tuple(terms))
         if self.is_op("=>"):
             self.next()
             return Pair(a, self.atom())
         return a
 
+    def _lambda_params(self, a: Any, tok: _Tok) -> tuple:
+        items = a if isinstance(a, tuple) else (a,)
+        out = []
+        for it in items:
+            if isinstance(it, Name):
+                out.append(it.name)
+            elif isinstance(it, Splat) and isinstance(it.value, Name):
+                out.append(it.value.name + "...")
+            else:
+                raise self.error("a lambda's arguments must be names, e.g. x -> ... or (a, b) -> ...", tok)
+        return tuple(out)
+
     def atom(self) -> Any:
+        # every nesting (call, tuple, unary minus) passes through here: bound it before Python's stack does
+        if self.depth >= MAX_DEPTH:
+            raise self.error(f"model text nested deeper than {MAX_DEPTH} levels")
+        self.depth += 1
+        try:
+            return self._atom()
+        finally:
+            self.depth -= 1
+
+    def _atom(self) -> Any:
         tok = self.peek()
+        if tok.kind == "op" and tok.text == "+":   # the function + (a connection: SkipConnection(l, +))
+            self.next()
+            return Name("+", tok.pos)
         if tok.kind == "num":
             self.next()
             return _number(tok, self.text)
@@ -189,9 +288,28 @@ class _Parser:
             return -v
         if tok.kind == "op" and tok.text == ":":
             self.next()
+            nxt = self.peek()
+            if nxt.kind == "name" and nxt.pos == tok.pos + 1:   # :bilinear is a Symbol; a lone : is Colon
+                self.next()
+                return Symbol(nxt.text)
             return Colon()
         if tok.kind == "op" and tok.text == "(":
             return self.tuple_()
+        if tok.kind == "op" and tok.text == "[":        # a Vector, e.g. Flux's Chain([Dense(...), ...])
+            self.next()
+            items: list[Any] = []
+            while not self.is_op("]"):
+                if self.peek().kind == "end":
+                    raise self.error(f"unclosed '[' opened at position {tok.pos}")
+                items.append(self.expr())
+                if self.is_op(","):
+                    self.next()
+                elif self.peek().kind == "end":
+                    raise self.error(f"unclosed '[' opened at position {tok.pos}")
+                elif not self.is_op("]"):
+                    raise self.error("expected ',' or ']'")
+            self.expect("]")
+            return items
         if tok.kind == "name":
             name = self.qualified_name()
             if name == "true":
@@ -270,6 +388,8 @@ class _Parser:
             elif not self.is_op(")") and not self.is_op(";"):
                 raise self.error("expected ',' or ')'")
         self.expect(")")
+        if name in ACTIVATIONS or name in _JULIA_FUNCTIONS:   # a plain function call: only inside a lambda body
+            return RawCall(name, tuple(args), tuple(kwargs.items()))
         if name == "SamePad":
             if args or kwargs:
                 raise self.error("SamePad() takes no arguments", name_tok)
@@ -278,6 +398,7 @@ class _Parser:
         if cls is None:
             raise FluxSyntaxError(f"unknown layer or function {name!r} (known: {registry.supported()}, SamePad)",
                                   self.text, name_tok.pos, name)
+        self.claim(name, args, name_tok)
         try:
             return cls.from_syntax(Call(name, args, kwargs, self))
         except FluxSyntaxError:
@@ -289,6 +410,8 @@ class _Parser:
     def layer(self, v: Any) -> Any:
         if hasattr(v, "forward"):
             return v
+        if isinstance(v, Lambda):
+            return _lambda_activation(v, self)
         if isinstance(v, Name):
             if v.name in ACTIVATIONS:
                 return ACTIVATIONS[v.name]
@@ -299,12 +422,37 @@ class _Parser:
         raise ValueError(f"expected a layer, got {show(v)}")
 
     def activation(self, v: Any) -> Activation:
+        if isinstance(v, Lambda):
+            return _lambda_activation(v, self)
         if isinstance(v, Name):
             if v.name in ACTIVATIONS:
                 return ACTIVATIONS[v.name]
             raise FluxSyntaxError(f"unknown activation {v.name!r} (known: {', '.join(sorted(ACTIVATIONS))})",
                                   self.text, v.pos, v.name)
         raise ValueError(f"expected an activation function, got {show(v)}")
+
+
+def _size_estimate(args: list) -> int:
+    """Product of the integers in positional arguments (nested tuples and ``a => b`` pairs too); 0 if none.
+
+    Python ints: a product of huge sizes cannot wrap around. Negative sizes count as 0 (the layer reports them).
+    """
+    ints: list[int] = []
+    stack = list(args)
+    while stack:
+        v = stack.pop()
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            ints.append(max(v, 0))
+        elif isinstance(v, tuple):
+            stack.extend(v)
+        elif isinstance(v, Pair):
+            stack.extend((v.first, v.second))
+    n = 1
+    for i in ints:
+        n *= i
+    return n if ints else 0
 
 
 class Call:
@@ -346,12 +494,57 @@ class Call:
         return self._parser.layer(v)
 
 
+_JULIA_FUNCTIONS = ("cat", "vcat", "hcat")
+
+
+def _lambda_activation(v: Lambda, parser: "_Parser") -> Activation:
+    """``x -> f(x, a...)`` with ``f`` an NNlib activation and numeric ``a``: ``f`` with NNlib's extra arguments."""
+    body = v.body
+    if (len(v.params) == 1 and isinstance(body, RawCall) and body.name in ACTIVATIONS and body.args
+            and isinstance(body.args[0], Name) and body.args[0].name == v.params[0] and not body.kwargs
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in body.args[1:])):
+        try:
+            return ACTIVATIONS[body.name].with_params(*body.args[1:]) if body.args[1:] else ACTIVATIONS[body.name]
+        except ValueError as err:
+            raise FluxSyntaxError(str(err), parser.text, v.pos, body.name) from None
+    raise FluxSyntaxError("only closures of the form x -> activation(x, parameters...) can be rebuilt "
+                          "(e.g. x -> leakyrelu(x, 0.2))", parser.text, v.pos, "->")
+
+
+def as_connection(v: Any) -> Any:
+    """A SkipConnection/Parallel connection: ``+``, ``vcat``, ``hcat``, ``(mx, x) -> mx + x``,
+    ``(mx, x) -> cat(mx, x, dims=d)``, ``(xs...) -> cat(xs...; dims=d)`` -> a model.connection.Connection."""
+    from .connection import Connection
+
+    if isinstance(v, Name) and v.name in ("+", "vcat", "hcat"):
+        return Connection("+") if v.name == "+" else Connection("cat", 1 if v.name == "vcat" else 2)
+    if isinstance(v, Lambda):
+        names = [p.rstrip(".") for p in v.params]
+        body = v.body
+        if isinstance(body, Sum) and [getattr(t, "name", None) for t in body.terms] == names:
+            return Connection("+")
+        if isinstance(body, RawCall) and body.name in _JULIA_FUNCTIONS:
+            args = [getattr(getattr(a, "value", a), "name", None) for a in body.args]
+            kw = dict(body.kwargs)
+            if args == names and set(kw) <= {"dims"}:
+                if body.name == "cat" and isinstance(kw.get("dims"), int) and kw["dims"] >= 1:
+                    return Connection("cat", kw["dims"])
+                if body.name in ("vcat", "hcat") and not kw:
+                    return Connection("cat", 1 if body.name == "vcat" else 2)
+    raise ValueError(f"unsupported connection {show(v)}: supported are +, vcat, hcat, (mx, x) -> mx + x and "
+                     "(xs...) -> cat(xs...; dims=d)")
+
+
 def show(v: Any) -> str:
     """A parsed value as Flux syntax (for error messages)."""
     if isinstance(v, Name):
         return v.name
     if isinstance(v, Pair):
         return f"{show(v.first)} => {show(v.second)}"
+    if isinstance(v, Lambda):
+        return f"({', '.join(v.params)}) -> ..."
+    if isinstance(v, Symbol):
+        return f":{v.name}"
     return repr(v)
 
 
@@ -382,7 +575,7 @@ def as_pad(v: Any) -> Any:
 
 
 def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = None, *,
-          init: Any = None) -> Any:
+          init: Any = None, max_params: int = DEFAULT_MAX_PARAMS) -> Any:
     """Build a model from Flux syntax with fresh Flux-default weights (glorot_uniform, zero bias, float32).
 
     Parameters
@@ -391,6 +584,8 @@ def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = 
     seed, rng : make the weights deterministic (give at most one). Layers are initialised in text order.
     init : optional weight initialiser ``init(rng, *dims) -> array`` for Dense/Conv/CrossCor (default Flux's
         ``glorot_uniform``). Loaders that overwrite every weight pass a cheap one (no random draws).
+    max_params : refuse (before allocating) a text whose layers would hold more parameters than this (default
+        ``DEFAULT_MAX_PARAMS`` = 2^28, 1 GiB of float32). Nesting is limited to ``MAX_DEPTH`` levels.
 
     Returns
     -------
@@ -402,8 +597,10 @@ def parse(text: str, seed: int | None = None, rng: np.random.Generator | None = 
     """
     if not isinstance(text, str):
         raise ValueError(f"parse: text must be a str of Flux syntax; got {type(text).__name__}")
+    if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params < 1:
+        raise ValueError(f"parse: max_params must be a positive int; got {max_params!r}")
     gen = check_rng(seed, rng)
-    p = _Parser(text, gen, init)
+    p = _Parser(text, gen, init, max_params)
     if p.peek().kind == "end":
         raise p.error("empty model text")
     value = p.expr()

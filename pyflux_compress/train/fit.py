@@ -22,6 +22,7 @@ import numpy as np
 
 from .._validate import check_array, check_bool, check_int
 from ..model.walk import first_weight, modules
+from ..threads import threads_keyword
 from . import losses as _losses
 from .optimisers import Adam
 
@@ -94,8 +95,11 @@ def _expected_input(model: Any) -> str | None:
     return f"(N, {n}, H, W) (the model starts with {first!r}: {n} input channels)"
 
 
-def _check_X(name: str, X: Any, model: Any, dtype: np.dtype) -> tuple[np.ndarray, tuple]:
-    """Convert ``X`` to the model dtype (a copy only if the dtype differs); returns it and the output shape."""
+def _check_X(name: str, X: Any, model: Any, dtype: np.dtype, finite: bool = False) -> tuple[np.ndarray, tuple]:
+    """Convert ``X`` to the model dtype (a copy only if the dtype differs); returns it and the output shape.
+
+    ``finite``: also refuse NaN/Inf (checked after the conversion, which can overflow float64 to Inf).
+    """
     arr = check_array(name, X)
     if arr.ndim < 2:
         want = _expected_input(model) or "(N, features...)"
@@ -114,7 +118,10 @@ def _check_X(name: str, X: Any, model: Any, dtype: np.dtype) -> tuple[np.ndarray
                 hint += "; flatten images first with X.reshape(len(X), -1)"
             raise ValueError(f"{name} has shape {arr.shape}, which the model cannot take{hint} ({err})") from None
     if arr.dtype != dtype:
-        arr = arr.astype(dtype)  # one up-front conversion instead of one per batch
+        with np.errstate(over="ignore"):  # values past float32's range become Inf: refused just below
+            arr = arr.astype(dtype)  # one up-front conversion instead of one per batch
+    if finite:
+        check_array(name, arr, finite=True)  # one NaN pixel would turn every first-layer weight NaN
     return arr, out
 
 
@@ -137,6 +144,7 @@ def _check_y(name: str, y: Any, n: int, out_shape: tuple, xname: str) -> np.ndar
     if out_shape and arr.shape[1:] != out_shape:
         raise ValueError(f"{name} must be int labels ({n},) or targets of the model's output shape "
                          f"({n}, {', '.join(map(str, out_shape))}); got {arr.shape}")
+    check_array(name, arr, finite=True)  # a NaN target poisons the loss and every weight
     return arr
 
 
@@ -183,6 +191,7 @@ def apply_masks(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
 # training
 
 
+@threads_keyword
 def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt: Any = None,
         loss: str | Any = "logitcrossentropy", validation: tuple[Any, Any] | None = None,
         progress: bool = True, seed: int = 0, shuffle: bool = True, pruning: Any = None,
@@ -206,6 +215,8 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
             number of steps taken so far (0 for the first); e.g. ``compression.prune.PolynomialDecay``.
         callbacks: callables ``cb(epoch, history)`` run after every epoch (``epoch`` = 1, 2, ...); a callback
             returning ``False`` stops training early.
+        threads: cores to use (BLAS threads and the conv kernels' batch split, see ``pfc.threads``); None
+            (default) = the cores other processes leave idle, at least 1.
 
     After every optimiser step the ``masks`` of every leaf layer are re-applied, so pruned weights stay 0.
     """
@@ -228,7 +239,7 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
             raise ValueError(f"callbacks[{i}] must be callable as cb(epoch, history); got {cb!r}")
 
     dtype = _model_dtype(model)
-    X, out_shape = _check_X("X", X, model, dtype)
+    X, out_shape = _check_X("X", X, model, dtype, finite=True)
     y = _check_y("y", y, len(X), out_shape, "X")
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
@@ -236,7 +247,7 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
         if np.shape(validation[0])[1:] != X.shape[1:]:
             raise ValueError(f"validation[0] must have per-sample shape {X.shape[1:]} like X; "
                              f"got {np.shape(validation[0])}")
-        Xv, _ = _check_X("validation[0]", validation[0], model, dtype)
+        Xv, _ = _check_X("validation[0]", validation[0], model, dtype, finite=True)
         yv = _check_y("validation[1]", validation[1], len(Xv), out_shape, "validation[0]")
     if y.dtype.kind == "f" and y.dtype != dtype:
         y = y.astype(dtype)
@@ -333,10 +344,12 @@ def progress_bar(enabled: bool, total: int, desc: str):
 # inference
 
 
+@threads_keyword
 def predict(model: Any, X: Any, batchsize: int = 1024) -> np.ndarray:
     """Model outputs for every sample of ``X`` (inference mode), computed ``batchsize`` samples at a time.
 
     Returns an array ``(N, *output_shape)`` in the model's dtype. Batching bounds the memory of big inputs.
+    ``threads``: cores to use (None: the idle cores, see ``pfc.threads``).
     """
     if not callable(model):
         raise ValueError(f"model must be callable (a Chain or Layer); got {type(model).__name__}")

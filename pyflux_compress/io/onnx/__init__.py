@@ -1,31 +1,39 @@
 """ONNX export and import of Flux-style Chains (``pfc.export_onnx``, ``pfc.import_onnx``).
 
 Format knowledge (opset, IR version, node/initializer helpers, atomic writes) is in ``_graph.py``;
-layer translation in ``_export.py`` (fp32) and ``_quant.py`` (QDQ / dynamic int8); reading in ``_import.py``.
+layer translation in ``_export.py`` (fp32) and ``_quant.py`` (QDQ / dynamic int8); reading in ``_import.py``;
+``format="auto"`` (measure the forms, keep the fastest accurate one) in ``_auto.py``.
 """
 from __future__ import annotations
 
 import os
 from typing import Any, Sequence
 
+from ._auto import FormatChoice
 from ._export import SUPPORTED_ACTIVATIONS, UnsupportedLayerError, supported_layers
 from ._graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ir_version_for, ort_max_ir_version
-from ._import import load_onnx_proto
+from ._import import OnnxLoadError, load_onnx_proto
 
 __all__ = ["export_onnx", "import_onnx", "to_onnx_model", "UnsupportedLayerError", "supported_layers",
            "SUPPORTED_ACTIVATIONS", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "ir_version_for",
-           "ort_max_ir_version", "FORMATS", "load_onnx_proto"]
+           "ort_max_ir_version", "FORMATS", "load_onnx_proto", "OnnxLoadError", "choose_format", "FormatChoice"]
 
-FORMATS = ("fp32", "qdq", "dynamic")
+FORMATS = ("fp32", "qdq", "dynamic")  # what a written file holds; export_onnx also takes "auto"
 
 
 def to_onnx_model(model: Any, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
                   input_shape: Sequence[int | str] | None = None, format: str | None = None,
-                  sparse: bool = False, batch_size: int = 1):
+                  sparse: bool = False, batch_size: int = 1, data: Any = None, threads: int | None = None,
+                  tolerance: float = 0.01):
     """Build the ``onnx.ModelProto`` that :func:`export_onnx` would write (same arguments, no file)."""
     from . import _export
     from ._graph import GraphBuilder
 
+    auto = None
+    if isinstance(format, str) and format == "auto":
+        auto = choose_format(model, data, batch_size=batch_size, threads=threads, tolerance=tolerance,
+                             opset=opset, input_shape=input_shape)
+        model, format = auto.model, auto.format
     fmt = _validate(model, opset, format, sparse, dynamic_batch)
     shape = tuple(input_shape) if input_shape is not None else _export.infer_input_shape(model)
     if all(isinstance(d, int) for d in shape) and hasattr(model, "output_shape"):
@@ -43,13 +51,19 @@ def to_onnx_model(model: Any, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool
     doc = f"Exported by pyflux-compress ({fmt}{', sparse' if sparse else ''}) from: {_flux_syntax(model)}"
     onnx_model = b.to_model(doc=doc)
     from onnx import helper
-    helper.set_model_props(onnx_model, {"flux_syntax": _flux_syntax(model), "pyflux_compress.format": fmt})
+    props = {"flux_syntax": _flux_syntax(model), "pyflux_compress.format": fmt}
+    if auto is not None:  # what was measured, so the choice can be audited later
+        import json
+
+        props["pyflux_compress.auto"] = json.dumps(auto.as_dict())
+    helper.set_model_props(onnx_model, props)
     return onnx_model
 
 
 def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
                 input_shape: Sequence[int | str] | None = None, format: str | None = None,
-                sparse: bool = False) -> str:
+                sparse: bool = False, batch_size: int = 1, data: Any = None, threads: int | None = None,
+                tolerance: float = 0.01) -> str:
     """Write ``model`` (a Chain or QuantizedChain) as an ONNX file onnxruntime can run; returns the path.
 
     Parameters
@@ -69,8 +83,12 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPS
     input_shape : tuple, optional
         Per-sample input shape (without N). Default: ``(in,)`` for a Dense-first model,
         ``(cin, "H", "W")`` for a Conv-first model.
-    format : {"fp32", "qdq", "dynamic"} or None
+    format : {"fp32", "qdq", "dynamic", "auto"} or None
         None = "qdq" for a QuantizedChain with calibrated activations, "dynamic" for one without, else "fp32".
+        "auto" measures the candidate forms in onnxruntime on ``data`` at ``batch_size`` with ``threads``
+        intra-op threads and writes the fastest whose predictions stay within ``tolerance`` (see
+        :func:`choose_format`, which returns the measurements; they are also stored in the file's metadata
+        ``pyflux_compress.auto``). A float model is quantized for the int8 candidates.
         "qdq": int8 per-channel weights + QuantizeLinear/DequantizeLinear on the calibrated activations, which
         onnxruntime fuses into integer kernels. "dynamic": DynamicQuantizeLinear + MatMulInteger for Dense
         (what ``onnxruntime.quantization.quantize_dynamic`` writes; Conv weight-only). "fp32" of a
@@ -79,6 +97,12 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPS
         Store weights whose COO form is smaller as ``sparse_initializer``. The *file* gets smaller; onnxruntime
         densifies sparse initializers when it loads the model, so inference speed and memory are the same as
         the dense export.
+    batch_size : int
+        The batch size the model will run at: the fixed batch dimension when ``dynamic_batch=False``, and the
+        batch ``format="auto"`` measures latency at.
+    data, threads, tolerance
+        Only for ``format="auto"``: representative inputs ``(N, *input_shape)``, onnxruntime intra-op threads
+        (None: ``pfc.threads`` default), and the accepted share of changed top-1 predictions (default 0.01).
 
     Raises
     ------
@@ -90,15 +114,39 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPS
     from ._graph import save_model_atomic
 
     onnx_model = to_onnx_model(model, opset=opset, dynamic_batch=dynamic_batch, input_shape=input_shape,
-                               format=format, sparse=sparse)
+                               format=format, sparse=sparse, batch_size=batch_size, data=data, threads=threads,
+                               tolerance=tolerance)
     return save_model_atomic(onnx_model, path)
 
 
-def import_onnx(path: str | os.PathLike):
-    """Read an ONNX model of the supported ops back into a Chain (see ``_import.py`` for the op table)."""
+def choose_format(model: Any, data: Any, *, batch_size: int = 1, threads: int | None = None,
+                  tolerance: float = 0.01, seconds: float = 3.0, opset: int = DEFAULT_OPSET,
+                  input_shape: Sequence[int | str] | None = None) -> FormatChoice:
+    """Measure fp32, dynamic and QDQ int8 forms of ``model`` in onnxruntime; return the fastest accurate one.
+
+    The candidates (a CNN's also with only its Dense layers in int8) run at ``batch_size`` with ``threads``
+    intra-op threads (None: ``pfc.threads`` default) in interleaved rounds within about ``seconds``; a form is
+    eligible when its top-1 predictions on ``data`` (inputs ``(N, *input_shape)``) differ from ``model``'s on
+    at most ``tolerance`` of them (relative RMS error for non-class outputs); a quantized form must beat fp32
+    by 5%. Returns a :class:`FormatChoice` (``label``, ``format``, ``model`` to export, ``latency_ms``,
+    ``error``, ``rejected``, ``table()``). ``export_onnx(..., format="auto")`` writes its choice. Details:
+    ``_auto.py`` and docs/deployment.md.
+    """
+    from ._auto import choose_format as measure
+
+    return measure(model, data, build=to_onnx_model, batch_size=batch_size, threads=threads, tolerance=tolerance,
+                   seconds=seconds, opset=opset, input_shape=input_shape)
+
+
+def import_onnx(path: str | os.PathLike, *, max_bytes: int | None = None):
+    """Read an ONNX model of the supported ops back into a Chain (see ``_import.py`` for the op table).
+
+    External data is read relative to the model's folder and never from outside it; ``max_bytes`` bounds the
+    dense size of sparse initializers (default 1 GiB, or ``$PYFLUX_ONNX_MAX_BYTES``).
+    """
     from ._import import import_onnx as _imp
 
-    return _imp(path)
+    return _imp(path, max_bytes=max_bytes)
 
 
 def _quantized_leaves(model: Any) -> list:
@@ -121,7 +169,7 @@ def _validate(model: Any, opset: Any, format: str | None, sparse: Any, dynamic_b
     if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= 21:
         raise ValueError(f"opset: expected an int in 13..21; got {opset!r}")
     if format is not None and format not in FORMATS:
-        raise ValueError(f"format: expected one of {FORMATS} or None; got {format!r}")
+        raise ValueError(f"format: expected one of {FORMATS + ('auto',)} or None; got {format!r}")
     if not isinstance(sparse, bool):
         raise ValueError(f"sparse: expected True or False; got {sparse!r}")
     if not isinstance(dynamic_batch, bool):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -44,13 +44,48 @@ def supported_ops() -> str:
     return ", ".join([*ops, "Add (bias)", "Constant", "swish/gelu patterns"])
 
 
-def load_onnx_proto(path: str | os.PathLike):
-    """Parse an ``.onnx`` file; clear ``FileNotFoundError`` / ``ValueError`` for a missing or corrupt file."""
+# -- loading: bounded, external data confined to the model's folder ------------------------------------------
+# The file is parsed as a protobuf only. Before any tensor becomes an array, its element count is checked against
+# the bytes that hold it (a tiny file cannot declare a huge dense tensor), sparse tensors against a stated dense
+# size limit, and external data files against the model's folder: ``location`` is resolved relative to the
+# folder of the .onnx file (as the ONNX spec says, not the current directory) and must stay inside it.
+
+MAX_DENSE_BYTES_ENV = "PYFLUX_ONNX_MAX_BYTES"
+DEFAULT_MAX_DENSE_BYTES = 1 << 30  # 1 GiB: dense size of all sparse initializers together
+
+
+class OnnxLoadError(ValueError):
+    """An ONNX file that cannot be read safely (corrupt, inconsistent sizes, external data outside its folder)."""
+
+
+def max_dense_bytes(value: int | None = None) -> int:
+    """The dense-size budget for sparse initializers: ``value``, else ``$PYFLUX_ONNX_MAX_BYTES``, else 1 GiB."""
+    if value is None:
+        env = os.environ.get(MAX_DENSE_BYTES_ENV, "").strip()
+        if not env:
+            return DEFAULT_MAX_DENSE_BYTES
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(f"${MAX_DENSE_BYTES_ENV} must be an integer number of bytes; got {env!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_bytes must be a positive int (bytes); got {value!r}")
+    return value
+
+
+def load_onnx_proto(path: str | os.PathLike, *, max_bytes: int | None = None):
+    """Parse an ``.onnx`` file into a self-contained ``onnx.ModelProto`` (external data read in and checked).
+
+    Raises ``FileNotFoundError`` for a missing model or external data file and :class:`OnnxLoadError` (a
+    ``ValueError``) for a corrupt file, tensors whose sizes do not match their bytes, sparse tensors denser than
+    ``max_bytes`` (see :func:`max_dense_bytes`), or external data outside the model's folder; each names the file.
+    """
     import onnx
 
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"path: expected a path to an .onnx file; got {type(path).__name__}")
     path = os.fspath(path)
+    budget = max_dense_bytes(max_bytes)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ONNX file {path!r} does not exist")
     with open(path, "rb") as fh:
@@ -58,31 +93,150 @@ def load_onnx_proto(path: str | os.PathLike):
     try:
         model = onnx.load_model_from_string(data)
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError / RuntimeWarning variants
-        raise ValueError(f"{path!r} is not a valid ONNX model (protobuf parse failed: {err})") from None
+        raise OnnxLoadError(f"{path!r} is not a valid ONNX model (protobuf parse failed: {err})") from None
     if len(model.graph.node) == 0 or len(model.graph.input) == 0:
-        raise ValueError(f"{path!r} is not a valid ONNX model (empty graph)")
+        raise OnnxLoadError(f"{path!r} is not a valid ONNX model (empty graph)")
+    _read_external_data(model, path)
+    _check_tensor_sizes(model, path, budget)
     return model
 
 
-def import_onnx(path: str | os.PathLike):
+def _graph_tensors(model: Any) -> Iterator[tuple[str, Any]]:
+    """``(description, TensorProto)`` of every tensor stored in the main graph (not in subgraphs)."""
+    g = model.graph
+    for t in g.initializer:
+        yield f"initializer {t.name!r}", t
+    for st in g.sparse_initializer:
+        yield f"sparse initializer {st.values.name!r} (values)", st.values
+        yield f"sparse initializer {st.values.name!r} (indices)", st.indices
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield f"node {n.name or n.op_type!r} attribute {a.name!r}", a.t
+            for t in a.tensors:
+                yield f"node {n.name or n.op_type!r} attribute {a.name!r}", t
+
+
+def _read_external_data(model: Any, path: str) -> None:
+    """Replace external-data references by the bytes they name, read from inside the model's folder only."""
+    from onnx import TensorProto
+
+    folder = os.path.dirname(os.path.abspath(path))
+    real_folder = os.path.realpath(folder)
+    for what, t in _graph_tensors(model):
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
+        if not location:
+            raise OnnxLoadError(f"{path}: {what} stores external data without a location")
+        # resolve symlinks too: a link inside the folder that points outside it is refused like "../x"
+        target = os.path.realpath(os.path.join(folder, location))
+        if os.path.isabs(location) or os.path.commonpath([real_folder, target]) != real_folder:
+            raise OnnxLoadError(f"{path}: {what} names external data {location!r} outside the model's folder "
+                                f"{folder!r}; refused (external data must be a file beside the model)")
+        if not os.path.isfile(target):
+            raise FileNotFoundError(f"{path}: {what} names external data file {location!r}, which does not "
+                                    f"exist in {folder!r}")
+        size = os.path.getsize(target)
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else size - offset
+        except ValueError:
+            raise OnnxLoadError(f"{path}: {what}: external data offset/length are not integers") from None
+        want = _payload_bytes(t)
+        if offset < 0 or length < 0 or offset + length > size or (want is not None and length != want):
+            raise OnnxLoadError(f"{path}: {what}: external data {location!r} offset {offset}, length {length} "
+                                f"does not fit the file ({size} bytes) or the tensor ({want} bytes)")
+        with open(target, "rb") as fh:
+            fh.seek(offset)
+            t.raw_data = fh.read(length)
+        t.data_location = TensorProto.DEFAULT
+        del t.external_data[:]
+
+
+def _elements(t: Any) -> int:
+    n = 1
+    for d in t.dims:  # Python ints: a product of huge dims cannot wrap around
+        if d < 0:
+            raise ValueError(f"negative dimension {d}")
+        n *= int(d)
+    return n
+
+
+def _payload_bytes(t: Any) -> int | None:
+    """Bytes ``raw_data`` must hold for ``t`` (None for types without a fixed item size, e.g. strings)."""
+    from onnx import TensorProto, helper
+
+    try:
+        dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
+    except Exception:  # noqa: BLE001 - unknown or undefined data type
+        return None
+    if dtype.kind in "OSU":
+        return None
+    packed = {getattr(TensorProto, k, -1): b for k, b in (("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6), ("UINT4", 4),
+                                                          ("INT4", 4), ("FLOAT4E2M1", 4), ("UINT2", 2),
+                                                          ("INT2", 2))}
+    bits = packed.get(t.data_type, dtype.itemsize * 8)  # sub-byte types are packed, as onnx.helper packs them
+    return -(-_elements(t) * bits // 8)
+
+
+def _check_tensor_sizes(model: Any, path: str, budget: int) -> None:
+    """Element counts vs bytes present for every tensor; dense size of sparse tensors vs ``budget``."""
+    dense = 0
+    for what, t in _graph_tensors(model):
+        try:
+            n = _elements(t)
+        except ValueError as err:
+            raise OnnxLoadError(f"{path}: {what}: {err}") from None
+        if t.HasField("raw_data") or t.raw_data:
+            want = _payload_bytes(t)
+            if want is not None and want != len(t.raw_data):
+                raise OnnxLoadError(f"{path}: {what}: dims {list(t.dims)} need {want} bytes; the file holds "
+                                    f"{len(t.raw_data)}")
+            continue
+        present = (len(t.float_data) + len(t.int32_data) + len(t.int64_data) + len(t.double_data)
+                   + len(t.uint64_data) + len(t.string_data))
+        if n > 2 * present:  # complex types store two numbers per element, int4 two elements per int32
+            raise OnnxLoadError(f"{path}: {what}: dims {list(t.dims)} declare {n} elements; the file holds "
+                                f"{present} values")
+    for st in model.graph.sparse_initializer:
+        n = 1
+        for d in st.dims:
+            n *= max(int(d), 0)
+        itemsize = _payload_bytes(st.values) or 0
+        itemsize = itemsize // max(_elements(st.values), 1) or 4
+        dense += n * itemsize
+        if dense > budget:
+            raise OnnxLoadError(f"{path}: sparse initializer {st.values.name!r} of dims {list(st.dims)} densifies "
+                                f"past the {budget:,}-byte limit (raise it with max_bytes= or "
+                                f"${MAX_DENSE_BYTES_ENV})")
+
+
+def import_onnx(path: str | os.PathLike, *, max_bytes: int | None = None):
     """Read ``path`` into a ``Chain`` (see the module docstring for the op table).
 
     Returns a Chain whose float32 forward equals onnxruntime's output on the same file (batch-first data).
+    ``max_bytes`` bounds the dense size of sparse initializers (default 1 GiB or ``$PYFLUX_ONNX_MAX_BYTES``).
+    External data is read only from files inside the model's folder.
     """
-    model = load_onnx_proto(path)
-    return chain_from_proto(model, where=os.fspath(path))
+    model = load_onnx_proto(path, max_bytes=max_bytes)
+    where = os.fspath(path)
+    try:
+        return chain_from_proto(model, where=where)
+    except (IndexError, KeyError, TypeError, OverflowError, MemoryError, AttributeError) as err:
+        # a hostile graph (odd attribute types, indices out of range) must not escape as a raw traceback
+        raise OnnxLoadError(f"{where}: cannot read the graph ({type(err).__name__}: {err})") from None
 
 
 def chain_from_proto(model: Any, where: str = "model"):
     """Build a Chain from an ``onnx.ModelProto``."""
-    from onnx import numpy_helper
-
     from ...model.chain import Chain
 
     g = model.graph
-    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts: dict[str, np.ndarray] = {t.name: _to_array(t, where) for t in g.initializer}
     for st in g.sparse_initializer:
-        consts[st.values.name] = _densify(st)
+        consts[st.values.name] = _densify(st, where)
     inputs = [i.name for i in g.input if i.name not in consts]
     if len(inputs) != 1 or len(g.output) != 1:
         raise ValueError(f"{where}: only single-input single-output chain graphs import; "
@@ -92,16 +246,30 @@ def chain_from_proto(model: Any, where: str = "model"):
     return Chain(*_fold_activations(layers))
 
 
-def _densify(st: Any) -> np.ndarray:
+def _to_array(t: Any, where: str) -> np.ndarray:
     from onnx import numpy_helper
 
-    values = numpy_helper.to_array(st.values)
-    idx = numpy_helper.to_array(st.indices).astype(np.int64)
+    try:
+        return numpy_helper.to_array(t)
+    except (ValueError, TypeError) as err:
+        raise OnnxLoadError(f"{where}: tensor {t.name!r} cannot be read ({err})") from None
+
+
+def _densify(st: Any, where: str = "model") -> np.ndarray:
+    values = _to_array(st.values, where).reshape(-1)
+    idx = _to_array(st.indices, where).astype(np.int64)
     dims = tuple(int(d) for d in st.dims)
-    dense = np.zeros(int(np.prod(dims)), dtype=values.dtype)
-    if idx.ndim == 2:  # [nnz, rank] coordinate form
-        idx = np.ravel_multi_index(tuple(idx.T), dims)
-    dense[idx] = values
+    n = int(np.prod(dims, dtype=object)) if dims else 1
+    flat = idx.reshape(-1) if idx.ndim == 1 else None
+    if idx.ndim == 2 and idx.shape[1:] == (len(dims),) and idx.shape[0] == values.size:  # [nnz, rank] form
+        bad = (idx < 0) | (idx >= np.asarray(dims, dtype=np.int64))
+        if not bad.any():
+            flat = np.ravel_multi_index(tuple(idx.T), dims)
+    if flat is None or flat.size != values.size or (flat.size and (flat.min() < 0 or flat.max() >= n)):
+        raise OnnxLoadError(f"{where}: sparse initializer {st.values.name!r}: indices of shape {idx.shape} do not "
+                            f"address {values.size} values inside dims {list(dims)}")
+    dense = np.zeros(n, dtype=values.dtype)
+    dense[flat] = values
     return dense.reshape(dims)
 
 
@@ -158,7 +326,12 @@ class _ChainReader:
     def read(self, output: str) -> list:
         """Translate nodes from the input tensor until ``output``; returns the (unfolded) layer list."""
         layers: list = []
+        steps = 0
         while self.current != output:
+            steps += 1
+            if steps > len(self.nodes):  # a cycle in the graph: each step must consume a new node
+                raise ValueError(f"{self.where}: the graph loops back to tensor {self.current!r}; "
+                                 "a chain graph must reach its output")
             nxt = self._next()
             if not nxt:
                 raise ValueError(f"{self.where}: tensor {self.current!r} is not consumed and is not the output")
@@ -216,11 +389,9 @@ def _attrs(node: Any) -> dict[str, Any]:
 
 
 def _constant_value(node: Any) -> np.ndarray:
-    from onnx import numpy_helper
-
     for a in node.attribute:
         if a.name == "value":
-            return numpy_helper.to_array(a.t)
+            return _to_array(a.t, "model")
         if a.name in ("value_float", "value_int"):
             return np.array(a.f if a.name == "value_float" else a.i)
         if a.name in ("value_floats", "value_ints"):

@@ -32,11 +32,12 @@ at most one quantization step there.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from onnx import TensorProto
 
+from ...model.chain import Chain
 from ...model.walk import modules
 from ._export import (ExportState, UnsupportedLayerError, build_fp32, emit_activation, emit_conv, emit_dense,
                       emit_layer, flux_conv_to_onnx, layer_kind, spatial_attrs)
@@ -73,7 +74,9 @@ def build_quantized(model: Any, b: GraphBuilder, fmt: str) -> None:
 # shared pieces
 # ---------------------------------------------------------------------------------------------------
 def _weight_dq(b: GraphBuilder, p: str, q_onnx: np.ndarray, layer: Any) -> str:
-    """int8 weight initializer (ONNX layout, output channel on axis 0) behind ``DequantizeLinear``."""
+    """int8 weight initializer (ONNX layout, scales along axis 0: Dense rows, Conv output channels, and for
+    ConvTranspose its *input* channels, Flux's last kernel axis that per-channel quantization uses)
+    behind ``DequantizeLinear``."""
     scale = np.asarray(layer.w_scale, np.float32)
     zp = np.asarray(layer.w_zero_point).astype(np.int8)
     inputs = [b.const(f"{p}_Wq", q_onnx.astype(np.int8), allow_sparse=True), b.const(f"{p}_Ws", scale),
@@ -107,7 +110,19 @@ def _int32_bias(b: GraphBuilder, p: str, layer: Any) -> str | None:
 
 
 def _conv_q_onnx(layer: Any) -> np.ndarray:
-    return flux_conv_to_onnx(layer.qweight, flipped=layer.float_layer.flipped)
+    fl = layer.float_layer
+    if hasattr(fl, "onnx_kernel"):             # ConvTranspose: (cin, cout/g, kh, kw)
+        return fl.onnx_kernel(layer.qweight)
+    return flux_conv_to_onnx(layer.qweight, flipped=fl.flipped)
+
+
+def _conv_node(b: GraphBuilder, p: str, layer: Any, inputs: list[str]) -> str:
+    """The Conv (or, for a ConvTranspose float layer, ConvTranspose) node of a quantized conv."""
+    fl = layer.float_layer
+    if hasattr(fl, "onnx_attrs"):
+        return b.node("ConvTranspose", inputs, prefix=p, **fl.onnx_attrs())[0]
+    attrs = spatial_attrs(fl, kernel=np.shape(layer.qweight)[:2])
+    return b.node("Conv", inputs, prefix=p, group=int(getattr(fl, "groups", 1) or 1), **attrs)[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -130,12 +145,13 @@ def _qdq_conv(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
     fl = layer.float_layer
     p = b.fresh("qconv")
     inputs = [b.current, _weight_dq(b, p, _conv_q_onnx(layer), layer)]
-    bias = _int32_bias(b, p, layer)
+    # ConvTranspose's scales run along its input channels: they do not line up with the bias, keep it float
+    bias = _int32_bias(b, p, layer) if not hasattr(fl, "onnx_kernel") else None
     if bias is not None:
         inputs.append(bias)
-    attrs = spatial_attrs(fl, kernel=np.shape(layer.qweight)[:2])
-    (y,) = b.node("Conv", inputs, prefix=p, group=int(getattr(fl, "groups", 1) or 1), **attrs)
-    b.current = y
+    elif fl.bias is not None:
+        inputs.append(b.const(f"{p}_b", np.asarray(fl.bias, np.float32)))
+    b.current = _conv_node(b, p, layer, inputs)
     emit_activation(b, fl.activation, where)
 
 
@@ -144,6 +160,17 @@ def _build_qdq(model: Any, b: GraphBuilder) -> None:
     (MaxPool, flatten, Dropout) that precede it *and* again right before it. Re-quantizing a dequantized value
     with the same scale and zero point gives the same integers, so the second pair changes nothing
     numerically; it gives onnxruntime the ``DQ -> MaxPool -> Q`` and ``DQ -> Gemm`` patterns it fuses."""
+    if any(getattr(c, "container", False) and not isinstance(c, Chain) for _, c in modules(model, containers=True)):
+        # SkipConnection/Parallel are not sequential: each quantized layer gets its input QDQ right before it
+        # and the containers compose the graph (no hoisting of the QDQ over MaxPool/flatten here)
+        def with_act(emit: Callable) -> Callable:
+            def run(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+                if getattr(layer, "act_scale", None) is not None:
+                    _act_qdq(b, layer)
+                emit(b, layer, st, where)
+            return run
+        build_fp32(model, b, {"QuantizedDense": with_act(_qdq_dense), "QuantizedConv": with_act(_qdq_conv)})
+        return
     paths = [p for p, _ in modules(model)]
     leaves = [layer for _, layer in modules(model)]
     st = ExportState(rank=1 + len(b.input_shape))
@@ -202,9 +229,7 @@ def _weight_only_conv(b: GraphBuilder, layer: Any, st: ExportState, where: str) 
     inputs = [b.current, _weight_dq(b, p, _conv_q_onnx(layer), layer)]
     if fl.bias is not None:
         inputs.append(b.const(f"{p}_b", np.asarray(fl.bias, np.float32)))
-    attrs = spatial_attrs(fl, kernel=np.shape(layer.qweight)[:2])
-    (y,) = b.node("Conv", inputs, prefix=p, group=int(getattr(fl, "groups", 1) or 1), **attrs)
-    b.current = y
+    b.current = _conv_node(b, p, layer, inputs)
     emit_activation(b, fl.activation, where)
 
 

@@ -95,6 +95,8 @@ class Layer(abc.ABC):
             for key, val in list(vars(layer).items()):
                 if isinstance(val, np.ndarray) and val.dtype.kind == "f":
                     setattr(layer, key, val.astype(dtype))
+                elif isinstance(val, Layer) and not isinstance(val, Activation):   # a held cell (LSTM.cell)
+                    setattr(layer, key, val.astype(dtype))
             return layer
 
         return map_layers(cast, self.copy())

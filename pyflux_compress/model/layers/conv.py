@@ -40,13 +40,19 @@ class Conv(Layer):
     ``Conv((3, 3), 1 => 8, relu)``), also ``Conv((3, 3), 1, 8, relu)`` and Flux's ``Conv(weight, bias, σ)``.
     Input ``(N, cin, H, W)``, output ``(N, cout, Ho, Wo)``. Tuples are in Flux order (W first):
     ``stride (sw, sh)``, ``dilation (dw, dh)``, ``pad (w_lo, w_hi, h_lo, h_hi)``; ``pad`` also accepts an int,
-    ``(pw, ph)``, ``"same"`` or ``SamePad()``. Only ``groups=1`` is supported.
+    ``(pw, ph)``, ``"same"`` or ``SamePad()``.
+
+    ``groups=g`` (Flux 0.13+): input and output channels split into g blocks, block j of the output sees only
+    block j of the input; the kernel is ``(kw, kh, cin/g, cout)`` (Flux's ``convfilter(k, cin => cout;
+    groups)``). ``DepthwiseConv(k, cin => cout)`` is Flux's shorthand for ``groups = cin`` (Flux returns a Conv
+    and prints it as ``Conv(..., groups=cin)``). ONNX ``Conv`` with ``group``.
     """
 
     flux_name = "Conv"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "dilation": "dilation", "groups": "groups"}
     flux_activation_param = 2
+    flux_aliases: tuple[str, ...] = ("DepthwiseConv",)
     onnx_ops = ("Conv",)
     compressible = ("weight",)
     out_axes = {"weight": 3, "bias": 0}
@@ -92,15 +98,25 @@ class Conv(Layer):
             cin = check_int(f"{who} cin", cin, min=1)
             cout = check_int(f"{who} cout", cout, min=1)
             gen = check_rng(seed, rng)
-            self.weight = np.asarray(init_fn(init)(gen, kk[0], kk[1], cin, cout), dtype=np.float32)
-        if check_int(f"{who} groups", groups, min=1) != 1:
-            raise ValueError(f"{who}: only groups=1 is supported; got groups={groups}")
-        self.groups = 1
+            groups = check_int(f"{who} groups", groups, min=1)
+            if cin % groups or cout % groups:
+                raise ValueError(f"{who}: cin={cin} and cout={cout} must both be divisible by groups={groups}")
+            self.weight = np.asarray(init_fn(init)(gen, kk[0], kk[1], cin // groups, cout), dtype=np.float32)
+        self.groups = check_int(f"{who} groups", groups, min=1)
+        if self.weight.shape[3] % self.groups:
+            raise ValueError(f"{who}: output channels {self.weight.shape[3]} not divisible by groups={self.groups}")
         self.activation: Activation = get_activation(act)
         self.bias = bias_array(bias, self.weight.shape[3], self.weight.dtype, who)
         self.stride = check_tuple(f"{who} stride", stride, 2, min=1)
         self.dilation = check_tuple(f"{who} dilation", dilation, 2, min=1)
         self.pad = conv_pad(pad, tuple(kk), self.dilation, who)
+
+    def slice_outputs(self, keep: np.ndarray) -> None:
+        """Keep output channels ``keep``; a depthwise conv (one filter per group) keeps its groups with them."""
+        depthwise = self.groups > 1 and self.weight.shape[2] == 1 and self.weight.shape[3] == self.groups
+        super().slice_outputs(keep)
+        if depthwise:
+            self.groups = len(keep)
 
     @property
     def k(self) -> tuple[int, int]:
@@ -108,7 +124,7 @@ class Conv(Layer):
 
     @property
     def in_channels(self) -> int:
-        return int(self.weight.shape[2])
+        return int(self.weight.shape[2]) * self.groups
 
     @property
     def out_channels(self) -> int:
@@ -123,7 +139,7 @@ class Conv(Layer):
             raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
         self.output_shape(x.shape[1:])
         z, ccache = _conv.conv2d_forward(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
-                                         flip=self.flipped)
+                                         flip=self.flipped, groups=self.groups)
         y = self.activation._fn(z) if self.activation is not identity else z
         return y, (ccache, z, y)
 
@@ -153,18 +169,7 @@ class Conv(Layer):
         return (self.out_channels, ho, wo)
 
     def __repr__(self) -> str:
-        s = f"{self.flux_name}({self.k}, {self.in_channels} => {self.out_channels}"
-        if self.activation is not identity:
-            s += f", {self.activation!r}"
-        if any(self.pad):
-            s += f", pad={tuple_str(self.pad)}"
-        if any(v != 1 for v in self.stride):
-            s += f", stride={tuple_str(self.stride)}"
-        if any(v != 1 for v in self.dilation):
-            s += f", dilation={tuple_str(self.dilation)}"
-        if self.bias is None:
-            s += ", bias=false"
-        return s + ")"
+        return conv_repr(self)
 
 
     @classmethod
@@ -182,6 +187,10 @@ class Conv(Layer):
             raise ValueError("too many positional arguments")
         kw = {key: (as_pad(v) if key == "pad" else as_ints(v, key)) for key, v in call.kwargs.items()
               if key in ("stride", "pad", "dilation", "groups")}
+        if call.name == "DepthwiseConv":              # Flux: Conv(k, ch, σ; groups = ch.first, ...)
+            if "groups" in kw:
+                raise ValueError("DepthwiseConv sets groups = cin; use Conv(...; groups=g) for other groups")
+            kw["groups"] = ch[0]
         return cls(as_ints(args[0], "kernel size"), ch, call.activation(rest[0]) if rest else None,
                    bias=call.bool("bias", True), init=call.init, rng=call.rng, **kw)
 
@@ -190,9 +199,9 @@ class Conv(Layer):
         w = fields.get("weight")
         if not isinstance(w, np.ndarray) or w.ndim != 4:
             raise ValueError(f"{cls.flux_name} weight must be a 4-D (kw, kh, cin, cout) array")
-        if int(fields.get("groups", 1)) != 1:
-            raise ValueError(f"{cls.flux_name} with groups={fields['groups']} is not supported")
-        return cls(tuple(w.shape[:2]), (w.shape[2], w.shape[3]), activation_of(fields.get("σ")),
+        groups = int(fields.get("groups", 1))
+        return cls(tuple(w.shape[:2]), (w.shape[2] * groups, w.shape[3]), activation_of(fields.get("σ")),
+                   groups=groups,
                    stride=tuple(fields["stride"]), pad=tuple(fields["pad"]), dilation=tuple(fields["dilation"]),
                    bias=fields.get("bias") is not False, init=lambda rng, *dims: np.zeros(dims, np.float32))
 
@@ -214,11 +223,10 @@ class Conv(Layer):
             raise r.error(node, f"only 2-D Conv imports (weight ndim {w.ndim})")
         if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
             raise r.error(node, "auto_pad is not supported; export with explicit pads")
-        if int(attrs.get("group", 1)) != 1:
-            raise r.error(node, f"grouped convolution (group={attrs['group']}) is not supported by Flux Conv here")
         bias = r.const(node, 2).astype(np.float32).reshape(-1) if r.has_input(node, 2) else False
         # Flux Conv flips, so flip back what ONNX correlates with
-        return cls(onnx_conv_to_flux(w, flipped=True), bias, **spatial_from_onnx(attrs))
+        return cls(onnx_conv_to_flux(w, flipped=True), bias, groups=int(attrs.get("group", 1)),
+                   **spatial_from_onnx(attrs))
 
 
 @register_layer
@@ -228,8 +236,28 @@ class CrossCor(Conv):
     flux_name = "CrossCor"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "dilation": "dilation"}
+    flux_aliases: tuple[str, ...] = ()
     onnx_ops = ()  # ONNX Conv imports as Conv (kernel flipped back)
     flipped = False
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        if self.groups != 1:                       # Flux's CrossCor struct has no groups field
+            raise ValueError(f"CrossCor has no groups (Flux's CrossCor struct lacks the field); got groups={self.groups}")
+
+
+def conv_repr(layer: Any) -> str:
+    """Flux's ``show`` of a convolution (``_print_conv_opt``): ``Conv((3, 3), 1 => 8, relu, pad=1, stride=2)``;
+    also ConvTranspose (its ``outpad``) — the options Flux prints, in Flux's order, defaults left out."""
+    s = f"{layer.flux_name}({layer.k}, {layer.in_channels} => {layer.out_channels}"
+    if layer.activation is not identity:
+        s += f", {layer.activation!r}"
+    opts = [("pad", layer.pad, 0), ("outpad", getattr(layer, "outpad", (0,)), 0), ("stride", layer.stride, 1),
+            ("dilation", layer.dilation, 1)]
+    s += "".join(f", {key}={tuple_str(v)}" for key, v, default in opts if any(x != default for x in v))
+    if getattr(layer, "groups", 1) != 1:
+        s += f", groups={layer.groups}"
+    return s + (", bias=false)" if layer.bias is None else ")")
 
 
 def flux_conv_to_onnx(weight: np.ndarray, flipped: bool) -> np.ndarray:
@@ -268,3 +296,13 @@ def spatial_from_onnx(attrs: dict) -> dict[str, Any]:
         dh, dw = attrs.get("dilations", [1, 1])
         out["dilation"] = (int(dw), int(dh))
     return out
+
+
+def DepthwiseConv(k: Any, ch: Any, activation: Any = None, **kw: Any) -> Conv:  # noqa: N802 - Flux's name
+    """Flux ``DepthwiseConv(k, cin => cout, σ; stride, pad, dilation, bias)``: a :class:`Conv` with
+    ``groups = cin`` (``cout`` a multiple of ``cin``); kernel ``(kw, kh, 1, cout)``."""
+    if not isinstance(ch, (tuple, list)) or len(ch) != 2:
+        raise ValueError(f"DepthwiseConv: channels must be (cin, cout); got {ch!r}")
+    if "groups" in kw:
+        raise ValueError("DepthwiseConv sets groups = cin; use Conv(...; groups=g) for other groups")
+    return Conv(k, ch, activation, groups=ch[0], **kw)

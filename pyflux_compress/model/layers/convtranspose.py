@@ -1,0 +1,230 @@
+"""Flux ``ConvTranspose``: the transpose (input gradient) of Flux's true convolution; ONNX ``ConvTranspose``.
+
+Flux (0.14-0.16, ``src/layers/conv.jl``)::
+
+    struct ConvTranspose{N,M,F,A,V}
+      σ::F; weight::A; bias::V; stride::NTuple{N,Int}; pad::NTuple{M,Int}
+      outpad::NTuple{N,Int}        # from Flux 0.14.x on (files written before have no outpad field)
+      dilation::NTuple{N,Int}; groups::Int
+    end
+    ConvTranspose(k, in => out, σ=identity; stride=1, pad=0, outpad=0, dilation=1, groups=1, bias=true,
+                  init=glorot_uniform)  # weight = init(k..., out ÷ groups, in): shape (kw, kh, out/groups, in)
+    (c::ConvTranspose)(x) = σ.(∇conv_data(x, c.weight, conv_transpose_dims(c, x)) .+ bias)
+    calc_padding(::Type{ConvTranspose}, ::SamePad, k, dilation, stride) = calc_padding(Conv, SamePad(), k .- stride .+ 1, ...)
+
+So with ``stride=s``, ``pad=SamePad()`` the output is ``s`` times the input. Output size per axis:
+``(n - 1) s + 1 + d (k - 1) - (lo + hi) + outpad``. ``Flux.state`` fields: σ, weight, bias, stride, pad,
+outpad, dilation, groups. Input ``(N, in, H, W)``, output ``(N, out, Ho, Wo)``.
+
+Forward: ``model/_conv.py``'s ``conv_transpose2d_forward`` (NNlib's ``∇conv_data``: the adjoint of Flux's
+true convolution with the same weight; tests check the adjoint identity and PyTorch). ONNX ``ConvTranspose`` is the adjoint of a *cross-correlation*, so the exported
+kernel is flipped: ``W_onnx = flip(w, (0, 1)).transpose(3, 2, 1, 0)`` = ``(in, out/groups, kh, kw)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ..._validate import check_int, check_rng, check_tuple
+from .. import _conv
+from ..activations import Activation, get_activation, identity
+from ..registry import register_layer
+from ..syntax import as_ints, as_pad, as_pair
+from .base import Grads, Layer, activation_of, as_data, bias_array, init_fn
+from .conv import conv_repr
+
+
+def transpose_same_pad(k: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> tuple:
+    """Flux ``SamePad()`` for ConvTranspose: Conv's SamePad of the kernel ``k - stride + 1``."""
+    return _conv.same_pad(tuple(ki - si + 1 for ki, si in zip(k, stride)), dilation)
+
+
+@register_layer
+class ConvTranspose(Layer):
+    """Transposed 2-D convolution with Flux's fields and semantics (see the module docstring).
+
+    ``ConvTranspose((kw, kh), (cin, cout), σ; stride=1, pad=0, outpad=0, dilation=1, groups=1, bias=True)``
+    (Python for ``ConvTranspose((4, 4), 16 => 8, relu)``) or Flux's ``ConvTranspose(weight, bias, σ; ...)``
+    with ``weight (kw, kh, cout/groups, cin)``. Tuples are in Flux order (W first): ``stride (sw, sh)``,
+    ``pad (w_lo, w_hi, h_lo, h_hi)`` (also an int, ``(pw, ph)``, ``"same"``/``SamePad()``), ``outpad (ow, oh)``.
+    """
+
+    flux_name = "ConvTranspose"
+    flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
+                   "outpad": "outpad", "dilation": "dilation", "groups": "groups"}
+    flux_activation_param = 2
+    onnx_ops = ("ConvTranspose",)
+    compressible = ("weight",)
+    out_axes = {"weight": 2, "bias": 0}        # output channels: axis 2 (within a group) of the kernel
+    in_axes = {"weight": 3}
+    structured = "units"
+    input_grad_optional = True
+
+    def __init__(self, k: Any, ch: Any = None, activation: Any = None, *, stride: Any = 1, pad: Any = 0,
+                 outpad: Any = 0, dilation: Any = 1, groups: int = 1, bias: Any = True,
+                 init: Callable | None = None, rng: np.random.Generator | None = None,
+                 seed: int | None = None) -> None:
+        who = self.flux_name
+        self.groups = check_int(f"{who} groups", groups, min=1)
+        if isinstance(k, np.ndarray):  # Flux's ConvTranspose(weight, bias, σ; ...)
+            if k.ndim != 4:
+                raise ValueError(f"{who}: weight must have shape (kw, kh, cout/groups, cin); got {k.shape}")
+            self.weight = k if k.dtype.kind == "f" else k.astype(np.float32)
+            if ch is not None and not isinstance(ch, (Activation, str)):
+                bias = ch
+            elif ch is not None:
+                activation = ch
+        else:
+            kk = check_tuple(f"{who} kernel size k", tuple(k) if isinstance(k, list) else k, 2, min=1)
+            if not isinstance(ch, (tuple, list)) or len(ch) != 2:
+                raise ValueError(f"{who}: channels must be (cin, cout), Python for cin => cout; got {ch!r}")
+            cin = check_int(f"{who} cin", ch[0], min=1)
+            cout = check_int(f"{who} cout", ch[1], min=1)
+            if cin % self.groups or cout % self.groups:
+                raise ValueError(f"{who}: cin={cin} and cout={cout} must both be divisible by groups="
+                                 f"{self.groups}")
+            gen = check_rng(seed, rng)
+            self.weight = np.asarray(init_fn(init)(gen, kk[0], kk[1], cout // self.groups, cin), np.float32)
+        if self.weight.shape[3] % self.groups:
+            raise ValueError(f"{who}: input channels {self.weight.shape[3]} not divisible by groups={self.groups}")
+        self.activation: Activation = get_activation(activation)
+        self.bias = bias_array(bias, self.out_channels, self.weight.dtype, who)
+        self.stride = check_tuple(f"{who} stride", stride, 2, min=1)
+        self.dilation = check_tuple(f"{who} dilation", dilation, 2, min=1)
+        self.outpad = check_tuple(f"{who} outpad", outpad, 2, min=0)
+        if any(o >= st for o, st in zip(self.outpad, self.stride)):   # NNlib's sizes disagree otherwise
+            raise ValueError(f"{who}: outpad {self.outpad} must be smaller than stride {self.stride}")
+        if _is_same(pad):
+            self.pad = transpose_same_pad(self.k, self.stride, self.dilation)
+        elif isinstance(pad, (tuple, list)) and len(pad) == 2:
+            pw, ph = check_tuple(f"{who} pad", pad, 2, min=0)
+            self.pad = (pw, pw, ph, ph)
+        else:
+            self.pad = check_tuple(f"{who} pad", pad, 4, min=0)
+
+    # ---- sizes ---------------------------------------------------------------------------------------
+    @property
+    def k(self) -> tuple[int, int]:
+        return (int(self.weight.shape[0]), int(self.weight.shape[1]))
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[3])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[2]) * self.groups
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight} if self.bias is None else {"weight": self.weight, "bias": self.bias}
+
+    def _sizes(self, h: int, w: int) -> tuple[int, int]:
+        (kw, kh), (sw, sh), (dw, dh), (ow, oh) = self.k, self.stride, self.dilation, self.outpad
+        w_lo, w_hi, h_lo, h_hi = self.pad
+        return ((h - 1) * sh + 1 + dh * (kh - 1) - h_lo - h_hi + oh,
+                (w - 1) * sw + 1 + dw * (kw - 1) - w_lo - w_hi + ow)
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        in_shape = tuple(in_shape)
+        if len(in_shape) != 3:
+            raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
+        c, h, w = in_shape
+        if c != self.in_channels:
+            raise self._err(f"expects {self.in_channels} input channels, got {c}")
+        ho, wo = self._sizes(h, w)
+        if ho < 1 or wo < 1:
+            raise self._err(f"input {h}x{w} (HxW) gives an empty output ({ho}x{wo}): padding too large")
+        return (self.out_channels, ho, wo)
+
+    # ---- engine (model/_conv.py's transposed-convolution kernels: NNlib's ∇conv_data) ----------------------
+    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
+        x = as_data(x, self.weight.dtype, self)
+        if x.ndim != 4:
+            raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
+        self.output_shape(x.shape[1:])
+        z, ccache = _conv.conv_transpose2d_forward(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
+                                                   flip=True, groups=self.groups, outpad=self.outpad)
+        y = self.activation._fn(z) if self.activation is not identity else z
+        return y, (ccache, z, y)
+
+    def backward(self, cache: Any, dy: np.ndarray, need_input_grad: bool = True
+                 ) -> tuple[np.ndarray | None, Grads]:
+        ccache, z, y = cache
+        dz = self.activation.grad(z, y, dy) if self.activation is not identity else dy
+        dx, dw, db = _conv.conv_transpose2d_backward(ccache, np.ascontiguousarray(dz), need_dx=need_input_grad)
+        grads = {"weight": dw}
+        if db is not None:
+            grads["bias"] = db
+        return dx, grads
+
+    def __repr__(self) -> str:
+        return conv_repr(self)
+
+    # ---- syntax --------------------------------------------------------------------------------------
+    @classmethod
+    def from_syntax(cls, call: Any) -> "ConvTranspose":
+        call.check_kw("stride", "pad", "outpad", "dilation", "groups", "bias", "init")
+        call.no_init()
+        args = call.args
+        if len(args) < 2 or len(args) > 3:
+            raise ValueError("expected ConvTranspose((kw, kh), cin => cout[, σ]; ...)")
+        kw = {key: (as_pad(v) if key == "pad" else as_ints(v, key)) for key, v in call.kwargs.items()
+              if key in ("stride", "pad", "outpad", "dilation", "groups")}
+        return cls(as_ints(args[0], "kernel size"), as_pair(args[1], "channels"),
+                   call.activation(args[2]) if len(args) > 2 else None, bias=call.bool("bias", True),
+                   init=call.init, rng=call.rng, **kw)
+
+    # ---- Flux struct / state ---------------------------------------------------------------------------
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Callable | None = None) -> "ConvTranspose":
+        """From a JLD2 struct or state tree; ``outpad`` is absent in files from Flux before 0.14.x (0)."""
+        w = fields.get("weight")
+        if not isinstance(w, np.ndarray) or w.ndim != 4:
+            raise ValueError("ConvTranspose weight must be a 4-D (kw, kh, cout/groups, cin) array")
+        return cls(np.zeros(w.shape, np.float32), fields.get("bias") is not False,
+                   activation_of(fields.get("σ")), stride=tuple(fields["stride"]),
+                   pad=tuple(fields["pad"]), outpad=tuple(fields.get("outpad", (0, 0))),
+                   dilation=tuple(fields["dilation"]), groups=int(fields.get("groups", 1)))
+
+    # ---- ONNX ----------------------------------------------------------------------------------------
+    def onnx_kernel(self, weight: np.ndarray | None = None) -> np.ndarray:
+        """ONNX ConvTranspose kernel ``(cin, cout/groups, kh, kw)``: flipped (ONNX transposes a correlation)."""
+        w = np.asarray(self.weight if weight is None else weight, dtype=np.float32)
+        return np.ascontiguousarray(w[::-1, ::-1].transpose(3, 2, 1, 0))
+
+    def onnx_attrs(self) -> dict[str, Any]:
+        (kw, kh), (sw, sh), (dw, dh), (ow, oh) = self.k, self.stride, self.dilation, self.outpad
+        w_lo, w_hi, h_lo, h_hi = self.pad
+        return {"kernel_shape": [kh, kw], "strides": [sh, sw], "dilations": [dh, dw],
+                "pads": [h_lo, w_lo, h_hi, w_hi], "output_padding": [oh, ow], "group": self.groups}
+
+    def to_onnx(self, g: Any, x: str, weight: np.ndarray | None = None) -> str:
+        p = g.fresh("convt")
+        inputs = [x, g.const(f"{p}_W", self.onnx_kernel(weight), allow_sparse=True)]
+        if self.bias is not None:
+            inputs.append(g.const(f"{p}_b", np.asarray(self.bias, np.float32)))
+        (y,) = g.node("ConvTranspose", inputs, prefix=p, **self.onnx_attrs())
+        return self.activation.to_onnx(g, y)
+
+    @classmethod
+    def from_onnx(cls, node: Any, r: Any) -> "ConvTranspose":
+        """The inverse of :meth:`to_onnx`: ONNX kernel ``(cin, cout/g, kh, kw)`` flipped back to Flux's."""
+        attrs = r.attrs(node)
+        if attrs.get("output_shape") is not None or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise r.error(node, "ConvTranspose with output_shape/auto_pad is not supported; export explicit pads")
+        w = r.const(node, 1).astype(np.float32)
+        if w.ndim != 4:
+            raise r.error(node, f"only 2-D ConvTranspose imports (weight ndim {w.ndim})")
+        bias = r.const(node, 2).astype(np.float32).reshape(-1) if r.has_input(node, 2) else False
+        flux_w = np.ascontiguousarray(np.asarray(w, np.float32).transpose(3, 2, 1, 0)[::-1, ::-1])
+        sh, sw = attrs.get("strides", [1, 1])
+        dh, dw = attrs.get("dilations", [1, 1])
+        h_lo, w_lo, h_hi, w_hi = attrs.get("pads", [0, 0, 0, 0])
+        oh, ow = attrs.get("output_padding", [0, 0])
+        return cls(flux_w, bias, stride=(int(sw), int(sh)), pad=(int(w_lo), int(w_hi), int(h_lo), int(h_hi)),
+                   outpad=(int(ow), int(oh)), dilation=(int(dw), int(dh)), groups=int(attrs.get("group", 1)))
+
+
+def _is_same(pad: Any) -> bool:
+    return type(pad).__name__ == "SamePad" or (isinstance(pad, str) and pad.lower() == "same")

@@ -1,0 +1,116 @@
+"""Flux ``GRUCell(in => out)`` and ``GRU(in => out)`` (Flux >= 0.15, the v1 paper variant): gates stacked
+``reset, update, candidate`` in ``Wi (3out, in)``, ``Wh (3out, out)``, ``b (3out,)`` (Flux's field is ``b``);
+ONNX ``GRU`` with gate order ``z, r, h`` and ``linear_before_reset=1``.
+
+    r = σ(Wi_r x + Wh_r h + b_r);  z = σ(Wi_z x + Wh_z h + b_z)
+    h̃ = tanh(Wi_h x + r .* (Wh_h h) + b_h);  h' = (1 - z) .* h̃ + z .* h
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ..registry import register_layer
+from .base import Grads
+from .lstm import restack
+from .recurrent import RecurrentCell, RecurrentLayer, sigmoid_
+
+__all__ = ["GRUCell", "GRU", "GRU_TO_ONNX"]
+
+#: Flux (r, z, h) <-> ONNX (z, r, h): the permutation is its own inverse
+GRU_TO_ONNX = [1, 0, 2]
+
+
+@register_layer
+class GRUCell(RecurrentCell):
+    """One GRU (v1) step; state ``h``."""
+
+    flux_name = "GRUCell"
+    flux_fields = {"Wi": "Wi", "Wh": "Wh", "b": "bias"}
+    gates = 3
+    n_states = 1
+
+    def __init__(self, n_in: Any, n_out: Any = None, *, bias: Any = True, init: Callable | None = None,
+                 init_recurrent: Callable | None = None, rng: Any = None, seed: Any = None,
+                 Wi: np.ndarray | None = None, Wh: np.ndarray | None = None) -> None:
+        if isinstance(n_in, (tuple, list)):
+            n_in, n_out = n_in
+        if Wi is not None:
+            self.Wi, self.Wh, self.bias = Wi, Wh, self._bias(bias, Wi.shape[0])
+            self.check_shapes()
+            return
+        self.init_arrays(n_in, n_out, bias=bias, init=init, init_recurrent=init_recurrent, rng=rng, seed=seed)
+
+    def step(self, gx: np.ndarray, state: tuple) -> tuple[tuple, Any]:
+        (h,) = state
+        H = self.hidden
+        gh = h @ self.Wh.T
+        r = sigmoid_(gx[:, :H] + gh[:, :H])
+        z = sigmoid_(gx[:, H:2 * H] + gh[:, H:2 * H])
+        n = np.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        return ((1 - z) * n + z * h,), (h, gh, r, z, n)
+
+    def step_back(self, cache: Any, dstate: tuple, grads: Grads) -> tuple[np.ndarray, tuple]:
+        h, gh, r, z, n = cache
+        H = self.hidden
+        dh = dstate[0]
+        dan = dh * (1 - z) * (1 - n * n)
+        dar = dan * gh[:, 2 * H:] * r * (1 - r)
+        daz = dh * (h - n) * z * (1 - z)
+        dgh = np.concatenate([dar, daz, dan * r], axis=1)
+        grads["Wh"] += dgh.T @ h
+        return np.concatenate([dar, daz, dan], axis=1), (dh * z + dgh @ self.Wh,)
+
+    @classmethod
+    def from_syntax(cls, call: Any, wrapped: bool = False) -> "GRUCell":
+        n_in, n_out, _, kw = cls.sizes_from_syntax(call, 0, wrapped)
+        return cls(n_in, n_out, **kw)
+
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "GRUCell":
+        a = cls.arrays_from_flux(fields)
+        return cls(None, Wi=a["Wi"], Wh=a["Wh"], bias=a["bias"])
+
+
+@register_layer
+class GRU(RecurrentLayer):
+    """``GRU(in => out; return_state=false)``: a :class:`GRUCell` over ``(N, len, in)`` -> ``(N, len, out)``."""
+
+    flux_name = "GRU"
+    cell_class = GRUCell
+    onnx_ops = ("GRU", "Transpose")
+    onnx_op = "GRU"
+
+    def __init__(self, n_in: Any, n_out: Any = None, *, return_state: bool = False, **cell_kw: Any) -> None:
+        cell = n_in if isinstance(n_in, self.cell_class) else self.cell_class(n_in, n_out, **cell_kw)
+        super().__init__(cell, return_state=return_state)
+
+    def onnx_weights(self) -> dict[str, Any]:
+        # linear_before_reset=1: h̃ = tanh(W_h x + r .* (R_h h + Rb_h) + Wb_h) is Flux's formula with Rb_h = 0
+        c = self.cell
+        b = np.zeros(6 * self.hidden, np.float32)
+        if c.bias is not None:
+            b[:3 * self.hidden] = restack(c.bias, GRU_TO_ONNX, 3)
+        return {"op": "GRU", "W": restack(c.Wi, GRU_TO_ONNX, 3)[None].astype(np.float32),
+                "R": restack(c.Wh, GRU_TO_ONNX, 3)[None].astype(np.float32), "B": b[None],
+                "linear_before_reset": 1}
+
+    @classmethod
+    def layer_from_onnx(cls, W: np.ndarray, R: np.ndarray, B: np.ndarray | None, attrs: dict,
+                        error: Callable[[str], Exception]) -> "RecurrentLayer":
+        acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+        if acts and acts != ["Sigmoid", "Tanh"]:
+            raise error(f"activations {acts} are not Flux's GRU (Sigmoid, Tanh)")
+        h = R.shape[-1]
+        Wi, Rf = restack(W, GRU_TO_ONNX, 3), restack(R, GRU_TO_ONNX, 3)
+        wb = np.zeros(3 * h, np.float32) if B is None else restack(B[:3 * h], GRU_TO_ONNX, 3)
+        rb = np.zeros(3 * h, np.float32) if B is None else restack(B[3 * h:], GRU_TO_ONNX, 3)
+        if np.any(rb[2 * h:] != 0):
+            raise error("a non-zero recurrent candidate bias Rb_h (inside r .* ...) has no Flux GRU form")
+        bias: Any = False if B is None else wb + rb
+        return cls(GRUCell(None, Wi=Wi, Wh=Rf, bias=bias))
+
+    @classmethod
+    def onnx_matches(cls, attrs: dict) -> bool:
+        return bool(attrs.get("linear_before_reset", 0))
