@@ -284,7 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address, e.g. tcp://h:8786")
     p.add_argument("--storage", default=None, metavar="PATH",
                    help="journal file or sqlite:///study.db: the study persists and an interrupted search resumes")
-    p.add_argument("--threads", type=_positive_int, default=None, help="BLAS / onnxruntime threads per trial")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="latency batch size (default 256)")
     p.add_argument("--seed", type=int, default=0)
     _data_args(p, required=True)
