@@ -28,8 +28,10 @@ import functools
 import gzip
 import importlib.util
 import io
+import math
 import os
 import pickle
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -196,20 +198,32 @@ def _load_cached(name: str, source: tuple[str, str]) -> tuple[np.ndarray, np.nda
     return arrays
 
 
-def _read_bytes(file: Path) -> bytes:
+MAX_IDX_BYTES = 1 << 31      # largest IDX payload accepted (MNIST's train images are 47 MB)
+
+
+def _read_idx_bytes(file: Path, header: int) -> bytes:
+    """The IDX file's bytes, read incrementally: the header first, then exactly the payload its dims
+    declare (+1 byte to detect trailing data), so a .gz bomb or a lying header costs no more than that."""
+    opener = gzip.open if file.suffix == ".gz" else open
     try:
-        if file.suffix == ".gz":
-            with gzip.open(file, "rb") as f:
-                return f.read()
-        return file.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        with opener(file, "rb") as f:
+            head = f.read(header)
+            if len(head) < header:
+                return head
+            dims = [int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range((header - 4) // 4)]
+            size = math.prod(dims)     # exact Python ints: never wraps (np.prod of uint32 dims did)
+            if size > MAX_IDX_BYTES:
+                raise DatasetFormatError(f"{file}: IDX header declares dims {tuple(dims)} = {size} bytes, more "
+                                         f"than the {MAX_IDX_BYTES} accepted")
+            return head + f.read(size + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise DatasetFormatError(f"cannot read {file}: {err}") from err
 
 
 def _parse_idx(file: Path, ndim: int) -> np.ndarray:
     """Decode an IDX file of unsigned bytes (magic 0x0000080<ndim>) into a uint8 array, validating its size."""
-    data = _read_bytes(file)
     header = 4 + 4 * ndim
+    data = _read_idx_bytes(file, header)
     if len(data) < header:
         raise DatasetFormatError(f"{file}: truncated IDX file ({len(data)} bytes, header needs {header})")
     magic = int.from_bytes(data[:4], "big")
@@ -217,11 +231,12 @@ def _parse_idx(file: Path, ndim: int) -> np.ndarray:
         raise DatasetFormatError(
             f"{file}: bad IDX magic number 0x{magic:08x} (expected 0x{0x0800 + ndim:08x}: "
             f"unsigned bytes, {ndim} dimension(s))")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims))
+    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    expected = header + math.prod(dims)
     if len(data) != expected:
         raise DatasetFormatError(
-            f"{file}: size mismatch: header says dims {dims} -> {expected} bytes, file has {len(data)}")
+            f"{file}: size mismatch: header says dims {dims} -> {expected} bytes, file has "
+            f"{'more' if len(data) > expected else len(data)}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 

@@ -94,6 +94,31 @@ def test_corrupt_idx_files_name_the_file(tmp_path, rng, corruption, message):
     assert "idx" in str(info.value)  # the file's path is in the message
 
 
+def test_idx_dims_multiplying_past_2_64_do_not_wrap(tmp_path, rng):
+    """Regression (issue 15): dims (2^32-1, 2^32-1, 2^32-1) wrapped np.prod's int64 and could pass the size
+    check; the product is exact now and refused against the declared maximum, before any payload is read."""
+    d, _ = _idx_dir(tmp_path, rng, compress=False)
+    img = d / "train-images-idx3-ubyte"
+    img.write_bytes((0x0803).to_bytes(4, "big") + b"\xff" * 12 + bytes(64))
+    with pytest.raises(datasets.DatasetFormatError, match=r"train-images.*dims \(4294967295, 4294967295"):
+        datasets.load("fashion-mnist", path=d)
+    # 2^16 * 2^16 * 2^31 == 2^63: wraps negative in int64 arithmetic; with 0 payload bytes it must still fail
+    img.write_bytes((0x0803).to_bytes(4, "big") + (1 << 16).to_bytes(4, "big") * 2 + (1 << 32 - 1).to_bytes(4, "big"))
+    with pytest.raises(datasets.DatasetFormatError, match="train-images"):
+        datasets.load("fashion-mnist", path=d)
+
+
+def test_idx_gzip_bomb_reads_only_the_declared_size(tmp_path, rng):
+    """A .gz IDX whose stream inflates far past its header's dims stops after dims + 1 bytes."""
+    d, _ = _idx_dir(tmp_path, rng)
+    labels = d / "train-labels-idx1-ubyte.gz"
+    with gzip.open(labels, "wb") as f:
+        f.write((0x0801).to_bytes(4, "big") + (6).to_bytes(4, "big") + bytes(6))
+        f.write(bytes(64 << 20))                       # 64 MB of trailing zeros, ~64 KB compressed
+    with pytest.raises(datasets.DatasetFormatError, match="size mismatch.*more"):
+        datasets.load("fashion-mnist", path=d)
+
+
 def test_missing_data_says_how_to_get_it(tmp_path):
     with pytest.raises(datasets.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
         datasets.load("fashion-mnist", path=tmp_path)

@@ -1,4 +1,5 @@
-"""Fuzz the reader with mutated and truncated corpus files: only JLD2FormatError may escape, fast.
+"""Fuzz the reader with mutated and truncated corpus files (and h5py chunked/compressed files): only
+JLD2FormatError may escape, fast, and never from the last-resort handler ("... while decoding").
 
 Four hypothesis tests x 2,500 derandomized examples = 10,000 cases (deadline 1 s each).
 """
@@ -24,6 +25,33 @@ SMALL = ["PavelNikolaichev__JuliaHEPNet__model.jld2", "MichalKobiela__reinforce-
          "JuliaIO__JLD2.jl__v0.6.4__test.jld2", "paulxshen__NeuralDFT.jl__SAD.jld2",
          "edwinb-ai__IsingRBM__magnetization.jld2"]
 FILES = [(CORPUS / n).read_bytes() for n in SMALL if (CORPUS / n).exists()]
+
+
+def _chunked_seeds() -> list[bytes]:
+    """HDF5 files exercising the chunked-storage paths (B-tree v1/v2, fixed array, filters, fill values)."""
+    import tempfile
+
+    try:
+        import h5py
+        import numpy as np
+    except ImportError:
+        return []
+    out = []
+    a = np.arange(600, dtype="<f4").reshape(20, 30)
+    with tempfile.TemporaryDirectory() as d:
+        for libver in ("earliest", "latest"):
+            p = Path(d) / f"{libver}.h5"
+            with h5py.File(p, "w", libver=libver) as f:
+                f.create_dataset("deflate", data=a, chunks=(7, 11), compression="gzip", shuffle=True)
+                f.create_dataset("bt2", data=a, chunks=(6, 7), maxshape=(None, None), compression="gzip")
+                f.create_dataset("fill", shape=(5, 6), dtype="f8", fillvalue=1.5)
+                f.create_dataset("ea", data=a, chunks=(4, 5), maxshape=(None, 30))
+            out.append(p.read_bytes())
+    return out
+
+
+if FILES:
+    FILES += _chunked_seeds()
 pytestmark = pytest.mark.skipif(not FILES, reason="JLD2 corpus not available")
 FUZZ = settings(max_examples=2500, derandomize=True, deadline=1000, database=None,
                 suppress_health_check=list(HealthCheck))

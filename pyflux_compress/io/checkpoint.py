@@ -38,6 +38,11 @@ class CheckpointError(ValueError):
     """A checkpoint does not match the model, or holds something this package cannot rebuild."""
 
 
+class CheckpointFormatError(CheckpointError, JLD2FormatError):
+    """``pfc.load`` of a file that is not valid JLD2 (or is over a limit): both a CheckpointError and the
+    JLD2FormatError the reader raised, so callers catching either see it."""
+
+
 # ---------------------------------------------------------------------------------------------- state trees
 def state(model: Any) -> Any:
     """``Flux.state(model)`` as Python values: NamedTuple/tuple trees of arrays, numbers and ghosts ``()``.
@@ -115,15 +120,34 @@ def _load_tree(model: Any, tree: Any, in_place: bool) -> Any:
     copy would transpose."""
     copies: list[tuple[Any, str, Any]] = []
     _match(model, tree, ROOT, copies)
+    taken: set[int] = set()
     for layer, attr, value in copies:          # all checks passed: now copy
         dst = getattr(layer, attr)
-        if value is False:
+        if value is False and in_place:
             dst[...] = 0
+        elif value is False:                   # a fresh model's placeholder may be a read-only view
+            setattr(layer, attr, np.zeros(dst.shape, dst.dtype))
         elif in_place:
             dst[...] = np.asarray(value).astype(dst.dtype, copy=False)
+        elif _private(value) and id(value) not in taken:
+            # read into private memory for this load (jld2.load(mmap=False)): take it, no second copy
+            taken.add(id(value))
+            setattr(layer, attr, value)
         else:                                  # a fresh model takes the stored dtype (e.g. a Float64 model)
             setattr(layer, attr, np.array(value, order="K"))
     return model
+
+
+def _private(a: Any) -> bool:
+    """An array owning writeable private memory (not a memory map, not a view of a shared buffer)."""
+    if not isinstance(a, np.ndarray) or isinstance(a, np.memmap) or not a.flags.writeable:
+        return False
+    base = a
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, memoryview):         # np.frombuffer(bytearray) keeps a memoryview of it
+        base = base.obj
+    return isinstance(base, (bytearray, np.ndarray)) and not isinstance(base, np.memmap)
 
 
 def _match(model: Any, tree: Any, where: str, copies: list) -> None:
@@ -181,10 +205,15 @@ def _describe(v: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- load
 def _uninitialised(rng: Any, *dims: int) -> np.ndarray:
-    return np.zeros(dims, dtype=np.float32)  # calloc'd lazily: no pages touched until written
+    """A read-only zero view of shape ``dims`` that allocates nothing: the architecture of a file is built
+    for free, and every weight is then replaced by the stored array (checked against it first), so a
+    header naming ``Dense(20000 => 20000)`` costs nothing when the file holds no such array."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=dims, strides=(0,) * len(dims),
+                                           writeable=False)
 
 
-def load(path: str | os.PathLike, key: str | None = None, *, arch: str | None = None) -> Any:
+def load(path: str | os.PathLike, key: str | None = None, *, arch: str | None = None,
+         max_bytes: int | None = None) -> Any:
     """Rebuild the Flux model(s) a JLD2 file holds (see the module docstring for the forms).
 
     * ``key`` picks one top-level entry (``pfc.jld2.load(path).keys()`` lists them). Without it: a
@@ -197,14 +226,44 @@ def load(path: str | os.PathLike, key: str | None = None, *, arch: str | None = 
     * A container of models comes back as the same container: Tuple -> tuple, NamedTuple -> NamedTuple,
       Dict -> dict, a user's struct -> :class:`JuliaObject` (fields: rebuilt models and plain values).
 
-    Raises :class:`CheckpointError` naming the Julia type and its path in the file for anything that
-    cannot be rebuilt (anonymous functions, unknown layer structs); ``pfc.jld2.load`` still reads those.
+    Arrays are read into private memory and handed to the model without a second copy, so the peak is
+    about the payload (benchmarks/bench_jld2.py). ``max_bytes`` is :func:`jld2.load`'s limit on bytes
+    produced beyond the file's own (decompression, fill values; default ``$PYFLUX_JLD2_MAX_BYTES`` or
+    16 MiB + 64x the file size).
+
+    Raises :class:`CheckpointError` naming the file (and the Julia type and its path in the file) for
+    anything that cannot be rebuilt (anonymous functions, unknown layer structs; ``pfc.jld2.load`` still
+    reads those); :class:`CheckpointFormatError` (also a JLD2FormatError) when the file is not valid JLD2 or
+    is over a limit; FileNotFoundError/OSError for the file itself; ValueError for bad arguments. Nothing
+    else: an internal exception on a hostile file is reported as a CheckpointError naming its type.
     """
-    values = jld2_load(path)
     where = os.fspath(path)
+    if key is not None and not isinstance(key, str):
+        raise ValueError(f"key must be a str (a top-level name in {where}); got {key!r}")
+    if arch is not None and not isinstance(arch, str):
+        raise ValueError(f"arch must be Flux syntax in a str, e.g. \"Chain(Dense(4 => 2, relu))\"; got {arch!r}")
+    try:                                       # only argument errors, OSError or JLD2FormatError leave it
+        values = jld2_load(path, mmap=False, max_bytes=max_bytes)
+    except JLD2FormatError as err:             # already names the file
+        raise CheckpointFormatError(str(err)) from None
+    try:
+        return _load_values(values, key, arch, where)
+    except JLD2FormatError as err:
+        raise CheckpointFormatError(f"{where}: {err}") from None
+    except CheckpointError as err:
+        msg = str(err)
+        raise CheckpointError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    except RecursionError:
+        raise CheckpointError(f"{where}: the model structure is nested too deeply") from None
+    except MemoryError:
+        raise CheckpointError(f"{where}: the model described by the file does not fit in memory") from None
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError, OverflowError) as err:
+        # e.g. a layer constructor refusing a stored value (a weight of size 0), a struct missing a field
+        raise CheckpointError(f"{where}: cannot rebuild the model ({type(err).__name__}: {err})") from None
+
+
+def _load_values(values: dict, key: str | None, arch: str | None, where: str) -> Any:
     if key is not None:
-        if not isinstance(key, str):
-            raise ValueError(f"key must be a str (a top-level name in {where}); got {key!r}")
         if key not in values:
             raise CheckpointError(f"{where}: no {key!r} in the file (top-level names: {sorted(values)})")
     if arch is not None:
@@ -226,7 +285,10 @@ def _load_saved(values: dict, where: str) -> Any:
     if not isinstance(arch, str):
         raise CheckpointError(f"{where}: model_arch is {type(arch).__name__}, expected a String")
     # every weight is overwritten from the file, so skip the random initialisation (most of the load time)
-    model = parse(arch, init=_uninitialised)
+    try:
+        model = parse(arch, init=_uninitialised, max_params=_param_budget(where))
+    except ValueError as err:                   # FluxSyntaxError and the layers' own argument checks
+        raise CheckpointError(f"{where}: model_arch is not a model this package can build: {err}") from None
     return _load_tree(model, values["model_state"], in_place=False)
 
 
@@ -254,13 +316,24 @@ def _load_selected(selected: dict, values: dict, where: str, explicit: bool) -> 
     return out
 
 
+def _param_budget(where: str) -> int:
+    """How many parameters an architecture may declare: every weight comes from the file, at least a byte
+    each, so the file's size bounds it (never below parse's own default, so small files behave as before)."""
+    from ..model.syntax import DEFAULT_MAX_PARAMS
+
+    try:
+        return max(DEFAULT_MAX_PARAMS, os.path.getsize(where))
+    except OSError:
+        return DEFAULT_MAX_PARAMS
+
+
 def _load_with_arch(values: dict, key: str | None, arch: str, where: str) -> Any:
     """``pfc.load(path, arch=...)``: build from the user's Flux syntax, weights from the file."""
     from ..model.syntax import parse
 
     if not isinstance(arch, str):
         raise ValueError(f"arch must be Flux syntax in a str, e.g. \"Chain(Dense(4 => 2, relu))\"; got {arch!r}")
-    model = parse(arch, init=_uninitialised)
+    model = parse(arch, init=_uninitialised, max_params=_param_budget(where))
     if key is not None:
         name = key
     elif "model_state" in values:

@@ -9,7 +9,6 @@ methods take absolute file positions and :meth:`HDF5File.abs` converts.
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 
 UNDEF = 0xFFFFFFFFFFFFFFFF
@@ -160,6 +159,7 @@ class Message:
 class Dataspace:
     kind: str                 # "scalar" | "simple" | "null"
     dims: tuple[int, ...]     # HDF5 order (= reversed Julia size)
+    maxdims: tuple[int, ...] = ()   # UNDEF = unlimited (chunked datasets that can grow)
 
 
 @dataclass
@@ -169,6 +169,7 @@ class Layout:
     size: int
     chunk_dims: tuple[int, ...] = ()
     filtered_size: int = 0
+    chunked: object = None    # _chunks.Chunked for the chunked class
 
 
 @dataclass
@@ -211,87 +212,8 @@ def parse_dataspace(buf: Buffer, pos: int, size: int) -> Dataspace:
     if ndims > 32:
         raise fail(pos, f"dataspace with {ndims} dimensions, expected at most 32")
     dims = tuple(c.u64() for _ in range(ndims))
-    return Dataspace(kind, dims if kind == "simple" else ())
-
-
-def parse_layout(buf: Buffer, pos: int, size: int) -> Layout:
-    c = Cursor(buf, pos, pos + size, "layout message")
-    version = c.u8()
-    if version not in (3, 4):
-        raise fail(pos, f"data layout version {version}, expected 3 or 4")
-    cls = c.u8()
-    if cls == 0:
-        n = c.u16()
-        start = c.pos
-        c.need(n)
-        return Layout("compact", start, n)
-    if cls == 1:
-        addr, n = c.u64(), c.u64()
-        return Layout("contiguous", addr, n)
-    if cls == 2:
-        if version == 3:
-            raise fail(pos, "chunked layout version 3 (B-tree chunk index) is not supported; "
-                            "JLD2 writes single-chunk layout version 4")
-        flags, nd, enc = c.u8(), c.u8(), c.u8()
-        if not 1 <= enc <= 8 or nd > 33:
-            raise fail(pos, f"chunked layout with {nd} dims of {enc} bytes")
-        dims = tuple(c.uint(enc) for _ in range(nd))
-        index = c.u8()
-        if index != 1:
-            raise fail(pos, f"chunk index type {index}, only 1 (single chunk, as JLD2 writes) is supported")
-        fsize = 0
-        if flags & 2:
-            fsize = c.u64()
-            c.u32()
-        addr = c.u64()
-        return Layout("chunked", addr, fsize, dims, fsize)
-    raise fail(pos, f"layout class {cls}, expected 0 (compact), 1 (contiguous) or 2 (chunked)")
-
-
-def parse_filters(buf: Buffer, pos: int, size: int) -> list[int]:
-    """Filter ids of a filter pipeline message (parameters are not needed for deflate/shuffle)."""
-    c = Cursor(buf, pos, pos + size, "filter pipeline message")
-    version, n = c.u8(), c.u8()
-    if version == 1:
-        c.bytes(6)
-    elif version != 2:
-        raise fail(pos, f"filter pipeline version {version}, expected 1 or 2")
-    ids = []
-    for _ in range(n):
-        fid = c.u16()
-        namelen = c.u16() if (version == 1 or fid >= 256) else 0
-        c.u16()
-        nvals = c.u16()
-        if version == 1:
-            c.bytes(-(-namelen // 8) * 8)
-        else:
-            c.bytes(namelen)
-        c.bytes(4 * nvals)
-        if version == 1 and nvals % 2:
-            c.bytes(4)
-        ids.append(fid)
-    return ids
-
-
-def unfilter(data: bytes, ids: list[int], expected: int, elsize: int, pos: int) -> bytes:
-    """Undo a filter pipeline (deflate, shuffle). Output is capped at ``expected`` bytes."""
-    for fid in reversed(ids):
-        if fid == 1:
-            d = zlib.decompressobj()
-            try:
-                out = d.decompress(data, expected + 1)
-            except zlib.error as err:
-                raise fail(pos, f"deflate stream is corrupt ({err})") from None
-            data = out
-        elif fid == 2:
-            if elsize > 1 and len(data) % elsize == 0:
-                import numpy as np
-                data = np.frombuffer(data, np.uint8).reshape(elsize, -1).T.tobytes()
-        else:
-            raise fail(pos, f"filter id {fid} is not supported (only deflate=1 and shuffle=2)")
-    if len(data) != expected:
-        raise fail(pos, f"chunk decodes to {len(data)} bytes, expected {expected}")
-    return data
+    maxdims = tuple(c.u64() for _ in range(ndims)) if flags & 1 else dims
+    return Dataspace(kind, dims if kind == "simple" else (), maxdims if kind == "simple" else ())
 
 
 # ---------------------------------------------------------------------------------------------- file

@@ -8,20 +8,26 @@ Julia's size (HDF5 dims reversed); large contiguous arrays are memory-mapped cop
 from __future__ import annotations
 
 import math
-import mmap
+import mmap as mmap_module
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._hdf5 import (MAX_DEPTH, MSG_ATTRIBUTE, MSG_DATASPACE, MSG_DATATYPE, MSG_FILTERS, MSG_LAYOUT,
-                    MSG_LINK, MSG_LINKINFO, MSG_SYMTABLE, Attribute, Cursor, Dataspace, HDF5File,
-                    JLD2FormatError, Layout, fail, parse_dataspace, parse_filters, parse_layout, unfilter)
+from ._chunks import Budget, Filter, filled, parse_fill, parse_filters, parse_layout, read_chunked
+from ._hdf5 import (MAX_DEPTH, MSG_ATTRIBUTE, MSG_DATASPACE, MSG_DATATYPE, MSG_FILL, MSG_FILLOLD, MSG_FILTERS,
+                    MSG_LAYOUT, MSG_LINK, MSG_LINKINFO, MSG_SYMTABLE, UNDEF, Attribute, Cursor, Dataspace,
+                    HDF5File, JLD2FormatError, Layout, fail, parse_dataspace)
 from ._types import (ARRAY, BITFIELD, COMPOUND, ENUM, FIXED, FLOAT, OPAQUE, REFERENCE, STRING, VLEN,
                      MISSING, Datatype, Ghost, JuliaStruct, JuliaType, NamedTuple, numpy_dtype, parse_datatype,
                      parse_shared)
 
 MMAP_THRESHOLD = 1 << 20          # arrays at least this large (bytes, contiguous) are memory-mapped
+# decoding work: at most this many values (records, fields, elements, type parameters) per load, plus
+# STEPS_PER_BYTE per byte of the file. A real file decodes < 1 value per byte (numeric arrays are one
+# step); a hostile one that reuses a record (NTuple{65536} fields, one heap object referenced by 10^6
+# records) hits this bound instead of running for hours.
+BASE_STEPS, STEPS_PER_BYTE = 1_000_000, 4
 DATATYPE_NAMES = {"Core.DataType", "Core.Core.DataType", "DataType"}
 TUPLE_NAMES = {"Tuple", "Core.Tuple", "Core.Core.Tuple"}
 NTUPLE_NAMES = {"NTuple", "Core.NTuple", "Core.Core.NTuple"}
@@ -44,20 +50,32 @@ class Committed:
     field_types: list[object] | None = None                            # JuliaType or None, per field name
 
 
-class Reader:
-    """Decodes one open file. ``data`` is bytes or an mmap; ``path`` enables memory-mapping of big arrays."""
+class NameNotFoundError(KeyError):
+    """``load(path, name)`` for a name the file does not hold."""
 
-    def __init__(self, data, path: str | None = None) -> None:
+
+class Reader:
+    """Decodes one open file. ``data`` is bytes or an mmap; ``path`` enables reading big arrays from the file
+    directly: memory-mapped copy-on-write (``mmap=True``) or read into private memory (``mmap=False``).
+    ``max_bytes`` limits the bytes produced beyond those stored (see :class:`._chunks.Budget`)."""
+
+    def __init__(self, data, path: str | None = None, *, mmap: bool = True, max_bytes: int | None = None) -> None:
+        self.budget = Budget(len(data), max_bytes)
         self.h5 = HDF5File(data)
         self.buf = self.h5.buf
         self.path = path
+        self.mmap = mmap
         self._values: dict[int, object] = {}
+        self._ghosts: dict[int, tuple[object, object]] = {}   # id(JuliaType) -> (type, its ghost value)
+        self._shell_addr: int | None = None     # dataset whose top-level struct is being decoded (cycles)
         self._loading: set[int] = set()
         self._committed: dict[int, Committed | None] = {}
         self._jt_loading: set[int] = set()
         self._dtypes: dict[int, Datatype] = {}
         self._pos0 = 0            # file position of the record being decoded (for error offsets)
         self.depth = 0
+        self.steps_left = BASE_STEPS + STEPS_PER_BYTE * len(data)
+        self._vlen_cache: dict[tuple, object] = {}     # record bytes -> decoded string / DataType / list
 
     # ------------------------------------------------------------------ entry points
     def root_names(self) -> dict[str, int]:
@@ -68,25 +86,29 @@ class Reader:
         for part in [p for p in name.split("/") if p]:
             links = self.h5.links(addr)
             if part not in links:
-                raise KeyError(f"no dataset or group named {name!r} in the file (top level: "
-                               f"{sorted(self.root_names())})")
+                raise NameNotFoundError(f"no dataset or group named {name!r} in the file (top level: "
+                                        f"{sorted(self.root_names())})")
             addr = links[part]
         return self.load_object(addr)
 
     # ------------------------------------------------------------------ objects
     def load_object(self, addr: int):
-        """The value at relative ``addr`` (dataset, group -> dict, committed type -> JuliaType). Cached."""
+        """The value at relative ``addr`` (dataset, group -> dict, committed type -> JuliaType). Cached, so
+        the same file object is the same Python object. Mutable structs and object arrays are registered
+        before their contents are decoded, so reference cycles between them (which JLD2.jl writes and
+        restores) come back as cycles; a cycle through anything else (immutable values) is an error."""
         if addr in self._values:
             return self._values[addr]
         if addr in self._loading:
-            raise fail(self.h5.base + addr, "reference cycle: object refers back to itself")
+            raise fail(self.h5.base + addr, "reference cycle through an immutable value (only mutable structs "
+                                            "and arrays can refer back to themselves)")
         if len(self._loading) > MAX_DEPTH:
             raise fail(self.h5.base + addr, f"values nested deeper than {MAX_DEPTH}")
         self._loading.add(addr)
         try:
             oh = self.h5.header(addr)
             if oh.first(MSG_LAYOUT) is not None or oh.first(MSG_DATASPACE) is not None:
-                value = self._dataset(oh)
+                value = self._dataset(oh, addr)
             elif oh.first(MSG_DATATYPE) is not None:
                 c = self.committed(addr)
                 value = c.jtype if c.jtype is not None else JuliaType("?")
@@ -94,6 +116,9 @@ class Reader:
                 value = {k: self.load_object(a) for k, a in self.h5.links(addr).items()}
             else:
                 raise fail(self.h5.base + addr, "object is neither a dataset, a group nor a datatype")
+        except BaseException:
+            self._values.pop(addr, None)      # a registered, half-decoded shell
+            raise
         finally:
             self._loading.discard(addr)
         self._values[addr] = value
@@ -223,12 +248,18 @@ class Reader:
         return self.datatype_value(data, 0, a.pos)
 
     def datatype_value(self, data: bytes, off: int, pos: int) -> JuliaType:
-        """Decode a ``Core.DataType`` record {name: vlen string, parameters: vlen refs}."""
+        """Decode a ``Core.DataType`` record {name: vlen string, parameters: vlen refs}. Cached by the record's
+        bytes (which name its heap objects): records repeating one heap object decode it once."""
         if len(data) < off + 32:
             raise fail(pos, "DataType value needs 32 bytes")
+        key = ("t", bytes(data[off:off + 32]))
+        hit = self._vlen_cache.get(key)
+        if hit is not None:
+            return hit
         name = self._vlen_string(data, off, pos)
         raw = self._vlen_bytes(data, off + 16, 8, pos)
         refs = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+        self.spend_steps(len(refs), pos)
         if self.depth > MAX_DEPTH:
             raise fail(pos, f"type parameters nested deeper than {MAX_DEPTH}")
         self.depth += 1
@@ -236,7 +267,16 @@ class Reader:
             params = tuple(self.type_param(r, pos) for r in refs)
         finally:
             self.depth -= 1
-        return JuliaType(name, params)
+        jt = JuliaType(name, params)
+        self._vlen_cache[key] = jt
+        return jt
+
+    def spend_steps(self, n: int, pos: int) -> None:
+        """Charge ``n`` decoded values to the work bound (see BASE_STEPS)."""
+        self.steps_left -= n
+        if self.steps_left < 0:
+            raise fail(pos, f"decoding needs more than {BASE_STEPS} + {STEPS_PER_BYTE} x file size values: the "
+                            "file repeats records far beyond its size (refused as hostile)")
 
     def type_param(self, ref: int, pos: int):
         """A type parameter reference: a committed type, or a dataset holding the parameter value."""
@@ -261,6 +301,8 @@ class Reader:
         if len(data) < off + 16:
             raise fail(pos, "variable-length record needs 16 bytes")
         count = int.from_bytes(data[off:off + 4], "little")
+        if elsize <= 0:                      # checked before the empty case: callers step by elsize
+            raise fail(pos, f"variable-length sequence of {count} elements of size 0")
         if count == 0:
             return b""
         coll = int.from_bytes(data[off + 4:off + 12], "little")
@@ -271,14 +313,20 @@ class Reader:
         return obj[:count * elsize]
 
     def _vlen_string(self, data: bytes, off: int, pos: int) -> str:
-        return self._vlen_bytes(data, off, 1, pos).decode("utf-8", "replace")
+        """A vlen string, cached by its 16-byte record: 10^6 records naming one 10 MB heap object cost one
+        decode and one string, not 10 TB."""
+        key = ("s", bytes(data[off:off + 16]))
+        hit = self._vlen_cache.get(key)
+        if hit is None:
+            hit = self._vlen_cache[key] = self._vlen_bytes(data, off, 1, pos).decode("utf-8", "replace")
+        return hit
 
     # ------------------------------------------------------------------ datasets
-    def _dataset(self, oh):
+    def _dataset(self, oh, addr: int):
         buf = self.buf
         ds = Dataspace("scalar", ())
-        dt = ctype = layout = None
-        filters: list[int] = []
+        dt = ctype = layout = fill = None
+        filters: list[Filter] = []
         for m in oh.messages:
             if m.type == MSG_DATASPACE:
                 ds = parse_dataspace(buf, m.pos, m.size)
@@ -292,54 +340,71 @@ class Reader:
                 layout = parse_layout(buf, m.pos, m.size)
             elif m.type == MSG_FILTERS:
                 filters = parse_filters(buf, m.pos, m.size)
+            elif m.type == MSG_FILL:
+                fill = parse_fill(buf, m.pos, m.size, old=False)
+            elif m.type == MSG_FILLOLD and fill is None:
+                fill = parse_fill(buf, m.pos, m.size, old=True)
         where = self.h5.base + oh.addr
         if dt is None:
             raise fail(where, "dataset has no datatype message")
         attrs = self._attributes(oh)
         if ds.kind == "null":
-            if "dimensions" in attrs:
-                data, n = self._attr_bytes(attrs["dimensions"])
-                dims = np.frombuffer(data, "<i8", n)
-                if (dims < 0).any() or math.prod(int(d) for d in dims) > self.buf.size:
-                    raise fail(attrs["dimensions"].pos, "ghost-array dimensions are negative or too large")
-                g = self.ghost(ctype.jtype if ctype else None)
-                arr = np.empty(tuple(int(d) for d in dims), dtype=object)
-                arr.fill(g)
-                return arr.T
-            return self.ghost(ctype.jtype if ctype else None)
+            return self._ghost_array(attrs, ctype)
         if layout is None:
             raise fail(where, "dataset has no layout message")
         n = _count(ds, where)
         if dt.size == 0 and n:
             raise fail(where, "datatype of size 0")
-        nbytes = n * dt.size
+        if fill is not None and len(fill) != dt.size:
+            fill = None                                    # HDF5 ignores a fill value of another size
+        dims = ds.dims if ds.kind == "simple" else (1,)
         if ds.kind == "scalar":
-            data = self._raw(layout, filters, nbytes, dt.size, where)
+            data = self._raw(layout, filters, dims, dt.size, fill, where)
+            self._shell_addr = addr
             return self._records(layout, where, lambda: self.decode(dt, data, 0, ctype, None))
         shape = tuple(reversed(ds.dims))                   # Julia size
         if "dimensions" in attrs and n == 1:               # 0-dim Julia array stored with dims (1,)
             shape = ()
         npdt = numpy_dtype(dt) if ctype is None else None
         if npdt is not None:
-            return self._numeric_array(layout, filters, npdt, ds.dims, shape, nbytes, where)
-        data = self._raw(layout, filters, nbytes, dt.size, where)
+            return self._numeric_array(layout, filters, npdt, ds, shape, fill, where)
+        data = self._raw(layout, filters, dims, dt.size, fill, where, ds.maxdims)
         eltype = None
         if "julia_type" in attrs:
             eltype = self._julia_type_attr(attrs["julia_type"])
         out = np.empty(n, dtype=object)
+        result = out.reshape(ds.dims).T if ds.dims else out.reshape(())
+        self._values[addr] = result                        # an element referring back gets this same array
 
-        def fill():
+        def fill_elements():
             for i in range(n):       # object arrays: each element is its own Julia value
                 out[i] = self.decode(dt, data, i * dt.size, ctype, eltype)
-        self._records(layout, where, fill)
-        return out.reshape(ds.dims).T if ds.dims else out.reshape(())
+        self._records(layout, where, fill_elements)
+        return result
+
+    def _ghost_array(self, attrs: dict, ctype):
+        """A null dataspace: one ghost value, or an array of it (``dimensions`` attribute). The element is
+        decoded once and shared, so the cost is one pointer per element, bounded by the file size."""
+        g = self.ghost(ctype.jtype if ctype else None)
+        if "dimensions" not in attrs:
+            return g
+        a = attrs["dimensions"]
+        data, n = self._attr_bytes(a)
+        if a.datatype.size != 8 or n > 32:
+            raise fail(a.pos, f"ghost-array dimensions: {n} values of {a.datatype.size} bytes, expected Int64s")
+        dims = [int.from_bytes(data[8 * i:8 * i + 8], "little", signed=True) for i in range(n)]
+        if any(d < 0 for d in dims) or math.prod(dims) > self.buf.size:
+            raise fail(a.pos, f"ghost-array dimensions {dims} are negative or larger than the file")
+        arr = np.empty(tuple(dims), dtype=object)
+        arr.fill(g)
+        return arr.T
 
     def _records(self, layout: Layout, where: int, work):
         """Run ``work`` with error offsets relative to this dataset's data (restored afterwards)."""
         saved = self._pos0
         if layout.kind == "compact":
             self._pos0 = layout.pos
-        elif layout.kind == "contiguous" and layout.pos + self.h5.base < self.buf.size:
+        elif layout.kind == "contiguous" and layout.pos != UNDEF and layout.pos + self.h5.base < self.buf.size:
             self._pos0 = layout.pos + self.h5.base
         else:
             self._pos0 = where
@@ -348,32 +413,57 @@ class Reader:
         finally:
             self._pos0 = saved
 
-    def _raw(self, layout: Layout, filters: list[int], nbytes: int, elsize: int, where: int) -> bytes:
+    def _raw(self, layout: Layout, filters: list[Filter], dims: tuple[int, ...], elsize: int,
+             fill: bytes | None, where: int, maxdims: tuple[int, ...] = ()):
+        """The dataset's bytes (C order over HDF5 ``dims``): bytes, or a private bytearray for big reads."""
+        nbytes = math.prod(dims) * elsize
         if layout.kind == "compact":
             if nbytes > layout.size:
                 raise fail(layout.pos, f"compact data holds {layout.size} bytes, datatype needs {nbytes}")
             return self.buf.read(layout.pos, nbytes, "compact data")
         if nbytes == 0:
             return b""
+        if layout.kind == "chunked":
+            return read_chunked(self.h5, layout.chunked, filters, dims, elsize, fill, self.budget, where, maxdims)
+        if filters:
+            raise fail(where, "filter pipeline on a contiguous dataset (HDF5 filters apply to chunks only)")
+        if layout.pos == UNDEF:                            # never written: the fill value, as HDF5 defines
+            self.budget.spend(nbytes, where, f"unallocated dataset of {nbytes} bytes (fill value)")
+            return filled(nbytes // elsize, elsize, fill)
         pos = self.h5.abs(layout.pos, "data address")
-        if layout.kind == "contiguous":
-            if nbytes > layout.size:
-                raise fail(pos, f"contiguous data holds {layout.size} bytes, datatype needs {nbytes}")
-            return self.buf.read(pos, nbytes, "contiguous data")
-        stored = layout.filtered_size if layout.filtered_size else nbytes
-        raw = self.buf.read(pos, stored, "chunk data")
-        return unfilter(raw, filters, nbytes, elsize, pos) if filters else raw[:nbytes]
+        if nbytes > layout.size:
+            raise fail(pos, f"contiguous data holds {layout.size} bytes, datatype needs {nbytes}")
+        self.buf.check(pos, nbytes, "contiguous data")
+        if self.path and nbytes >= MMAP_THRESHOLD:
+            return self._read_private(pos, nbytes)
+        return self.buf.read(pos, nbytes, "contiguous data")
 
-    def _numeric_array(self, layout, filters, npdt, dims, shape, nbytes, where) -> np.ndarray:
-        if layout.kind == "contiguous" and nbytes >= MMAP_THRESHOLD and self.path and not filters:
+    def _read_private(self, pos: int, nbytes: int) -> bytearray:
+        """Read straight from the file into fresh memory: no mapped pages of the file stay resident beside
+        the copy (what ``pfc.load`` needs to peak at ~1x the payload)."""
+        out = bytearray(nbytes)
+        with open(self.path, "rb") as f:
+            f.seek(pos)
+            got = f.readinto(out)
+        if got != nbytes:
+            raise fail(pos, f"array data: read {got} of {nbytes} bytes (file changed while loading?)")
+        return out
+
+    def _numeric_array(self, layout, filters, npdt, ds: Dataspace, shape, fill, where) -> np.ndarray:
+        dims = ds.dims
+        nbytes = math.prod(dims) * npdt.itemsize
+        if layout.kind == "contiguous" and layout.pos != UNDEF and nbytes >= MMAP_THRESHOLD and self.path \
+                and self.mmap and not filters:
             pos = self.h5.abs(layout.pos, "data address")
             if nbytes > layout.size:
                 raise fail(pos, f"contiguous data holds {layout.size} bytes, datatype needs {nbytes}")
             self.buf.check(pos, nbytes, "array data")
             a = np.memmap(self.path, dtype=npdt, mode="c", offset=pos, shape=tuple(dims) or (1,))
         else:
-            raw = bytearray(self._raw(layout, filters, nbytes, npdt.itemsize, where))
-            a = np.frombuffer(raw, dtype=npdt).reshape(dims)
+            raw = self._raw(layout, filters, tuple(dims) or (1,), npdt.itemsize, fill, where, ds.maxdims)
+            if not isinstance(raw, bytearray):
+                raw = bytearray(raw)                       # small: a writeable copy
+            a = np.frombuffer(raw, dtype=npdt)
         a = a.reshape(dims) if dims else a.reshape(())
         out = a.T                                      # F-ordered view, shape == Julia size
         return out.reshape(shape) if out.shape != shape else out
@@ -381,6 +471,10 @@ class Reader:
     # ------------------------------------------------------------------ records
     def decode(self, dt: Datatype, data: bytes, off: int, ctype: Committed | None, jt):
         """One record of datatype ``dt`` at ``data[off:]``; ``ctype``/``jt`` give its Julia meaning if known."""
+        shell_addr, self._shell_addr = self._shell_addr, None      # only the top-level record may use it
+        self.steps_left -= 1
+        if self.steps_left < 0:
+            self.spend_steps(0, self._pos0 + off)
         if off + dt.size > len(data):
             raise fail(self._pos0 + off, f"record of {dt.size} bytes exceeds the {len(data)} bytes read")
         self.depth += 1
@@ -388,11 +482,11 @@ class Reader:
             self.depth -= 1
             raise fail(self._pos0 + off, f"values nested deeper than {MAX_DEPTH}")
         try:
-            return self._decode(dt, data, off, ctype, jt)
+            return self._decode(dt, data, off, ctype, jt, shell_addr)
         finally:
             self.depth -= 1
 
-    def _decode(self, dt, data, off, ctype, jt):
+    def _decode(self, dt, data, off, ctype, jt, shell_addr=None):
         if ctype is None and isinstance(jt, JuliaType) and jt.committed is not None and \
                 dt.cls in (COMPOUND, OPAQUE, VLEN) and jt.committed.dt.size == dt.size and \
                 jt.committed.dt.cls == dt.cls:
@@ -412,9 +506,9 @@ class Reader:
                     return self._string(dt, data, off)
                 if "empty" in ctype.attrs or (dt.cls == OPAQUE and dt.size == 1):
                     return self.ghost(jt)
-        return self._plain(dt, data, off, ctype, jt)
+        return self._plain(dt, data, off, ctype, jt, shell_addr)
 
-    def _plain(self, dt, data, off, ctype, jt):
+    def _plain(self, dt, data, off, ctype, jt, shell_addr=None):
         cls = dt.cls
         if cls in (FIXED, FLOAT, BITFIELD):
             npdt = numpy_dtype(dt)
@@ -429,15 +523,12 @@ class Reader:
             ref = int.from_bytes(data[off:off + 8], "little")
             return None if ref == 0 else self.load_object(ref)
         if cls == COMPOUND:
-            return self._compound(dt, data, off, ctype, jt)
+            return self._compound(dt, data, off, ctype, jt, shell_addr)
         if cls == VLEN:
             raw = self._vlen_bytes(data, off, dt.base.size, self._pos0 + off)
             return [self.decode(dt.base, raw, i, None, None) for i in range(0, len(raw), dt.base.size)]
         if cls == ARRAY:
-            n = math.prod(dt.dims)
-            if n * dt.base.size > dt.size:
-                raise fail(self._pos0 + off, f"array datatype of {n} elements x {dt.base.size} bytes "
-                                             f"exceeds its size {dt.size}")
+            n = math.prod(dt.dims)       # parse_datatype checked n x base size <= size, base size > 0
             npdt = numpy_dtype(dt.base)
             if npdt is not None and n * npdt.itemsize <= dt.size:
                 return np.frombuffer(data, npdt, n, off).reshape(dt.dims).T.copy()
@@ -450,12 +541,18 @@ class Reader:
 
     def _string(self, dt, data, off) -> str:
         if dt.cls == STRING:
-            return bytes(data[off:off + dt.size]).split(b"\0")[0].decode("utf-8", "replace")
+            return fixed_string(bytes(data[off:off + dt.size]), dt.bits)
         return self._vlen_string(data, off, self._pos0 + off)
 
-    def _compound(self, dt, data, off, ctype, jt):
+    def _compound(self, dt, data, off, ctype, jt, shell_addr=None):
         members = {name: (moff, mdt) for name, moff, mdt in dt.members}
         kind, names, ftypes = self._fields(dt, ctype, jt, off)
+        self.spend_steps(len(names), self._pos0 + off)
+        shell = None
+        if kind == "struct" and shell_addr is not None and not _is_complex(jt):
+            # register the (still empty) struct first: a field referring back to this dataset gets it
+            shell = JuliaStruct(str(jt) if jt is not None else "NamedTuple", {}, jt)
+            self._values[shell_addr] = shell
         values = {}
         for name, ftype in zip(names, ftypes):
             if name in members:
@@ -468,9 +565,15 @@ class Reader:
             return tuple(values.values())
         if kind == "namedtuple":
             return NamedTuple(values)
-        if isinstance(jt, JuliaType) and jt.name in ("Base.Complex", "Core.Complex") and len(values) == 2:
+        if shell is not None:
+            shell.fields.update(values)
+            return shell
+        if _is_complex(jt) and len(values) == 2:
             re, im = values.values()
-            return complex(re, im)
+            try:
+                return complex(re, im)
+            except TypeError:
+                raise fail(self._pos0 + off, f"Complex with non-numeric parts {re!r}, {im!r}") from None
         return JuliaStruct(str(jt) if jt is not None else "NamedTuple", values, jt)
 
     def _fields(self, dt, ctype, jt, off):
@@ -496,9 +599,26 @@ class Reader:
 
     # ------------------------------------------------------------------ ghosts and custom serialization
     def ghost(self, jt):
-        """The value of a zero-size type: ``()``, None (nothing), MISSING, NamedTuple(), or a Ghost marker."""
+        """The value of a zero-size type: ``()``, None (nothing), MISSING, NamedTuple(), or a Ghost marker.
+
+        Memoized per type object and shared (ghost values are immutable): ``NTuple{65536, NTuple{65536, T}}``
+        costs 2 x 65,536 steps, not 65,536^2."""
         if not isinstance(jt, JuliaType):
             return Ghost("?")
+        hit = self._ghosts.get(id(jt))
+        if hit is not None:
+            return hit[1]
+        if self.depth > MAX_DEPTH:
+            raise fail(self._pos0, f"zero-size type nested deeper than {MAX_DEPTH}")
+        self.depth += 1
+        try:
+            value = self._ghost(jt)
+        finally:
+            self.depth -= 1
+        self._ghosts[id(jt)] = (jt, value)      # keeps jt alive, so its id is not reused
+        return value
+
+    def _ghost(self, jt: JuliaType):
         if jt.name in TUPLE_NAMES | NTUPLE_NAMES:
             return tuple(self.ghost(t) for t in tuple_elements(jt, None, self._pos0))
         if jt.name in NAMEDTUPLE_NAMES and len(jt.params) == 2 and isinstance(jt.params[0], tuple):
@@ -529,11 +649,30 @@ class Reader:
 
 
 def _pair(p, i, pos: int):
-    if isinstance(p, JuliaStruct):
-        return list(p.fields.values())[i]
-    if isinstance(p, (tuple, NamedTuple)):
-        return p[i]
-    raise fail(pos, f"Dict entry {p!r} is not a Pair")
+    """Element ``i`` (0 = key, 1 = value) of a stored Dict entry: a Pair struct or a 2-tuple."""
+    parts = list(p.fields.values()) if isinstance(p, JuliaStruct) else \
+        list(p) if isinstance(p, (tuple, NamedTuple)) else None
+    if parts is None or len(parts) != 2:
+        raise fail(pos, f"Dict entry {p!r} is not a Pair (key => value)")
+    return parts[i]
+
+
+def _is_complex(jt) -> bool:
+    return isinstance(jt, JuliaType) and jt.name in ("Base.Complex", "Core.Complex")
+
+
+def fixed_string(raw: bytes, bits: int) -> str:
+    """A fixed-length HDF5 string per its padding type (class bits 0-3): 0 null-terminated (cut at the
+    first NUL), 1 null-padded (trailing NULs removed), 2 space-padded (trailing spaces removed, as
+    Fortran pads). Character set (bits 4-7): ASCII or UTF-8, both decoded as UTF-8."""
+    pad = bits & 0x0F
+    if pad == 0:
+        raw = raw.split(b"\0", 1)[0]
+    elif pad == 1:
+        raw = raw.rstrip(b"\0")
+    elif pad == 2:
+        raw = raw.rstrip(b" ")
+    return raw.decode("utf-8", "replace")
 
 
 def tuple_elements(tt, n: int | None, pos: int) -> list:
@@ -554,18 +693,25 @@ def tuple_elements(tt, n: int | None, pos: int) -> list:
 
 
 def _count(ds: Dataspace, where: int) -> int:
+    """Elements of a dataspace; refuses sizes no file can hold, even when another dimension is 0
+    (numpy cannot shape an empty array whose other dimensions multiply past 2^63)."""
     n = math.prod(ds.dims) if ds.kind == "simple" else (0 if ds.kind == "null" else 1)
-    if n > 1 << 48:
-        raise fail(where, f"dataspace of {n} elements is larger than any file")
+    if math.prod(d for d in ds.dims if d) > 1 << 48:
+        raise fail(where, f"dataspace {ds.dims} is larger than any file")
     return n
 
 
-def open_file(path: str | os.PathLike):
-    """(reader, closer) for ``path``: the file is memory-mapped read-only."""
+def open_file(path: str | os.PathLike, *, mmap: bool = True, max_bytes: int | None = None):
+    """(reader, closer) for ``path``: the file is memory-mapped read-only for parsing; big arrays are
+    memory-mapped copy-on-write (``mmap=True``) or read into private memory."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
-            raise JLD2FormatError(f"{path}: at byte 0: empty file, expected a JLD2 header")
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return Reader(mm, path), mm
+            raise JLD2FormatError("at byte 0: empty file, expected a JLD2 header")
+        mm = mmap_module.mmap(f.fileno(), 0, access=mmap_module.ACCESS_READ)
+    try:
+        return Reader(mm, path, mmap=mmap, max_bytes=max_bytes), mm
+    except BaseException:
+        mm.close()
+        raise

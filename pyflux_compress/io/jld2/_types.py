@@ -6,6 +6,8 @@ fidelity tests compare the writer's bytes with real files. The byte templates th
 """
 from __future__ import annotations
 
+import math
+import reprlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,12 +106,19 @@ def parse_datatype(buf: Buffer, pos: int, end: int, depth: int = 0) -> tuple[Dat
         dt.base, c.pos = parse_datatype(buf, c.pos, end, depth + 1)
     elif cls == ARRAY:
         nd = c.u8()
+        if nd > 32:
+            raise fail(pos, f"array datatype with {nd} dimensions, HDF5 allows at most 32")
         if version < 3:
             c.bytes(3)
         dt.dims = tuple(c.u32() for _ in range(nd))
         if version < 3:
             c.bytes(4 * nd)
         dt.base, c.pos = parse_datatype(buf, c.pos, end, depth + 1)
+        # checked here, before any element is decoded: a 0-byte base with dims (2^32-1)^2 would otherwise
+        # pass "elements x size <= size" and be decoded one element at a time
+        n = math.prod(dt.dims)
+        if dt.base.size == 0 or n * dt.base.size > size:
+            raise fail(pos, f"array datatype of {n} elements x {dt.base.size} bytes does not fit its size {size}")
     else:
         raise fail(pos, f"datatype class {cls}, expected 0-10")
     dt.raw = bytes(buf.data[pos:c.pos])
@@ -298,6 +307,7 @@ class JuliaStruct:
 
     __hash__ = None  # type: ignore[assignment]
 
+    @reprlib.recursive_repr()        # mutable structs can refer to themselves (reference cycles)
     def __repr__(self) -> str:
         body = ", ".join(f"{k}={_short_repr(v)}" for k, v in self.fields.items())
         return f"{self.type_name}({body})"
