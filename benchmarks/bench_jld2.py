@@ -1,11 +1,16 @@
 """Save/load throughput of a ~100 MB Flux Chain as JLD2 vs np.save/np.load of the same arrays (one run).
 
-Run:  python benchmarks/bench_jld2.py [--mb 100]
+Run:  python benchmarks/bench_jld2.py [--mb 100] [--layers 1024] [--peak-gb 1]
 Prints MB/s for each and the ratio ours/anchor (target >= 0.5 both ways). Both writers fsync
 (pfc.save must, for atomicity; np.save files are fsynced too so the comparison is fair). Page cache is
 warm for both loads. Each figure is the best of 3 repetitions in the same run. Loading is reported three
 ways: ``jld2.load`` (arrays memory-mapped, lazy), ``jld2.load`` + reading every byte (sum), and
 ``pfc.load`` (parses model_arch into a fresh Chain, then reads the arrays into it).
+
+Cost per layer (issue 16): ``pfc.save`` of a Chain of ``--layers`` identical ``Dense(32 => 32)`` against
+``np.savez`` of the same arrays into one file (fsynced too); target: pfc.save <= 3x np.savez. The per-layer
+cost is what a deep model pays in headers, checksums and type look-ups (committed types are written once per
+type: the Chain's 1,024 layer states share one committed NamedTuple type).
 
 Peak memory of ``pfc.load`` (``--peak-gb``, default 1 GB of float32 weights; 0 skips): the checkpoint is
 loaded in a fresh subprocess and the growth of its peak resident memory (VmHWM after the load minus VmRSS
@@ -47,9 +52,29 @@ def fsync_path(p: Path) -> None:
         os.close(fd)
 
 
+def per_layer(n_layers: int) -> None:
+    """pfc.save of ``n_layers`` Dense(32 => 32) vs np.savez of the same arrays (both fsynced)."""
+    model = pfc.Chain(*[pfc.Dense(32, 32) for _ in range(n_layers)])
+    arrays = [p for _, layer in model.walk() for p in layer.params().values()]
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
+        d = Path(d)
+
+        def npz() -> None:
+            np.savez(d / "a.npz", *arrays)
+            fsync_path(d / "a.npz")
+        t_np, _ = timed(npz, repeat=5)
+        t_save, _ = timed(lambda: pfc.save(d / "m.jld2", model), repeat=5)
+        size, np_size = (d / "m.jld2").stat().st_size, (d / "a.npz").stat().st_size
+    print(f"\nper layer: Chain of {n_layers} x Dense(32 => 32), {len(arrays)} arrays")
+    print(f"  np.savez (+fsync)  {t_np:7.3f} s  {np_size / 1e6:6.2f} MB  (anchor)")
+    print(f"  pfc.save           {t_save:7.3f} s  {size / 1e6:6.2f} MB  {1e6 * t_save / n_layers:6.0f} us/layer")
+    print(f"  ratio pfc.save / np.savez = {t_save / t_np:.2f}x (target <= 3x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=100.0, help="model size in MB (float32)")
+    ap.add_argument("--layers", type=int, default=1024, help="layers of the per-layer cost measurement")
     ap.add_argument("--peak-gb", type=float, default=1.0, help="checkpoint size for the peak-memory section")
     ap.add_argument("--only-peak", action="store_true", help="run only the peak-memory section")
     args = ap.parse_args()
@@ -103,6 +128,7 @@ def main() -> None:
     for name, t, anchor in rows:
         ratio = "(anchor)" if anchor is None else "(part of above)" if anchor == "part" else f"{anchor / t:.2f}x"
         print(f"{name:48s} {t:8.3f} {mb / t:8.0f} {ratio:>16s}")
+    per_layer(args.layers)
 
 
 _PEAK_CHILD = """

@@ -99,9 +99,9 @@ def bench_model(sizes, tmp: str, args, calib: np.ndarray | None) -> dict:
     name = "-".join(map(str, sizes))
     model = mlp(sizes)
     paths = {"fp32": pfc.export_onnx(model, os.path.join(tmp, f"{name}_fp32.onnx"))}
-    q = pfc.quantize(model, 8, scheme="symmetric", granularity="per_tensor")
+    q = pfc.quantize(model, 8, scheme="symmetric", granularity="per_tensor", activations="dynamic")
     paths["ours_dynamic"] = pfc.export_onnx(q, os.path.join(tmp, f"{name}_dyn.onnx"), format="dynamic")
-    qc = pfc.quantize(model, 8, scheme="symmetric", granularity="per_channel")
+    qc = pfc.quantize(model, 8, scheme="symmetric", granularity="per_channel", activations="dynamic")
     paths["ours_dynamic_pc"] = pfc.export_onnx(qc, os.path.join(tmp, f"{name}_dynpc.onnx"), format="dynamic")
     rng = np.random.default_rng(0)
     cal = calib if calib is not None and calib.shape[1] == sizes[0] else rng.random((256, sizes[0]), np.float32)
@@ -130,8 +130,8 @@ def accuracy_block(epochs: int) -> dict:
     pfc.fit(model, Xtr, ytr, epochs=epochs, batchsize=128, opt=pfc.Adam(1e-3), progress=False, seed=0)
     out = {"numpy fp32": float((model(Xte).argmax(1) == yte).mean())}
     out["onnxruntime fp32"] = float((Predictor(model).predict(Xte).argmax(1) == yte).mean())
-    qd = pfc.quantize(model, 8, granularity="per_channel")
-    out["simulated int8 weight-only"] = float((qd(Xte).argmax(1) == yte).mean())
+    qd = pfc.quantize(model, 8, granularity="per_channel", activations="dynamic")
+    out["simulated int8 dynamic"] = float((qd(Xte).argmax(1) == yte).mean())
     out["onnxruntime dynamic int8"] = float((Predictor(qd).predict(Xte).argmax(1) == yte).mean())
     qs = pfc.quantize(model, 8, scheme="affine", granularity="per_channel", calibration=Xtr[:1000])
     out["simulated static int8 (affine)"] = float((qs(Xte).argmax(1) == yte).mean())

@@ -8,7 +8,14 @@ Adam 1e-3, batch 128, seed 0 — the test fixture's recipe), then measures on th
 * structured pruning of 50 % of the hidden neurons (dense parameter count and test accuracy);
 * 2:4 sparsity; low-rank at energy 0.9 and 0.95;
 * distillation into ``Chain(Dense(784 => 32, relu), Dense(32 => 10))`` vs the same student on labels alone;
-* a small CNN with structured filter pruning through pooling and flatten.
+* a small CNN with structured filter pruning through pooling and flatten;
+* ``ptq``: post-training quantization only (no QAT) of a LeNet-style CNN (trained ``--lenet-epochs`` on 50,000
+  training images; 512 of the other 10,000, a random validation split, calibrate): int8/int4/int3/int2 per-channel weights with 8-bit
+  static activations, each with its activation calibration method, weight clipping and rounding printed
+  (targets: int4 drop <= 0.5 points, int3 <= 2, int2 accuracy >= 0.75);
+* ``mixed``: ``sensitivity`` on the validation split (10,000 training images, never test) and
+  ``suggest_bits(max_drop=0.005)``: the policy's combined drop measured on the validation split and on the
+  held-out test set (target <= 0.5 points), and its size.
 
 Run: ``python benchmarks/compression_accuracy.py [--finetune-epochs 1] [--out benchmarks/results/prune_accuracy.md]``.
 Prints a Markdown table (and writes it with ``--out``).
@@ -33,8 +40,9 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--distill-epochs", type=int, default=3)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--sections", default="prune,structured,sparsify,lowrank,distill,cnn",
-                    help="comma-separated subset of prune,structured,sparsify,lowrank,distill,cnn")
+    ap.add_argument("--lenet-epochs", type=int, default=3)
+    ap.add_argument("--sections", default="prune,structured,sparsify,lowrank,distill,cnn,ptq,mixed",
+                    help="comma-separated subset of prune,structured,sparsify,lowrank,distill,cnn,ptq,mixed")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
 
@@ -88,6 +96,8 @@ def main() -> None:
         distill_section(base, Xtr, ytr, args.distill_epochs, fit_kw, row)
     if "cnn" in sections:
         cnn_section(Xtr_img, ytr, Xte_img, yte, fit_kw, rows, acc, dense, nnz)
+    if "ptq" in sections or "mixed" in sections:
+        ptq_section(Xtr_img, ytr, Xte_img, yte, args.lenet_epochs, fit_kw, rows, sections)
 
     lines = ["| model | test acc % | change (points) | dense params | nonzero params |", "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -145,6 +155,56 @@ def cnn_section(Xtr_img, ytr, Xte_img, yte, fit_kw, rows, acc, dense, nnz):
     pfc.fit(cs, Xtr_img[:20000], ytr[:20000], epochs=1, opt=pfc.Adam(1e-3), **fit_kw)
     a = acc(cs, Xte_img)
     rows.append(("CNN structured 50% + 1 epoch on 20k", f"{a:.2f}", f"{a - c0:+.2f}", f"{dense(cs)}", f"{nnz(cs)}"))
+
+
+LENET = ("Chain(Conv((5, 5), 1 => 6, relu), MaxPool((2, 2)), Conv((5, 5), 6 => 16, relu), MaxPool((2, 2)), "
+         "flatten, Dense(256 => 120, relu), Dense(120 => 84, relu), Dense(84 => 10))")
+# (bits, quantize options): the best post-training recipe per bit width, plus plain min-max for reference
+PTQ = [(8, dict(method="minmax")),
+       (4, dict(method="minmax")), (4, dict(method="mse", weight_clip="mse", rounding="adaround", bias_correction=True)),
+       (3, dict(method="minmax")), (3, dict(method="mse", weight_clip="mse", rounding="adaround", bias_correction=True)),
+       (2, dict(method="minmax")), (2, dict(method="mse", weight_clip="mse", rounding="adaround", bias_correction=True))]
+TARGETS = {4: ("drop", 0.5), 3: ("drop", 2.0), 2: ("accuracy", 75.0)}
+
+
+def ptq_section(Xtr, ytr, Xte, yte, epochs, fit_kw, rows, sections):
+    """Post-training quantization of a LeNet-style CNN; budgeted mixed precision on a validation split."""
+    lenet = pfc.parse(LENET, seed=0)
+    order = np.random.default_rng(0).permutation(len(Xtr))  # a random validation split, not the file's tail
+    fit_idx, val_idx = order[:50000], order[50000:]
+    pfc.fit(lenet, Xtr[fit_idx], ytr[fit_idx], epochs=epochs, opt=pfc.Adam(1e-3), **fit_kw)
+    Xval, yval = Xtr[val_idx], ytr[val_idx]  # never trained on; calibration and selection data
+    cal = Xval[:512]
+    a0 = 100 * pfc.accuracy(lenet, Xte, yte)
+    n = pfc.count_params(lenet)["total"]
+    rows.append((f"LeNet (fp32, {epochs} epochs on 50k)", f"{a0:.2f}", "-", f"{n}", f"{n}"))
+    if "ptq" in sections:
+        for bits, kw in PTQ:
+            t = time.perf_counter()
+            q = pfc.quantize(lenet, bits, scheme="symmetric", granularity="per_channel", calibration=cal, **kw)
+            a = 100 * pfc.accuracy(q, Xte, yte)
+            how = (f"activations 8-bit {kw['method']}, weights clip {kw.get('weight_clip', 'minmax')}, rounding "
+                   f"{kw.get('rounding', 'nearest')}, bias correction {'on' if kw.get('bias_correction') else 'off'}")
+            kind, limit = TARGETS.get(bits, (None, None))
+            verdict = "" if kind is None else (" [target met]" if (a0 - a <= limit if kind == "drop" else a >= limit)
+                                               else " [TARGET MISSED]")
+            rows.append((f"LeNet PTQ int{bits} per-channel: {how} ({time.perf_counter() - t:.0f} s){verdict}",
+                         f"{a:.2f}", f"{a - a0:+.2f}", f"{n}", f"{n}"))
+            print(rows[-1], flush=True)
+    if "mixed" in sections:
+        opts = dict(scheme="symmetric", granularity="per_channel", calibration=cal, method="mse", weight_clip="mse")
+        table = pfc.sensitivity(lenet, Xval, yval, bits=(8, 4, 3, 2), sparsities=(), quantize_options=opts)
+        print(table)
+        policy = table.suggest_bits(max_drop=0.005)
+        print(policy, *policy.steps, sep="\n  ")
+        q = pfc.quantize(lenet, bits=dict(policy), **opts)
+        a = 100 * pfc.accuracy(q, Xte, yte)
+        rows.append((f"LeNet suggest_bits(max_drop=0.005) on validation {dict(policy)}: {policy.size_bytes} bytes "
+                     f"({policy.size_bytes / policy.float_bytes:.3f} of fp32), validation drop "
+                     f"{100 * policy.drop:.2f} points; test drop {a0 - a:.2f} points "
+                     f"[{'target met' if a0 - a <= 0.5 else 'TARGET MISSED'}]", f"{a:.2f}", f"{a - a0:+.2f}",
+                     f"{n}", f"{n}"))
+        print(rows[-1], flush=True)
 
 
 if __name__ == "__main__":

@@ -184,13 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_quantize)
     _io_args(p)
     p.add_argument("--bits", type=_bits_item, default=8, help="weight bits: 8, 4, 2 or 1 (default 8)")
-    p.add_argument("--scheme", choices=("symmetric", "affine"), default="affine",
+    # the choices come from the same tables pfc.quantize validates against (numpy-only modules)
+    from .compression.adaround import ROUNDINGS
+    from .compression.calibrate import ACT_METHODS, WEIGHT_CLIPS
+    from .compression.schemes import SCHEMES
+
+    p.add_argument("--scheme", choices=tuple(SCHEMES), default="affine",
                    help="default affine: with calibrated activations it is the form onnxruntime fuses into "
                         "integer kernels after relu; symmetric QDQ runs slower than fp32 (docs/deployment.md)")
     p.add_argument("--granularity", choices=("per_channel", "per_tensor"), default="per_channel")
     p.add_argument("--calibrate", type=_nonneg_int, default=256, metavar="N",
                    help="calibrate activation ranges on N training samples (0: weights only); default 256")
-    p.add_argument("--method", choices=("minmax", "percentile"), default="minmax", help="calibration range method")
+    p.add_argument("--method", choices=ACT_METHODS, default="minmax", help="calibration range method")
+    p.add_argument("--weight-clip", choices=WEIGHT_CLIPS, default="minmax",
+                   help="weight clipping range: minmax, or mse (least squared error; helps below 4 bits)")
+    p.add_argument("--rounding", choices=ROUNDINGS, default="nearest",
+                   help="adaround: learned rounding on the calibration samples (2-4 bits)")
     _data_args(p)
 
     p = add("distill", "knowledge distillation of a trained teacher into a smaller student", cmd_distill)
@@ -589,7 +598,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 raise UsageError("--calibrate needs a dataset (use --calibrate 0 with --dataset none)")
             calib = _inputs(model, data[1][:args.calibrate])
         q = pfc.quantize(model, bits=args.bits, scheme=args.scheme, granularity=args.granularity,
-                         calibration=calib, method=args.method)
+                         calibration=calib, method=args.method, weight_clip=args.weight_clip,
+                         rounding=args.rounding)
         return q, (f"int{args.bits} {args.scheme} {args.granularity}"
                    + (f", calibrated on {args.calibrate}" if calib is not None else ""))
 

@@ -149,7 +149,7 @@ def threads_keyword(func: Callable) -> Callable:
     """Give ``func`` a keyword-only ``threads: int | None = None`` argument that runs the call under
     :func:`use` (the one place ``fit``, ``predict``, ``distill``, ... get their ``threads=`` from).
 
-    Put it outermost (above ``@dispatch``): the keyword is consumed here, so other backends never see it.
+    Put it outermost: the keyword is consumed here, so the decorated function never sees it.
     """
 
     @functools.wraps(func)

@@ -45,7 +45,7 @@ def test_julia_package_is_clean():
 def test_undefined_name_in_a_source_file_fails(julia_copy):
     (julia_copy / "src" / "broken.jl").write_text("broken_helper(x) = undefined_thing(x) + 1\n")
     src = julia_copy / "src" / "FluxCompress.jl"
-    src.write_text(src.read_text().replace('include("bridge.jl")', 'include("bridge.jl")\ninclude("broken.jl")'))
+    src.write_text(src.read_text().replace('include("kernels.jl")', 'include("kernels.jl")\ninclude("broken.jl")'))
     out = lint(str(julia_copy))
     assert out.returncode == 1
     assert "undefined_thing" in out.stderr and "undefined-name" in out.stderr

@@ -45,14 +45,30 @@ def test_rank_by_energy_matches_singular_values(rng):
 
 def test_given_rank_int_and_dict_and_nesting(rng):
     m = pfc.parse("Chain(Dense(100 => 80, relu), Chain(Dense(80 => 60, relu), Dense(60 => 10)))", seed=0)
-    lr = pfc.lowrank(m, rank=8)
-    assert lr.records[-1]["per_layer"] == {"layers[1]": 8, "layers[2].layers[1]": 8, "layers[2].layers[2]": 8}
+    lr = pfc.lowrank(m, rank=8)  # every Dense but the output layer
+    assert lr.records[-1]["per_layer"] == {"layers[1]": 8, "layers[2].layers[1]": 8}
+    assert "output layer" in lr.records[-1]["skipped"]["layers[2].layers[2]"]
     assert str(lr) == ("Chain(Dense(100 => 8; bias=false), Dense(8 => 80, relu), Chain(Dense(80 => 8; "
-                       "bias=false), Dense(8 => 60, relu), Dense(60 => 8; bias=false), Dense(8 => 10)))")
+                       "bias=false), Dense(8 => 60, relu), Dense(60 => 10)))")
+    forced = pfc.lowrank(m, rank={"layers[2].layers[2]": 8})  # named explicitly: factorised
+    assert forced.records[-1]["per_layer"] == {"layers[2].layers[2]": 8}
     only = pfc.lowrank(m, rank={"layers[2].layers[1]": 4})
     assert [layer.weight.shape for _, layer in only.walk()] == [(80, 100), (4, 80), (60, 4), (10, 60)]
     X = rng.standard_normal((3, 100)).astype(np.float32)
     assert only(X).shape == (3, 10)
+
+
+def test_output_layer_and_negligible_savings_are_skipped(trained_mlp, fmnist_flat):
+    """Regression (issue 17): energy=0.9 factored the 64 -> 10 classifier at rank 8 to save 48 of 109,386
+    parameters, which alone cost 7.6 accuracy points."""
+    lr = pfc.lowrank(trained_mlp, energy=0.9)
+    rec = lr.records[-1]
+    assert "layers[3]" not in rec["per_layer"] and "output layer" in rec["skipped"]["layers[3]"]
+    assert str(lr).endswith("Dense(64 => 10))")
+    big = pfc.parse("Chain(Dense(400 => 300, relu), Dense(300 => 30, relu), Dense(30 => 10))", seed=0)
+    small_gain = pfc.lowrank(big, rank=25).records[-1]  # layers[2] would save 9000 - 8250 = 750 < 1% of 129640
+    assert list(small_gain["per_layer"]) == ["layers[1]"]
+    assert "save only" in small_gain["skipped"]["layers[2]"]
 
 
 def test_no_saving_no_change():

@@ -182,8 +182,12 @@ def test_missing_folder_is_a_clear_error(tmp_path):
         export_onnx(Chain(L.Dense(4, 3, seed=0)), tmp_path / "nope" / "m.onnx")
 
 
-def test_sparse_initializer_smaller_file_same_output(tmp_path, fmnist_flat):
-    """Pruned weights as sparse_initializer: smaller file, identical onnxruntime output."""
+def test_sparse_weights_smaller_file_same_output(tmp_path, fmnist_flat):
+    """Pruned weights in COO form: smaller file, identical onnxruntime output; the file passes the full ONNX
+    checker and runs in onnx's ReferenceEvaluator (regression, issue 17: sparse_initializer fed to Gemm did
+    not), and imports back."""
+    from onnx.reference import ReferenceEvaluator
+
     rng = np.random.default_rng(0)
     model = Chain(L.Dense(784, 128, A.relu, seed=0), L.Dense(128, 10, seed=1))
     for layer in model.layers:  # 90% unstructured sparsity
@@ -191,12 +195,17 @@ def test_sparse_initializer_smaller_file_same_output(tmp_path, fmnist_flat):
     dense = export_onnx(model, tmp_path / "dense.onnx")
     sparse = export_onnx(model, tmp_path / "sparse.onnx", sparse=True)
     proto = onnx.load(sparse)
-    assert len(proto.graph.sparse_initializer) == 2
-    assert os.path.getsize(sparse) < 0.35 * os.path.getsize(dense)
+    assert sum(n.op_type == "ScatterElements" for n in proto.graph.node) == 2
+    assert os.path.getsize(sparse) < 0.25 * os.path.getsize(dense)
+    onnx.checker.check_model(proto, full_check=True)
     x = fmnist_flat[2][:200]
     run = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
            for p in (dense, sparse)]
     np.testing.assert_array_equal(run[0], run[1])
+    ref = ReferenceEvaluator(proto).run(None, {"input": x})[0]
+    np.testing.assert_allclose(ref, run[0], rtol=1e-5, atol=1e-5)
+    from pyflux_compress.io.onnx import import_onnx
+    np.testing.assert_allclose(import_onnx(sparse)(x), model(x), rtol=1e-6, atol=1e-6)
 
 
 def test_structurally_smaller_model_just_exports(tmp_path, fmnist_flat):
@@ -215,3 +224,19 @@ def test_shape_mismatch_is_named_before_export(tmp_path):
     with pytest.raises(ValueError, match="MeanPool"):
         export_onnx(Chain(L.Dense(784, 10, seed=0), L.MeanPool((2, 2))), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_weight_shared_model_exports(tmp_path, rng):
+    """Regression (issue 17): a weight-shared model asked for input_shape, then had "no ONNX mapping"."""
+    import pyflux_compress as pfc
+
+    for model, x in ((Chain(L.Dense(20, 16, A.relu, seed=0), L.Dense(16, 4, seed=1)),
+                      rng.standard_normal((5, 20)).astype(np.float32)),
+                     (Chain(L.Conv((3, 3), (2, 4), A.relu),
+                            L.Flatten(), L.Dense(4 * 6 * 6, 3, seed=1)),
+                      rng.standard_normal((5, 2, 8, 8)).astype(np.float32))):
+        shared = pfc.share_weights(model, bits=3)
+        path = export_onnx(shared, tmp_path / "shared.onnx")
+        got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        np.testing.assert_allclose(got, shared(x), rtol=1e-5, atol=1e-5)
+        assert len(np.unique(onnx.numpy_helper.to_array(onnx.load(path).graph.initializer[0]))) <= 8

@@ -221,3 +221,24 @@ def test_global_90_percent_with_finetune_keeps_accuracy(trained_mlp, trained_mlp
         if layer.params():
             assert np.all(layer.weight[~masks[path]] == 0), f"{path}: pruned weights came back"
     assert 100 * (trained_mlp_accuracy - acc) <= 1.0
+
+
+def test_polynomial_decay_continues_across_fit_calls(rng):
+    """Regression (issue 17): three fit(epochs=1) calls used to restart the schedule at step 0 each time (and
+    reset the masks), ending at 0.7056 instead of the final sparsity."""
+    X = rng.normal(size=(64, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+
+    def run(calls: int, epochs: int) -> tuple[float, list]:
+        model = pfc.Chain(pfc.Dense(12, 16, pfc.relu, seed=0), pfc.Dense(16, 3, seed=1))
+        sched = pfc.PolynomialDecay(0.0, 0.9, begin=0, end=23, frequency=2)  # 8 steps per epoch: 24 in all
+        opt = pfc.Adam(1e-3)
+        for _ in range(calls):
+            pfc.fit(model, X, y, epochs=epochs, batchsize=8, opt=opt, pruning=sched, progress=False, seed=0)
+        return pfc.sparsity(model)["total"], [t for t, _ in sched.history]
+
+    once, steps_once = run(1, 3)
+    thrice, steps_thrice = run(3, 1)
+    assert once == pytest.approx(0.9, abs=0.01)
+    assert thrice == pytest.approx(once, abs=1e-9)
+    assert steps_thrice == steps_once  # same schedule times, no restart at 0

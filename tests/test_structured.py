@@ -133,3 +133,24 @@ def test_article_mlp_half_the_neurons(trained_mlp, trained_mlp_accuracy, fmnist_
     print(f"\nstructured 50%: params {rec['params_before']} -> {rec['params_after']}; accuracy "
           f"{100 * trained_mlp_accuracy:.2f}% -> {100 * before:.2f}% (pruned) -> {100 * acc:.2f}% (fine-tuned)")
     assert 100 * (trained_mlp_accuracy - acc) <= 1.5
+
+
+def test_kept_outputs_equal_to_rounding_and_docs_say_so(rng):
+    """Regression (issue 17): the docs promised bit-identical kept outputs; a Conv keeping 1 filter moved the
+    next layer's outputs by 7e-7. The promise is now 'up to float32 rounding', and that holds."""
+    from pathlib import Path
+
+    m = pfc.parse("Chain(Conv((3, 3), 3 => 8, relu), flatten, Dense(800 => 10))", seed=0)
+    X = rng.standard_normal((8, 3, 12, 12)).astype(np.float32)
+    p = pfc.prune_structured(m, 0.875)  # the Conv keeps 1 filter; the output layer keeps its 10 outputs
+    kept = p.records[-1]["kept"]["layers[1]"]
+    assert len(kept) == 1
+    z = m.copy()  # the same model with the removed filters zeroed
+    drop = np.setdiff1d(np.arange(8), kept)
+    z[0].weight[..., drop] = 0
+    z[0].bias[drop] = 0
+    ref, got = z(X), p(X)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+    for doc in (pfc.prune_structured.__doc__,
+                (Path(__file__).parents[1] / "docs" / "compression.md").read_text(encoding="utf-8")):
+        assert "bit-identical" not in doc and "float32 rounding" in doc

@@ -9,16 +9,16 @@ Two backends implement the same public API:
 ``"auto"`` picks julia only when a Julia executable is already installed, and never downloads anything.
 The choice comes from :func:`set_backend` or the environment variable ``PYFLUX_COMPRESS_BACKEND``.
 
-Public compression functions are decorated with :func:`dispatch`: under the numpy backend the decorated
-function runs; under the julia backend the function of the same name in ``backends/julia.py`` runs.
+The seam is at the kernels (:func:`kernel`): only array-level work is dispatched — threshold/mask selection,
+N:M masks, quantize/dequantize of an array, 1-D k-means, the SVD, structured-pruning unit selection and the
+distillation loss gradient. The compression functions themselves (argument checks, model building, records)
+are Python and run the same on both backends.
 """
 from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 import os
-import sys
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,6 +27,7 @@ BACKENDS = ("numpy", "julia", "auto")
 ENV_VAR = "PYFLUX_COMPRESS_BACKEND"
 
 _active: str | None = None  # resolved name: "numpy" or "julia"
+_KERNELS: dict[str, Callable[..., Any]] = {}
 _reason: str = ""
 
 
@@ -126,45 +127,47 @@ def backend_info() -> dict[str, Any]:
             "julia": info.as_dict(), "threads": threads.info()}
 
 
-def dispatch(op: str) -> Callable[[F], F]:
-    """Route a public operation to the active backend.
+def kernel(name: str) -> Callable[[F], F]:
+    """Route one array-level kernel to the active backend.
 
-    The decorated function is the numpy implementation. When the julia backend is active, arguments are first
-    checked by ``validate_<op>(*args, **kwargs)`` from the decorated function's module when it defines one
-    (so bad input raises the same ValueError on both backends), then the call goes to
-    ``pyflux_compress.backends.julia.<op>`` with the same arguments.
+    The decorated function is the numpy implementation of the kernel: it takes and returns arrays and plain
+    numbers only (no layers, no models). Under the julia backend the call goes to
+    ``pyflux_compress.backends.julia.KERNELS[name]`` with the same arguments, which must return the same
+    types. Everything around the kernels — argument validation, building models, records — is Python code that
+    runs once for both backends, so results and records cannot differ by backend except through a kernel.
     """
-
     def decorate(func: F) -> F:
+        old = _KERNELS.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (func.__module__, func.__qualname__):
+            raise ValueError(f"kernel {name!r} is registered twice ({old.__module__}.{old.__qualname__} and "
+                             f"{func.__module__}.{func.__qualname__})")
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if backend() == "julia":
-                validate = getattr(sys.modules.get(func.__module__), f"validate_{op}", None)
-                if callable(validate):
-                    _run_validator(validate, func, args, kwargs)
                 julia = importlib.import_module(".julia", __name__)
-                return getattr(julia, op)(*args, **kwargs)
+                return julia.KERNELS[name](*args, **kwargs)
             return func(*args, **kwargs)
 
-        wrapper.__wrapped_numpy__ = func  # type: ignore[attr-defined]  # parity tests call it directly
-        wrapper.__dispatch_op__ = op  # type: ignore[attr-defined]
+        wrapper.__numpy_kernel__ = func  # type: ignore[attr-defined]  # parity tests call it directly
+        wrapper.__kernel_name__ = name  # type: ignore[attr-defined]
+        _KERNELS[name] = wrapper
         return wrapper  # type: ignore[return-value]
 
     return decorate
 
 
-def _run_validator(validate: Callable[..., Any], func: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-    """Call ``validate`` with the public call's arguments, by name, defaults filled in from ``func``.
+def kernels() -> dict[str, Callable[..., Any]]:
+    """The registered kernels by name (each with ``__numpy_kernel__``, its numpy implementation)."""
+    return dict(_KERNELS)
 
-    Validators take the public function's parameter names (some take all of them positionally, without
-    defaults), so the call is bound to ``func``'s signature first; a call ``func`` itself would reject raises
-    the same TypeError here.
-    """
-    bound = inspect.signature(func).bind(*args, **kwargs)
-    bound.apply_defaults()
-    params = inspect.signature(validate).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    validate(**{k: v for k, v in bound.arguments.items() if accepts_any or k in params})
+
+class NonFiniteArray(ValueError):
+    """A kernel's input array ``index`` holds NaN or Inf (raised before anything is written)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        super().__init__(f"array {index} contains NaN or Inf")
 
 
 def _reset() -> None:

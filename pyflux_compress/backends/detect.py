@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _EXT = ".exe" if os.name == "nt" else ""
-_TRUE = ("yes", "true", "1")
-_FALSE = ("no", "false", "0", "")
+# pyjuliapkg's boolean options take exactly "yes" or "no" (state.py: get_config_bool passes the options
+# {"yes": True, "no": False} to get_config_opts, which raises for any other value): "true"/"1" are errors there.
+_BOOL = {"yes": True, "no": False}
 
 
 @dataclass
@@ -62,16 +63,16 @@ def _config(name: str) -> str | None:
 
 
 def offline_requested() -> bool:
-    """True when PYTHON_JULIAPKG_OFFLINE (or ``-X juliapkg-offline``) is ``yes``/``true``/``1``.
+    """True when PYTHON_JULIAPKG_OFFLINE (or ``-X juliapkg-offline``) is ``yes``; False when unset or ``no``.
 
-    Raises ValueError naming the variable for any other non-empty value, as juliapkg itself would.
+    Raises ValueError naming the variable for any other value, as juliapkg itself would when juliacall starts.
     """
     value = _config("offline")
-    if value is None or value.strip().lower() in _FALSE:
+    if value is None:
         return False
-    if value.strip().lower() in _TRUE:
-        return True
-    raise ValueError(f"PYTHON_JULIAPKG_OFFLINE must be one of 'yes', 'no' (or true/false/1/0), got {value!r}")
+    if value in _BOOL:
+        return _BOOL[value]
+    raise ValueError(f"PYTHON_JULIAPKG_OFFLINE must be 'yes' or 'no' (juliapkg accepts nothing else), got {value!r}")
 
 
 def julia_depot() -> str:

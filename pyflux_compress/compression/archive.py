@@ -101,10 +101,10 @@ from typing import IO, Any, Callable, Iterator
 import numpy as np
 
 from .._files import atomic_write, jsonable
-from ..backends import dispatch
 from . import codecs as C
 from ..model.walk import map_layers, modules
 from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, qrange
+from .schemes import SCHEMES
 from .sharing import SharedLayer
 
 __all__ = ["save_compressed", "load_compressed", "size_report", "encode_archive", "decode_archive", "archive_size",
@@ -599,7 +599,6 @@ def _check_path(path: Any, name: str = "path") -> str:
     return os.fspath(path)
 
 
-@dispatch("save_compressed")
 def save_compressed(path: str | os.PathLike, model: Any) -> int:
     """Write ``model`` as a compressed archive (atomically, streamed). Returns the number of bytes written.
 
@@ -806,7 +805,7 @@ def _layer_shapes_v2(hv: _HeaderV2, e: Any) -> dict[str, tuple[int, ...]]:
         return shapes
     _need(e.get("class") in QUANTIZED_CLASSES, f"unknown class {e.get('class')!r}")
     _int(e, "bits", 1, 8)
-    _need(e.get("scheme") in ("symmetric", "affine"), f"unknown scheme {e.get('scheme')!r}")
+    _need(e.get("scheme") in SCHEMES, f"unknown scheme {e.get('scheme')!r}")
     _need(e.get("granularity") in ("per_tensor", "per_channel"), "unknown granularity")
     shape, count = hv.array(e.get("qweight"), codes=True, max_width=8)
     _need(len(shape) >= 2, "quantized weight must have >= 2 dims")
@@ -1217,7 +1216,7 @@ def _shapes_v1(e: Any) -> dict[str, tuple[int, ...]]:
         shapes["weight"] = _shape(e.get("index", {}))
     elif e["kind"] == "quantized":
         _int(e, "bits", 1, 8)
-        _need(e.get("scheme") in ("symmetric", "affine"), f"unknown scheme {e.get('scheme')!r}")
+        _need(e.get("scheme") in SCHEMES, f"unknown scheme {e.get('scheme')!r}")
         _check_act(e.get("act"))
         shapes["weight"] = _shape(e.get("qweight", {}))
     return shapes
@@ -1370,7 +1369,6 @@ def decode_archive(data: bytes, where: str = "archive", *, max_bytes: int | None
     return _load(_Source(io.BytesIO(data), len(data)), where, limit)
 
 
-@dispatch("load_compressed")
 def load_compressed(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
     """Read an archive written by :func:`save_compressed`; returns the model (Chain or QuantizedChain).
 
@@ -1426,7 +1424,6 @@ class SizeReport(dict):
     __str__ = __repr__
 
 
-@dispatch("size_report")
 def size_report(model: Any) -> SizeReport:
     """Bytes of ``model`` as fp32 dense, sparse CSR, int8 and the compressed archive (see :class:`SizeReport`).
 

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._validate import check_bool, check_fraction, check_in, check_int, check_positive
-from ..backends import dispatch
+from ..backends import kernel
 from ..threads import threads_keyword
 from ._common import add_record, check_finite, check_inputs, check_labels, check_model
 
@@ -102,6 +102,7 @@ def validate_distill(teacher: Any, student: Any, X: Any, y: Any, temperature: An
     }
 
 
+@kernel("distill_loss_grad")
 def _distill_loss(s: np.ndarray, p: np.ndarray, yb: np.ndarray | None, T: float, alpha: float,
                   kind: str) -> tuple[float, np.ndarray]:
     """Blended distillation loss of student logits ``s (B, K)`` and its gradient ``dL/ds``."""
@@ -122,7 +123,6 @@ def _distill_loss(s: np.ndarray, p: np.ndarray, yb: np.ndarray | None, T: float,
 
 
 @threads_keyword
-@dispatch("distill")
 def distill(teacher: Any, student: Any, X: Any, y: Any = None, temperature: float = 4.0, alpha: float = 0.9,
             loss: str = "kl", epochs: int = 5, batchsize: int = 128, opt: Any = None, *, seed: int = 0,
             progress: bool = True) -> Any:

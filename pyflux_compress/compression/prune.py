@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._validate import check_fraction, check_in, check_int
-from ..backends import dispatch
+from ..backends import NonFiniteArray, kernel
 from ._common import (Target, add_record, check_finite, check_model, copy_sharing, iter_chunks,
                       non_finite_message, prunable, retarget, set_mask)
 
@@ -43,12 +43,11 @@ _SAMPLE = 1 << 16     # sample size used to bracket the threshold of large model
 # the selection kernel (works on a list of arrays, in place)
 
 
-class _NonFinite(ValueError):
+class _NonFinite(NonFiniteArray):
     """Raised by the kernel (before anything is written) when an input array holds NaN or Inf."""
 
     def __init__(self, flats: Sequence[np.ndarray]) -> None:
-        self.index = next(i for i, f in enumerate(flats) if not np.isfinite(f).all())
-        super().__init__(f"array {self.index} contains NaN or Inf")
+        super().__init__(next(i for i, f in enumerate(flats) if not np.isfinite(f).all()))
 
 
 def n_to_prune(sparsity: float, n: int) -> int:
@@ -136,6 +135,7 @@ def _bracketed_select(flats, offsets, k):
     return t, n_less, ties
 
 
+@kernel("magnitude_prune")
 def _prune_arrays(arrays: Sequence[np.ndarray], k: int, out: Sequence[np.ndarray] | None = None
                   ) -> list[np.ndarray]:
     """Zero the ``k`` smallest ``|w|`` over all ``arrays``; return the bool keep-masks.
@@ -200,10 +200,10 @@ def prune_targets(targets: Sequence[Target], sparsity: float, scope: str, fresh:
             for i, (a, o) in enumerate(zip(arrays, out)):
                 try:
                     masks.append(_prune_arrays([a], n_to_prune(sparsity, a.size), [o])[0])
-                except _NonFinite as err:
+                except NonFiniteArray as err:
                     err.index = i
                     raise
-    except _NonFinite as err:   # raised by a read pass, before that array was written: name the parameter
+    except NonFiniteArray as err:   # raised by a read pass, before that array was written: name the parameter
         t = targets[err.index]
         raise ValueError(non_finite_message("model", t.path, t.name, t.layer)) from None
     per_layer = {}
@@ -234,7 +234,6 @@ def validate_prune(model: Any, sparsity: Any, scope: Any = "layer", include: Any
     return sparsity, scope, targets
 
 
-@dispatch("prune")
 def prune(model: Any, sparsity: float, scope: str = "layer", include: Any = None) -> Any:
     """Magnitude pruning: zero the smallest ``|w|`` to reach ``sparsity`` exactly.
 
@@ -289,7 +288,9 @@ class PolynomialDecay:
     the masks keep pruned weights at zero.
 
     Use it as ``pfc.fit(model, X, y, pruning=PolynomialDecay(0.0, 0.9, begin=0, end=1000, frequency=100))``:
-    fit calls :meth:`on_step` before each optimiser step (``step`` counts optimiser steps from 0).
+    fit calls :meth:`on_step` before each optimiser step (``step`` counts optimiser steps from 0 in each call).
+    The schedule keeps its own clock per model: when a later ``fit`` call starts counting again, its steps
+    continue where the previous call stopped, so three ``fit(epochs=1)`` calls prune like one ``fit(epochs=3)``.
 
     Parameters
     ----------
@@ -312,6 +313,7 @@ class PolynomialDecay:
         self.include = include
         self.history: list[tuple[int, float]] = []   # (step, sparsity) of every pruning event
         self._record: dict | None = None
+        self._clock: dict[int, tuple[int, int]] = {}  # id(model) -> (last step passed in, offset to schedule time)
 
     def sparsity_at(self, step: int) -> float:
         """Target sparsity at optimiser ``step`` (``initial`` before ``begin``, ``final`` after ``end``)."""
@@ -324,7 +326,14 @@ class PolynomialDecay:
                                                    or step == self.end)
 
     def on_step(self, model: Any, step: int) -> None:
-        """Prune ``model`` in place to :meth:`sparsity_at` ``(step)`` when ``step`` is due; else do nothing."""
+        """Prune ``model`` in place to :meth:`sparsity_at` ``(t)`` when schedule time ``t`` is due; else do
+        nothing. ``t = step`` within one fit call; a ``step`` not above the previous one (a new fit call) continues
+        the clock from the previous call's last step."""
+        last, offset = self._clock.get(id(model), (None, 0))
+        if last is not None and step <= last:
+            offset += last + 1 - step
+        self._clock[id(model)] = (step, offset)
+        step += offset
         if not self.due(step):
             return
         s = self.sparsity_at(step)
@@ -347,7 +356,6 @@ class PolynomialDecay:
                 f"end={self.end}, frequency={self.frequency})")
 
 
-@dispatch("prune_iteratively")
 def prune_iteratively(model: Any, X: Any, y: Any, sparsities: Sequence[float], epochs: int = 1, *,
                       scope: str = "layer", include: Any = None, **fit_kwargs: Any) -> Any:
     """Prune, fine-tune, repeat: for each ``s`` in ``sparsities``, prune to ``s`` then ``pfc.fit`` ``epochs``.

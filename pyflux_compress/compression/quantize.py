@@ -4,7 +4,7 @@
 ``CrossCor`` layers are replaced by :class:`QuantizedDense` / :class:`QuantizedConv`. Each keeps
 
 * ``float_layer`` — the float "shadow" layer (trained by quantization-aware fine-tuning, see below);
-* ``bits`` (1..8), ``scheme`` (``"symmetric"`` / ``"affine"``), ``granularity`` (``"per_tensor"`` /
+* ``bits`` (1..8), ``scheme`` (a name in ``SCHEMES``, compression/schemes.py), ``granularity`` (``"per_tensor"`` /
   ``"per_channel"``);
 * ``qweight`` — int8 array, same shape as the weight (int4 values in [-8, 7], binary in {-1, 1}, 0 if pruned);
 * ``w_scale`` — float32, shape ``(out,)`` per channel (Dense rows, Conv axis 3) or ``()`` per tensor;
@@ -14,7 +14,8 @@
 
 Attributes added beyond docs/ARCHITECTURE.md (the ONNX exporter may ignore them):
 ``act_qmin`` / ``act_qmax`` (int, the activation integer range, ``None`` when not calibrated), ``method``
-(the calibration method used, or ``None``), ``qmin`` / ``qmax`` (the weight integer range), and the methods
+(the calibration method used, or ``None``), ``qmin`` / ``qmax`` (the weight integer range), ``weight_clip``
+(``"minmax"``/``"mse"``), ``activations`` (``"float"``/``"static"``/``"dynamic"``), and the methods
 ``requantize()`` (recompute the integers from the shadow weight), ``set_integer_weights(q, scale, zp)``
 (install integers computed elsewhere — an archive, the Julia backend), ``weight_dequantized()`` and
 ``dequantize()``. ``QuantizedChain`` adds ``quantized_layers()``, ``requantize()`` and ``dequantize()``.
@@ -65,17 +66,28 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..backends import dispatch
+from ..backends import kernel
 from ..model import activations as A
-from ..model import layers as L
 from ..model.chain import Chain
+from . import adaround as AR
+from .calibrate import ACT_METHODS, PERCENTILE, WEIGHT_CLIPS, activation_range, bias_correction, mse_weight_range
+from .fold import fold_with_paths
+from .schemes import SCHEMES, get_scheme
 from ..model.walk import map_layers, modules
+from .wrapper import WrappedLayer, as_float_layer
 
-SCHEMES = ("symmetric", "affine")
+__all__ = ["quantize", "QuantizedChain", "QuantizedLayer", "QuantizedDense", "QuantizedConv", "SCHEMES",
+           "GRANULARITIES", "METHODS", "WEIGHT_CLIPS", "ROUNDINGS", "ACTIVATIONS", "SUPPORTED_BITS", "qrange",
+           "channel_axis", "quantize_weight", "dequantize_weight", "integer_weight", "activation_qparams",
+           "calibration_range", "fake_quantize_input", "dynamic_quantize_input", "quantized_class",
+           "as_float_layer", "resolve_layer_keys", "validate_quantize",
+           "integer_reference_forward", "PERCENTILE"]
+
 GRANULARITIES = ("per_tensor", "per_channel")
-METHODS = ("minmax", "percentile")
+METHODS = ACT_METHODS  # activation range methods (compression/calibrate.py)
+ROUNDINGS = AR.ROUNDINGS
+ACTIVATIONS = ("float", "static", "dynamic")  # how a layer's input activation is treated (see quantize)
 SUPPORTED_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
-PERCENTILE = 99.99  # used by method="percentile"
 ACT_BITS = 8  # calibrated activations are always 8-bit
 
 
@@ -85,11 +97,7 @@ ACT_BITS = 8  # calibrated activations are always 8-bit
 
 def qrange(bits: int, scheme: str) -> tuple[int, int]:
     """Integer range ``(qmin, qmax)`` for ``bits`` and ``scheme`` (binary, bits=1, gives (-1, 1))."""
-    if bits == 1:
-        return -1, 1
-    if scheme == "symmetric":
-        return -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
-    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return get_scheme(scheme).qrange(bits)
 
 
 def channel_axis(weight: np.ndarray) -> int:
@@ -110,8 +118,27 @@ def _per_channel_view(w: np.ndarray, axis: int | None) -> np.ndarray:
     return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
 
 
+def _binary_rows(rows: np.ndarray, m: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Binary ±α per row (α = mean |w| over unmasked entries, summed in float64)."""
+    absw = np.abs(rows).astype(np.float64)
+    if m is not None:
+        count = m.sum(axis=1)
+        total = np.where(m, absw, 0.0).sum(axis=1)
+    else:
+        count = np.full(rows.shape[0], rows.shape[1])
+        total = absw.sum(axis=1)
+    alpha = (total / np.maximum(count, 1)).astype(np.float32)
+    scale = np.where(alpha == 0, np.float32(1), alpha).astype(np.float32)
+    q = np.where(rows >= 0, 1, -1).astype(np.int8)
+    q[alpha == 0] = 0
+    if m is not None:
+        q[~m] = 0
+    return q, scale, np.zeros(scale.shape, dtype=np.int32)
+
+
+@kernel("quantize_weight")
 def quantize_weight(w: np.ndarray, bits: int, scheme: str, granularity: str,
-                    mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    mask: np.ndarray | None = None, clip: str = "minmax") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantize one weight array with the module's rounding rules.
 
     Parameters
@@ -119,6 +146,7 @@ def quantize_weight(w: np.ndarray, bits: int, scheme: str, granularity: str,
     w : float array, Dense ``(out, in)`` or Conv ``(kw, kh, cin, cout)``.
     bits, scheme, granularity : see :func:`quantize`.
     mask : optional bool array like ``w`` (False = pruned); used by binary to keep pruned entries at 0.
+    clip : ``"minmax"`` (full range) or ``"mse"`` (per-channel MSE-optimal clipping range; bits >= 2).
 
     Returns
     -------
@@ -127,41 +155,14 @@ def quantize_weight(w: np.ndarray, bits: int, scheme: str, granularity: str,
     w = np.asarray(w, dtype=np.float32)
     axis = channel_axis(w) if granularity == "per_channel" else None
     rows = _per_channel_view(w, axis)  # (C, n)
-    qmin, qmax = qrange(bits, scheme)
     if bits == 1:
-        absw = np.abs(rows).astype(np.float64)
-        if mask is not None:
-            m = _per_channel_view(np.asarray(mask, dtype=bool), axis)
-            count = m.sum(axis=1)
-            total = np.where(m, absw, 0.0).sum(axis=1)
-        else:
-            m = None
-            count = np.full(rows.shape[0], rows.shape[1])
-            total = absw.sum(axis=1)
-        alpha = (total / np.maximum(count, 1)).astype(np.float32)
-        scale = np.where(alpha == 0, np.float32(1), alpha).astype(np.float32)
-        q = np.where(rows >= 0, 1, -1).astype(np.int8)
-        q[alpha == 0] = 0
-        if m is not None:
-            q[~m] = 0
-        zp = np.zeros(scale.shape, dtype=np.int32)
-    elif scheme == "symmetric":
-        amax = np.abs(rows).max(axis=1)
-        scale = (amax / np.float32(qmax)).astype(np.float32)
-        scale[amax == 0] = 1
-        q = np.clip(np.rint(rows / scale[:, None]), qmin, qmax).astype(np.int8)
-        zp = np.zeros(scale.shape, dtype=np.int32)
+        m = None if mask is None else _per_channel_view(np.asarray(mask, dtype=bool), axis)
+        q, scale, zp = _binary_rows(rows, m)
     else:
-        lo = np.minimum(rows.min(axis=1), np.float32(0))
-        hi = np.maximum(rows.max(axis=1), np.float32(0))
-        with np.errstate(over="ignore"):
-            span = hi - lo  # overflows to inf only for weights near ±3.4e38: then divide before subtracting
-            scale = (span / np.float32(qmax - qmin)).astype(np.float32)
-        huge = ~np.isfinite(span)
-        scale[huge] = hi[huge] / np.float32(qmax - qmin) - lo[huge] / np.float32(qmax - qmin)
-        scale[(hi == lo) | (scale == 0)] = 1  # scale == 0: a subnormal range underflowed
-        zp = np.clip(qmin - np.rint(lo / scale), qmin, qmax).astype(np.int32)
-        q = np.clip(np.rint(rows / scale[:, None]) + zp[:, None], qmin, qmax).astype(np.int8)
+        sch = get_scheme(scheme)
+        lo, hi = mse_weight_range(rows, sch, bits) if clip == "mse" else sch.weight_range(rows)
+        scale, zp = sch.weight_params(lo, hi, bits)
+        q = sch.quantize(rows, scale, zp, bits)
     # back to the weight's layout
     if axis is None:
         return q.reshape(w.shape), scale.reshape(()), zp.reshape(())
@@ -169,51 +170,35 @@ def quantize_weight(w: np.ndarray, bits: int, scheme: str, granularity: str,
     return np.moveaxis(q.reshape(moved), 0, axis).copy(), scale, zp
 
 
+def broadcast_channel(a: np.ndarray, weight_ndim: int, axis: int) -> np.ndarray:
+    """A per-channel ``(C,)`` array shaped to broadcast over an array of ``weight_ndim`` dims at ``axis``."""
+    a = np.asarray(a)
+    return a.reshape(_bshape(weight_ndim, axis)) if a.ndim else a
+
+
 def integer_weight(qweight: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
     """``q - zp`` as an integer-valued float64 array (the kernel operand of the simulated integer forward)."""
-    zp = np.asarray(zero_point)
-    if zp.ndim:
-        zp = zp.reshape(_bshape(qweight.ndim, channel_axis(qweight)))
+    zp = broadcast_channel(np.asarray(zero_point), qweight.ndim, channel_axis(qweight))
     return np.subtract(qweight, zp, dtype=np.float64)  # one float64 array, not two (same exact values)
 
 
+@kernel("dequantize_weight")
 def dequantize_weight(qweight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
     """``(q - zp) * scale`` in float32, broadcasting per-channel scales over the weight's channel axis."""
-    scale = np.asarray(scale, dtype=np.float32)
-    zp = np.asarray(zero_point, dtype=np.float32)
-    if scale.ndim:
-        shape = _bshape(qweight.ndim, channel_axis(qweight))
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    with np.errstate(over="ignore"):
-        out = ((qweight.astype(np.float32) - zp) * scale).astype(np.float32)
-    # a weight near ±3.4e38 may round to the grid point one step beyond float32's range: keep it finite
-    big = np.finfo(np.float32).max
-    return np.clip(out, -big, big, out=out)
+    axis = channel_axis(qweight)
+    scale = broadcast_channel(np.asarray(scale, dtype=np.float32), qweight.ndim, axis)
+    zp = broadcast_channel(np.asarray(zero_point, dtype=np.float32), qweight.ndim, axis)
+    return SCHEMES["symmetric"].dequantize(qweight, scale, zp)
 
 
 def activation_qparams(lo: float, hi: float, scheme: str) -> tuple[np.float32, np.int32, int, int]:
     """Scale, zero point and integer range ``(scale, zp, qmin, qmax)`` for an activation range ``[lo, hi]``."""
-    lo, hi = np.float32(min(lo, 0.0)), np.float32(max(hi, 0.0))
-    if scheme == "symmetric":
-        qmin, qmax = -127, 127
-        amax = max(abs(lo), abs(hi))
-        scale = np.float32(amax / np.float32(qmax)) if amax > 0 else np.float32(1)
-        return scale, np.int32(0), qmin, qmax
-    qmin, qmax = 0, 255
-    scale = np.float32((hi - lo) / np.float32(255)) if hi > lo else np.float32(1)
-    zp = np.int32(np.clip(-np.rint(lo / scale), qmin, qmax))
-    return scale, zp, qmin, qmax
+    return get_scheme(scheme).activation_params(lo, hi)
 
 
 def calibration_range(x: np.ndarray, scheme: str, method: str) -> tuple[float, float]:
     """The activation range ``(lo, hi)`` of calibration inputs ``x`` (any shape) by ``method``."""
-    x = np.asarray(x, dtype=np.float32).ravel()
-    if method == "minmax":
-        return float(x.min()), float(x.max())
-    if scheme == "symmetric":
-        a = float(np.percentile(np.abs(x), PERCENTILE))
-        return -a, a
-    return float(np.percentile(x, 100 - PERCENTILE)), float(np.percentile(x, PERCENTILE))
+    return activation_range(x, get_scheme(scheme), method)
 
 
 def fake_quantize_input(x: np.ndarray, scale: np.float32, zero_point: np.int32, qmin: int,
@@ -226,28 +211,43 @@ def fake_quantize_input(x: np.ndarray, scale: np.float32, zero_point: np.int32, 
     return q.astype(np.float64) - float(zero_point), inside
 
 
+def dynamic_quantize_input(x: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    """ONNX ``DynamicQuantizeLinear`` of a whole input tensor: ``(x_q - zp`` as float64, ``scale)``.
+
+    uint8, range ``[min(0, min x), max(0, max x)]``, ``scale = (hi - lo) / 255``, ``zp = rint(-lo / scale)``
+    saturated to [0, 255]; ``x_q = saturate(rint(x / scale) + zp)`` — the same integers onnxruntime computes.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    lo, hi = np.float32(min(float(x.min()), 0.0)), np.float32(max(float(x.max()), 0.0))
+    scale = np.float32((hi - lo) / np.float32(255)) if hi > lo else np.float32(1)
+    zp = np.float32(np.clip(np.rint(-lo / scale), 0, 255))
+    q = np.clip(np.rint(x / scale) + zp, 0, 255)
+    return q.astype(np.float64) - float(zp), scale
+
+
 # --------------------------------------------------------------------------------------------------------------
 # layers
 # --------------------------------------------------------------------------------------------------------------
 
-
-
-class QuantizedLayer(L.Layer):
+class QuantizedLayer(WrappedLayer):
     """Shared implementation of :class:`QuantizedDense` and :class:`QuantizedConv` (see the module docstring).
 
     ``forward`` computes in float64 on integer-valued operands through an internal copy of the float layer
     whose weight is ``q - zp`` and which has no bias and no activation; bias and activation are applied here.
+    ``activations`` says what happens to the input: ``"float"`` (weights only), ``"static"`` (calibrated
+    ``act_scale``/``act_zero_point``, see :meth:`set_activation_range`) or ``"dynamic"`` (per call, as ONNX
+    ``DynamicQuantizeLinear``; Dense only — a Conv's dynamic export keeps float activations, so it does too).
     """
 
-    flux_fields: dict[str, str] = {}
-
     def __init__(self, float_layer: Any, bits: int = 8, scheme: str = "symmetric",
-                 granularity: str = "per_channel") -> None:
+                 granularity: str = "per_channel", weight_clip: str = "minmax", activations: str = "float") -> None:
         self.float_layer = float_layer
         self.bits = int(bits)
-        self.scheme = scheme
+        self.scheme = get_scheme(scheme).name
         self.granularity = granularity
-        self.qmin, self.qmax = qrange(self.bits, scheme)
+        self.weight_clip = weight_clip
+        self.activations = activations
+        self.qmin, self.qmax = qrange(self.bits, self.scheme)
         self.act_scale: np.float32 | None = None
         self.act_zero_point: np.int32 | None = None
         self.act_qmin: int | None = None
@@ -255,11 +255,6 @@ class QuantizedLayer(L.Layer):
         self.method: str | None = None
         self._stale = True
         self.requantize()
-
-    # -- naming --------------------------------------------------------------------------------------------
-    @property
-    def flux_name(self) -> str:
-        return type(self).__name__
 
     @property
     def masks(self) -> dict[str, np.ndarray]:
@@ -270,6 +265,14 @@ class QuantizedLayer(L.Layer):
     def calibrated(self) -> bool:
         return self.act_scale is not None
 
+    @property
+    def dynamic(self) -> bool:
+        """True when the forward quantizes its input per call (``activations="dynamic"`` on a Dense)."""
+        return self.activations == "dynamic" and isinstance(self, QuantizedDense)
+
+    def to_float(self) -> Any:
+        return self.float_layer
+
     def _out_axis(self, ndim: int) -> int:
         """Channel axis of this layer's *output*: last for Dense ``(..., out)``, 1 for Conv ``(N, C, H, W)``."""
         return ndim - 1
@@ -279,7 +282,7 @@ class QuantizedLayer(L.Layer):
         """Recompute ``qweight``, ``w_scale``, ``w_zero_point`` from the shadow weight (after it changed)."""
         mask = self.masks.get("weight")
         self.set_integer_weights(*quantize_weight(self.float_layer.weight, self.bits, self.scheme,
-                                                  self.granularity, mask))
+                                                  self.granularity, mask, self.weight_clip))
 
     def set_integer_weights(self, qweight: np.ndarray, w_scale: np.ndarray, w_zero_point: np.ndarray) -> None:
         """Install given integer weights and scales (e.g. read from an archive) without recomputing them."""
@@ -299,6 +302,7 @@ class QuantizedLayer(L.Layer):
         """Fix the input activation quantization from a calibrated range ``[lo, hi]``."""
         self.act_scale, self.act_zero_point, self.act_qmin, self.act_qmax = activation_qparams(lo, hi, self.scheme)
         self.method = method
+        self.activations = "static"
 
     def weight_dequantized(self) -> np.ndarray:
         """The float32 weight the forward effectively uses: ``(q - zp) * scale``."""
@@ -306,14 +310,12 @@ class QuantizedLayer(L.Layer):
             self.requantize()
         return dequantize_weight(self.qweight, self.w_scale, self.w_zero_point)
 
-    def _out_scale(self, ndim: int) -> np.ndarray:
+    def _out_scale(self, ndim: int, act_scale: Any) -> np.ndarray:
         """``s_a * s_w`` in float64, shaped to broadcast over an output of ``ndim`` dims."""
         s = np.asarray(self.w_scale, dtype=np.float64)
-        if self.calibrated:
-            s = s * np.float64(self.act_scale)
-        if s.ndim:
-            s = s.reshape(_bshape(ndim, self._out_axis(ndim)))
-        return s
+        if act_scale is not None:
+            s = s * np.float64(act_scale)
+        return broadcast_channel(s, ndim, self._out_axis(ndim))
 
     # -- layer contract --------------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool = False, rng: Any = None) -> tuple[np.ndarray, tuple]:
@@ -321,39 +323,41 @@ class QuantizedLayer(L.Layer):
             self.requantize()
         dtype = self.float_layer.weight.dtype
         x = np.asarray(x, dtype=dtype)
+        inside, act_scale = None, None
         if self.calibrated:
             xi, inside = fake_quantize_input(x, self.act_scale, self.act_zero_point, self.act_qmin, self.act_qmax)
+            act_scale = self.act_scale
+        elif self.dynamic:
+            xi, act_scale = dynamic_quantize_input(x)
         else:
-            xi, inside = x.astype(np.float64), None
+            xi = x.astype(np.float64)
         acc, icache = self._inner.forward(xi, train=train, rng=rng)
-        z = np.asarray(acc, dtype=np.float64) * self._out_scale(np.ndim(acc))
+        z = np.asarray(acc, dtype=np.float64) * self._out_scale(np.ndim(acc), act_scale)
         bias = self.float_layer.bias
         if bias is not None:
-            z = z + np.asarray(bias, dtype=np.float64).reshape(_bshape(z.ndim, self._out_axis(z.ndim)))
+            z = z + broadcast_channel(np.asarray(bias, dtype=np.float64), z.ndim, self._out_axis(z.ndim))
         z = z.astype(dtype)
         y, acache = self.float_layer.activation.forward(z, train=train, rng=rng)
-        return y, (icache, acache, inside, z.ndim)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)[0]
+        return y, (icache, acache, inside, z.ndim, act_scale)
 
     def backward(self, cache: tuple, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Straight-through estimator: gradients w.r.t. the shadow weight as if ``w_dq = w``."""
-        icache, acache, inside, ndim = cache
+        icache, acache, inside, ndim, act_scale = cache
         dz, _ = self.float_layer.activation.backward(acache, dy)
         dz = np.asarray(dz, dtype=np.float64)
-        dxi, g = self._inner.backward(icache, dz * self._out_scale(ndim))
+        dxi, g = self._inner.backward(icache, dz * self._out_scale(ndim, act_scale))
         dtype = self.float_layer.weight.dtype
-        s_w = np.asarray(self.w_scale, dtype=np.float64)
-        if s_w.ndim:
-            s_w = s_w.reshape(_bshape(self.qweight.ndim, channel_axis(self.qweight)))
+        s_w = broadcast_channel(np.asarray(self.w_scale, dtype=np.float64), self.qweight.ndim,
+                                channel_axis(self.qweight))
         grads = {"weight": (np.asarray(g["weight"]) / s_w).astype(dtype)}
         if self.float_layer.bias is not None:
             axes = tuple(a for a in range(ndim) if a != self._out_axis(ndim))
             grads["bias"] = dz.sum(axis=axes).astype(dtype)
         dx = np.asarray(dxi, dtype=np.float64)
-        if self.calibrated:
-            dx = np.where(inside, dx / np.float64(self.act_scale), 0.0)
+        if act_scale is not None:
+            dx = dx / np.float64(act_scale)
+        if inside is not None:
+            dx = np.where(inside, dx, 0.0)
         self._stale = True  # the optimiser is about to change the shadow weights
         return dx.astype(dtype), grads
 
@@ -362,9 +366,6 @@ class QuantizedLayer(L.Layer):
         if self.float_layer.bias is not None:
             p["bias"] = self.float_layer.bias
         return p
-
-    def output_shape(self, in_shape: tuple) -> tuple:
-        return self.float_layer.output_shape(in_shape)
 
     def copy(self) -> "QuantizedLayer":
         new = object.__new__(type(self))
@@ -386,6 +387,8 @@ class QuantizedLayer(L.Layer):
         act = ""
         if self.calibrated:
             act = f", act_scale={float(self.act_scale):.6g}, act_zero_point={int(self.act_zero_point)}"
+        elif self.dynamic:
+            act = ", dynamic activations"
         kind = "binary" if self.bits == 1 else f"int{self.bits}"
         return f"{type(self).__name__}({self.float_layer!r}, {kind}, {self.scheme}, {self.granularity}{act})"
 
@@ -409,14 +412,6 @@ def quantized_class(layer: Any) -> type[QuantizedLayer] | None:
             layer.out_axes.get("weight") != channel_axis(layer.weight):
         return None
     return QuantizedDense if layer.out_axes["weight"] == 0 else QuantizedConv
-
-
-def as_float_layer(layer: Any) -> Any:
-    """The float equivalent of a leaf: quantized -> its shadow layer, shared -> reconstructed, else itself."""
-    if isinstance(layer, QuantizedLayer):
-        return layer.float_layer
-    to_float = getattr(layer, "to_float", None)
-    return to_float() if callable(to_float) else layer
 
 
 class QuantizedChain(Chain):
@@ -494,16 +489,39 @@ def resolve_layer_keys(model: Any, spec: Mapping[Any, Any], arg: str, weighted: 
     return out
 
 
-def _validate_quantize(model: Any, bits: Any, scheme: Any, granularity: Any, calibration: Any,
-                       method: Any) -> tuple[dict[str, int | None], np.ndarray | None]:
+def _check_choice(value: Any, name: str, allowed: Any) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+def validate_quantize(model: Any, bits: Any = 8, scheme: Any = "symmetric", granularity: Any = "per_tensor",
+                      calibration: Any = None, method: Any = "minmax", *, weight_clip: Any = "minmax",
+                      rounding: Any = "nearest", bias_correction: Any = False, activations: Any = None,
+                      fold: Any = True, seed: Any = 0) -> tuple[dict[str, int | None], np.ndarray | None, str]:
+    """Check every argument of :func:`quantize` (both backends run it first); returns
+    ``(bits per weighted leaf path, calibration array or None, activations mode)``."""
+    if not isinstance(fold, (bool, np.bool_)):
+        raise ValueError(f"fold must be True or False, got {fold!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an int, got {seed!r}")
     if not getattr(model, "container", False):
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_choice(scheme, "scheme", SCHEMES)
+    _check_choice(granularity, "granularity", GRANULARITIES)
+    _check_choice(method, "method", METHODS)
+    _check_choice(weight_clip, "weight_clip", WEIGHT_CLIPS)
+    _check_choice(rounding, "rounding", ROUNDINGS)
+    if not isinstance(bias_correction, (bool, np.bool_)):
+        raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}")
+    if activations is None:
+        activations = "static" if calibration is not None else "float"
+    _check_choice(activations, "activations", ACTIVATIONS)
+    if calibration is None and (activations == "static" or rounding == "adaround" or bias_correction):
+        need = "activations='static'" if activations == "static" else \
+            ("rounding='adaround'" if rounding == "adaround" else "bias_correction=True")
+        raise ValueError(f"{need} needs calibration data: pass calibration=X (N, *input_shape), e.g. a few "
+                         "hundred training samples")
     weighted = [p for p, l in modules(model) if quantized_class(as_float_layer(l)) is not None]
     if not weighted:
         raise ValueError("model has no Dense/Conv/CrossCor layer to quantize")
@@ -536,27 +554,63 @@ def _validate_quantize(model: Any, bits: Any, scheme: Any, granularity: Any, cal
         except ValueError as err:
             raise ValueError(f"calibration has per-sample shape {tuple(X.shape[1:])} which this model does not "
                              f"accept: {err}") from err
-    return per_layer, X
+    return per_layer, X, activations
 
 
-def _calibrate(model: Any, X: np.ndarray, targets: set[str], scheme: str, method: str,
-               batchsize: int = 1024) -> dict[str, tuple[float, float]]:
-    """Input ranges of the target layers: run the float model over ``X``; percentile uses all inputs seen."""
-    leaves = list(modules(model))
-    seen: dict[str, list[np.ndarray]] = {p: [] for p in targets}
-    for start in range(0, len(X), batchsize):  # loop over batches, not samples
-        x = X[start:start + batchsize]
-        for path, layer in leaves:
-            if path in targets:
-                seen[path].append(x if method == "percentile" else np.array([x.min(), x.max()]))
-            x = as_float_layer(layer)(x)
-    return {p: calibration_range(np.concatenate([a.ravel() for a in v]), scheme, method) for p, v in seen.items()}
+def _pre_activation(layer: Any, x: np.ndarray) -> np.ndarray:
+    """A Dense/Conv layer's output without bias and activation (float64)."""
+    probe = layer.copy()
+    probe.bias, probe.activation, probe.masks = None, A.identity, {}
+    return np.asarray(probe(x), np.float64)
 
 
-@dispatch("quantize")
+class _Settings:
+    """The validated options of one ``quantize`` call (what ``_quantize_leaf`` needs)."""
+
+    def __init__(self, scheme: str, granularity: str, method: str, weight_clip: str, rounding: str,
+                 bias_correction: bool, activations: str, seed: int) -> None:
+        self.scheme, self.granularity, self.method = scheme, granularity, method
+        self.weight_clip, self.rounding, self.bias_correction = weight_clip, rounding, bias_correction
+        self.activations, self.seed = activations, seed
+
+
+def _quantize_leaf(base: Any, b: int, st: _Settings, xf: np.ndarray | None, xq: np.ndarray | None
+                   ) -> tuple[QuantizedLayer, dict[str, Any]]:
+    """Quantize one float leaf; ``xf`` / ``xq`` are its calibration inputs in the float / quantized model."""
+    clip = st.weight_clip if b > 1 else "minmax"
+    q = quantized_class(base)(base, b, st.scheme, st.granularity, clip, st.activations)  # type: ignore[misc]
+    rec: dict[str, Any] = {"bits": b}
+    if xf is not None and st.activations == "static":
+        lo, hi = calibration_range(xf, st.scheme, st.method)
+        q.set_activation_range(lo, hi, st.method)
+        rec["act_range"] = [lo, hi]
+    if xq is not None and st.rounding == "adaround" and b > 1:
+        xin = xq
+        if q.calibrated:  # the layer sees its input fake-quantized
+            xi, _ = fake_quantize_input(xq, q.act_scale, q.act_zero_point, q.act_qmin, q.act_qmax)
+            xin = (xi * np.float64(q.act_scale)).astype(np.float32)
+        axis = channel_axis(q.qweight)
+        s = broadcast_channel(q.w_scale, q.qweight.ndim, axis)
+        zp = broadcast_channel(q.w_zero_point, q.qweight.ndim, axis)
+        mask = base.masks.get("weight") if getattr(base, "masks", None) else None
+        qw = AR.adaround_weight(base, s, zp, (q.qmin, q.qmax), xin, _pre_activation(base, xf), seed=st.seed,
+                                mask=mask)
+        q.set_integer_weights(qw, q.w_scale, q.w_zero_point)
+    if xq is not None and st.bias_correction:
+        shift = bias_correction(base, q.weight_dequantized(), xf, xq)
+        dtype = base.weight.dtype
+        base.bias = (np.zeros(shift.shape, dtype) if base.bias is None else base.bias) + shift.astype(dtype)
+        rec["bias_shift_max"] = float(np.abs(shift).max())
+    rec["max_abs_error"] = float(np.abs(q.weight_dequantized() - base.weight).max())
+    rec.setdefault("act_range", None)
+    return q, rec
+
+
 def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str = "symmetric",
              granularity: str = "per_tensor", calibration: np.ndarray | None = None,
-             method: str = "minmax") -> Any:
+             method: str = "minmax", *, weight_clip: str = "minmax", rounding: str = "nearest",
+             bias_correction: bool = False, activations: str | None = None, fold: bool = True,
+             seed: int = 0) -> Any:
     """Quantize a Chain's Dense/Conv weights to integers (and calibrate input activations).
 
     Parameters
@@ -564,13 +618,28 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
     model : Chain (not modified). Leaves already quantized are re-quantized from their shadow weights.
     bits : 1..8 (1 = binary ±α), or a dict ``{path_or_index: bits}`` for mixed precision; keys are Flux paths
         (``"layers[1]"``) or 0-based indices ``model[i]``; layers not in the dict (or mapped to ``None``) stay float.
-    scheme : ``"symmetric"`` (zero point 0, int8 range [-127, 127]) or ``"affine"`` (int8 [-128, 127] with an
-        integer zero point).
+    scheme : a name in ``SCHEMES`` (compression/schemes.py): ``"symmetric"`` (zero point 0, int8 range
+        [-127, 127]) or ``"affine"`` (int8 [-128, 127] with an integer zero point; uint8 activations).
     granularity : ``"per_tensor"`` (one scale per weight) or ``"per_channel"`` (one per output channel: Dense
         rows, Conv axis 3).
-    calibration : optional inputs ``(N, *input_shape)``; when given, each quantized layer's input activation gets
-        an 8-bit scale/zero point (static quantization) and the forward fake-quantizes it.
-    method : activation range from calibration: ``"minmax"`` or ``"percentile"`` (``PERCENTILE`` = 99.99).
+    calibration : optional inputs ``(N, *input_shape)`` (a few hundred training samples; never test data). With
+        it, each quantized layer's input activation gets an 8-bit scale/zero point (static quantization) and the
+        forward fake-quantizes it; it also feeds ``rounding="adaround"`` and ``bias_correction``.
+    method : activation range from calibration: ``"minmax"``, ``"percentile"`` (``PERCENTILE`` = 99.99),
+        ``"mse"`` (least squared quantization error) or ``"entropy"`` (KL divergence, TensorRT's method).
+    weight_clip : ``"minmax"`` (the full weight range) or ``"mse"`` (per output channel, the clipping range with
+        the least squared weight error: essential below 4 bits).
+    rounding : ``"nearest"`` or ``"adaround"`` (learned up/down rounding per weight on the calibration data,
+        layer by layer; for 2..8 bits, most useful at 2-4).
+    bias_correction : shift each bias so the quantized layer's mean output per channel on the calibration data
+        equals the float model's.
+    activations : ``"static"`` (default with calibration), ``"float"`` (default without: weights only) or
+        ``"dynamic"`` (Dense inputs quantized per call to uint8, exactly as ONNX ``DynamicQuantizeLinear`` in
+        the ``format="dynamic"`` export does).
+    fold : fold inference BatchNorms and stand-alone activations into the Dense/Conv before them first
+        (:func:`pyflux_compress.compression.fold.fold_batchnorm`), so every Conv/Dense becomes one integer
+        kernel in the ONNX export. Keys of ``bits`` always name layers of ``model`` itself.
+    seed : seed of AdaRound's mini-batch sampling.
 
     Returns
     -------
@@ -578,32 +647,39 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
 
     Raises
     ------
-    ValueError for unsupported bits/scheme/granularity/method, calibration data of the wrong shape, bad keys.
+    ValueError for unsupported bits/scheme/granularity/method/weight_clip/rounding, calibration data of the
+    wrong shape, bad keys, or an option that needs calibration data without it.
     """
-    per_layer, X = _validate_quantize(model, bits, scheme, granularity, calibration, method)
-    targets = {p for p, b in per_layer.items() if b is not None}
-    ranges = _calibrate(model, X, targets, scheme, method) if X is not None else {}
+    per_layer, X, activations = validate_quantize(
+        model, bits, scheme, granularity, calibration, method, weight_clip=weight_clip, rounding=rounding,
+        bias_correction=bias_correction, activations=activations, fold=fold, seed=seed)
+    if fold:
+        model, paths = fold_with_paths(model)
+        per_layer = {paths[p]: b for p, b in per_layer.items() if p in paths}
+    st = _Settings(scheme, granularity, method, weight_clip, rounding, bool(bias_correction), activations,
+                   int(seed))
     summary: dict[str, dict[str, Any]] = {}
-
-    def fn(path: str, layer: Any) -> Any:
+    replaced: dict[str, Any] = {}
+    xf = xq = X  # calibration inputs of the current leaf in the float and in the quantized model
+    for path, layer in modules(model):  # sequential: each layer is calibrated on its real inputs
         b = per_layer.get(path)
+        flt = as_float_layer(layer)
         if b is None:
-            return layer.copy()
-        base = as_float_layer(layer).copy()
-        q = quantized_class(base)(base, b, scheme, granularity)  # type: ignore[misc]
-        if path in ranges:
-            q.set_activation_range(*ranges[path], method)
-        err = float(np.abs(q.weight_dequantized() - base.weight).max())
-        summary[path] = {"bits": b, "max_abs_error": err,
-                         "act_range": list(ranges[path]) if path in ranges else None}
-        return q
-
-    out = map_layers(fn, model, as_type=QuantizedChain)
+            replaced[path] = layer.copy()
+            nxt = flt
+        else:
+            q, summary[path] = _quantize_leaf(flt.copy(), b, st, xf, xq)
+            replaced[path] = nxt = q
+        if X is not None:
+            xf, xq = flt(xf), nxt(xq)
+    out = map_layers(lambda p, l: replaced[p], model, as_type=QuantizedChain)
     out.records.append({"method": "quantize",
                         "settings": {"bits": bits if not isinstance(bits, Mapping) else
                                      {str(k): v for k, v in bits.items()},
                                      "scheme": scheme, "granularity": granularity,
-                                     "calibrated": X is not None, "method": method if X is not None else None},
+                                     "calibrated": X is not None, "method": method if X is not None else None,
+                                     "weight_clip": weight_clip, "rounding": rounding,
+                                     "bias_correction": bool(bias_correction), "activations": activations},
                         "per_layer": summary})
     return out
 

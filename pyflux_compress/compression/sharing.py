@@ -19,15 +19,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..backends import dispatch
-from ..model.layers import Layer
+from ..backends import kernel
 from ..model.walk import map_layers, modules
-from .quantize import as_float_layer, quantized_class, resolve_layer_keys
+from .quantize import quantized_class, resolve_layer_keys
+from .wrapper import WrappedLayer, as_float_layer
 
 SHARING_BITS = tuple(range(1, 17))
 MAX_ITER = 100  # k-means iterations (1-D k-means converges in a few dozen)
 
 
+@kernel("kmeans_1d")
 def kmeans_1d(values: np.ndarray, k: int, max_iter: int = MAX_ITER) -> tuple[np.ndarray, np.ndarray, int]:
     """1-D k-means with linear initialization; vectorized (sorted centroids -> ``searchsorted`` on midpoints).
 
@@ -64,10 +65,8 @@ def kmeans_1d(values: np.ndarray, k: int, max_iter: int = MAX_ITER) -> tuple[np.
     return c32, labels, it
 
 
-class SharedLayer(Layer):
+class SharedLayer(WrappedLayer):
     """Common code of :class:`SharedDense` and :class:`SharedConv` (see the module docstring)."""
-
-    flux_fields: dict[str, str] = {}
 
     def __init__(self, float_layer: Any, centroids: np.ndarray, index: np.ndarray, mask: np.ndarray,
                  bits: int) -> None:
@@ -80,10 +79,6 @@ class SharedLayer(Layer):
         self.float_layer.weight = self.weight
 
     @property
-    def flux_name(self) -> str:
-        return type(self).__name__
-
-    @property
     def masks(self) -> dict[str, np.ndarray]:
         return {}  # pruned weights stay 0 by construction (the mask is applied when the weight is rebuilt)
 
@@ -92,20 +87,9 @@ class SharedLayer(Layer):
         """The effective weight ``where(mask, centroids[index], 0)`` (a new array)."""
         return np.where(self.mask, self.centroids[self.index], 0).astype(self.centroids.dtype)
 
-    @property
-    def bias(self) -> np.ndarray | None:
-        return self.float_layer.bias
-
-    @property
-    def activation(self) -> Any:
-        return self.float_layer.activation
-
     def forward(self, x: np.ndarray, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
         self.float_layer.weight = self.weight  # centroids may have changed since the last call
         return self.float_layer.forward(x, train=train, rng=rng)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)[0]
 
     def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         dx, g = self.float_layer.backward(cache, dy)
@@ -121,9 +105,6 @@ class SharedLayer(Layer):
         if self.float_layer.bias is not None:
             p["bias"] = self.float_layer.bias
         return p
-
-    def output_shape(self, in_shape: tuple) -> tuple:
-        return self.float_layer.output_shape(in_shape)
 
     def copy(self) -> "SharedLayer":
         return type(self)(self.float_layer.copy(), self.centroids.copy(), self.index.copy(), self.mask.copy(),
@@ -170,7 +151,6 @@ def share_layer(layer: Any, bits: int) -> tuple[SharedLayer, dict[str, Any]]:
                     "iterations": iters, "rms_error": err}
 
 
-@dispatch("share_weights")
 def share_weights(model: Any, bits: int | Mapping[Any, int | None] = 5) -> Any:
     """Share weights within each Dense/Conv layer through a k-means codebook of ``2**bits`` centroids.
 

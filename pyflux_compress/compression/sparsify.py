@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_fraction
-from ..backends import dispatch
+from ..backends import kernel
 from ._common import add_record, check_finite, check_model, prunable, retarget, set_mask
 from .prune import SCOPES, prune_targets
 
@@ -43,6 +43,7 @@ def parse_pattern(pattern: Any) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+@kernel("nm_mask")
 def nm_mask(weight: np.ndarray, n: int, m: int) -> np.ndarray:
     """Keep-mask with at most ``n`` True in every group of ``m`` consecutive input weights.
 
@@ -91,7 +92,6 @@ def validate_sparsify(model: Any, level: Any, pattern: Any, include: Any) -> tup
     return level, nm, targets
 
 
-@dispatch("sparsify")
 def sparsify(model: Any, level: float | None = None, pattern: str | None = None, include: Any = None) -> Any:
     """Set weights to zero to reach a sparsity ``level``, or to an N:M ``pattern``.
 

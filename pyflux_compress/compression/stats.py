@@ -15,14 +15,12 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_bool
-from ..backends import dispatch
 from ..model.summary import effective_array
 from ._common import Target, array_sparsity, check_model, leaves, prunable
 
 __all__ = ["sparsity", "count_params"]
 
 
-@dispatch("sparsity")
 def sparsity(model: Any, include: Any = None) -> dict:
     """Fraction of zeros among the prunable weights, as the model computes with them.
 
@@ -66,7 +64,6 @@ def _default_weights(model: Any) -> list[Target]:
     return targets
 
 
-@dispatch("count_params")
 def count_params(model: Any, nonzero: bool = True) -> dict:
     """Number of trainable parameters (weights, biases, BatchNorm scale/shift), per layer and in total.
 

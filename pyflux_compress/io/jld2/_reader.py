@@ -643,6 +643,9 @@ class Reader:
                     return dict(items)
                 except TypeError:        # unhashable keys (arrays in an IdDict): keep the pairs
                     return items
+        if jt is not None and jt.name in TUPLE_NAMES | NTUPLE_NAMES and isinstance(value, (list, np.ndarray)):
+            # JLD2 writes NTuples of more than 10 elements as a Vector (specialcased_types.jl, writeas)
+            return tuple(value.ravel(order="F").tolist() if isinstance(value, np.ndarray) else value)
         if isinstance(value, JuliaStruct) and jt is not None:
             return JuliaStruct(str(jt), value.fields, jt)
         return value

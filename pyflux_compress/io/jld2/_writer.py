@@ -13,9 +13,11 @@ What it writes, per Python value (the Julia type in brackets):
 * dict of str -> value at top level: an HDF5 group (a ``JLD2.Group``).
 
 The layout mirrors JLD2 0.4.46 (``PavelNikolaichev__JuliaHEPNet__model.jld2``): header ``version 0.1.1``,
-superblock v2 at 512, OHDR v2 with lookup3 checksums, GCOL heaps with JLD2's capacity convention, data
-below 8192 bytes compact, above contiguous (8-aligned). Types get their ``_types`` index in the order JLD2
-commits them (members first, then the type, then its ``julia_type`` parameters).
+superblock v2 at 512, OHDR v2 with lookup3 checksums, GCOL heaps with JLD2's capacity convention, non-array
+data below 8192 bytes compact, arrays and larger data contiguous (8-aligned, as JLD2 >= 0.5), groups with JLD2's
+reserve and continuation placeholder. Types get their ``_types`` index in the order JLD2 commits them (members
+first, then the type, then its ``julia_type`` parameters). Tuples of more than 10 identical elements are
+written as Vectors and fields over 1 KiB by reference, as JLD2 does (docs/jld2.md has the sources).
 """
 from __future__ import annotations
 
@@ -29,6 +31,19 @@ from ._types import (DATATYPE_BYTES, OPAQUE1_BYTES, REF_BYTES, VLEN_STRING_BYTES
 
 BASE = 512
 COMPACT_LIMIT = 8192
+# JLD2 src/data/specialcased_types.jl: `writeas(NTuple{N,T}) = Vector{T}` for N > NTUPLE_INLINE_THRESHOLD = 10
+# (since JLD2 0.4.31), so long homogeneous tuples are stored as a reference to a Vector{T} dataset.
+NTUPLE_INLINE_THRESHOLD = 10
+# JLD2 src/data/writing_datatypes.jl `h5fieldtype`: a field whose Julia type is larger than MAX_INLINE_SIZE = 2^10
+# bytes (Julia's sizeof) is stored as a reference to its own dataset instead of inline.
+MAX_INLINE_SIZE = 1 << 10
+# An HDF5 object header message (a datatype description included) has a 16-bit size field.
+MAX_MESSAGE = 65535
+# JLD2 src/groups.jl `group_extra_space`: a new group reserves room for est_num_entries = 4 links with names of
+# est_link_name_len = 8 bytes (24 bytes each, as a NIL message), then a 20-byte NIL placeholder where a later
+# `jldopen(path, "a+")` writes its continuation message.
+GROUP_EST_ENTRIES, GROUP_EST_LINK = 4, 4 + 3 + 1 + 8 + 8
+CONTINUATION_PLACEHOLDER = bytes([0x00, 16, 0, 0]) + b"\0" * 16
 HEAP_CAPACITY = 4096
 HEADER_TEXT = b"HDF5-based Julia Data Format, version 0.1.1\x00 (Julia 1.10.0 64-bit LE)\x00"
 UNDEF8 = b"\xff" * 8
@@ -47,6 +62,8 @@ class WType:
 
 
 class Bits(WType):
+    """A number type. Instances are shared per dtype (``bits``): type_of runs once per value in a model."""
+
     def __init__(self, dtype: np.dtype) -> None:
         super().__init__(JULIA_NUMBER[dtype.name])
         self.dtype, self.size, self.dt = dtype, dtype.itemsize, atomic_bytes(dtype)
@@ -64,6 +81,22 @@ class StringT(WType):
         self.size, self.dt = 16, VLEN_STRING_BYTES
 
 
+class LongTupleT(WType):
+    """A homogeneous tuple of more than NTUPLE_INLINE_THRESHOLD elements (``NTuple{N,T}``, N > 10).
+
+    JLD2 writes it as ``Vector{T}`` (src/data/specialcased_types.jl, ``writeas``/``wconvert``): a committed
+    *reference* datatype with ``julia_type`` = ``NTuple{N,T}`` and ``written_type`` = ``Core.Array{T,1}``
+    (``h5fieldtype(f, ::Type{<:Array}, readas::DataType, ...)`` commits ``ReferenceDatatype()``), whose value is
+    a reference to a one-dimensional array dataset of the elements.
+    """
+
+    committed = True
+
+    def __init__(self, elem: WType, n: int) -> None:
+        super().__init__(f"NTuple{{{n},{elem.key}}}")
+        self.elem, self.n, self.size, self.dt = elem, n, 8, REF_BYTES
+
+
 class GhostT(WType):
     """A zero-size type. ``params``: WTypes, ints (NTuple length) or a tuple of str (NamedTuple names)."""
 
@@ -72,6 +105,17 @@ class GhostT(WType):
     def __init__(self, name: str, params: tuple = ()) -> None:
         super().__init__(name + (f"{{{','.join(_pkey(p) for p in params)}}}" if params else ""))
         self.name, self.params = name, tuple(params)
+
+
+_BITS: dict[np.dtype, Bits] = {}
+
+
+def bits(dtype: np.dtype) -> Bits:
+    """The shared Bits type of ``dtype`` (native byte order)."""
+    t = _BITS.get(dtype)
+    if t is None:
+        t = _BITS[dtype] = Bits(dtype.newbyteorder("="))
+    return t
 
 
 def _pkey(p) -> str:
@@ -97,20 +141,74 @@ class CompoundT(WType):
         super().__init__(f"Core.NamedTuple{{{names!r},{self.tuple_t.key}}}" if names is not None
                          else self.tuple_t.key)
         fields = names if names is not None else [str(i + 1) for i in range(len(elems))]
-        self.members = [(n, t) for n, t in zip(fields, elems) if not t.ghost]
+        # a member larger than MAX_INLINE_SIZE in Julia's memory is a reference to its own dataset (JLD2's
+        # h5fieldtype / fieldodr): a plain, uncommitted reference datatype
+        self.members = [(n, RefT(t) if julia_sizeof(t) > MAX_INLINE_SIZE else t)
+                        for n, t in zip(fields, elems) if not t.ghost]
         self.size = sum(t.size for _, t in self.members)
         off, mem = 0, []
         for n, t in self.members:
             mem.append((n, off, t.dt))
             off += t.size
         self.dt = compound_bytes(self.size, mem)
+        if len(self.dt) > MAX_MESSAGE:
+            raise ValueError(f"the JLD2 datatype of {self.key[:120]}... needs a {len(self.dt)}-byte description; "
+                             f"HDF5 (and so JLD2) allow at most {MAX_MESSAGE} bytes per datatype message (a "
+                             f"16-bit size). Tuples of more than {NTUPLE_INLINE_THRESHOLD} identical elements are "
+                             "stored as vectors and do not count: make the layers of a very deep Chain identical "
+                             "(e.g. activations inside Dense) or nest it in sub-Chains")
 
 
-def TupleSpelling(elems: list[WType]):
+class RefT(WType):
+    """A field stored as a plain reference to a dataset holding ``target`` (JLD2: fields over 1 KiB)."""
+
+    def __init__(self, target: WType) -> None:
+        super().__init__(target.key)
+        self.target, self.size, self.dt = target, 8, REF_BYTES
+
+
+def _isbits(t: WType) -> bool:
+    """Julia's ``isbitstype``: numbers, ghosts and tuples of them (no arrays, strings or symbols)."""
+    if t.ghost or isinstance(t, Bits):
+        return True
+    if isinstance(t, LongTupleT):
+        return _isbits(t.elem)
+    return isinstance(t, CompoundT) and all(_isbits(e) for e in t.elems)
+
+
+def julia_sizeof(t: WType) -> int:
+    """Julia's ``sizeof`` of the in-memory layout of ``t`` (fields aligned, pointers for arrays/strings)."""
+    return _layout(t)[0]
+
+
+def _layout(t: WType) -> tuple[int, int]:
+    """(size, alignment) of ``t`` in Julia's memory."""
+    if t.ghost:
+        return 0, 1
+    if isinstance(t, Bits):
+        return t.size, t.size
+    if isinstance(t, LongTupleT):
+        size, align = _layout(t.elem)
+        return t.n * (-(-size // align) * align), align
+    if isinstance(t, CompoundT):
+        off, align = 0, 1
+        for e in t.elems:
+            size, a = _layout(e)
+            off = -(-off // a) * a + size
+            align = max(align, a)
+        return -(-off // align) * align, align
+    return 8, 8                    # arrays, strings, symbols: a pointer
+
+
+class _Spelling:
+    """A tuple type's spelling: ``name``, ``params`` (WTypes and ints) and the full ``key``."""
+
+    __slots__ = ("name", "params", "key")
+
+
+def TupleSpelling(elems: list[WType]) -> _Spelling:
     """The Julia tuple type name JLD2 0.4.41-0.4.50 writes: Tuple{T} / NTuple{N,T} / Core.Tuple{...}."""
-    class _S:
-        pass
-    s = _S()
+    s = _Spelling()
     keys = [e.key for e in elems]
     if not elems:
         s.name, s.params = "Tuple", []
@@ -130,15 +228,15 @@ def type_of(value, depth: int = 0) -> WType:
         if value.dtype.kind not in "biuf" or value.dtype.name not in JULIA_NUMBER:
             raise ValueError(f"array dtype {value.dtype} cannot be written (allowed: bool, int8-64, uint8-64, "
                              f"float16/32/64)")
-        return ArrayT(Bits(value.dtype.newbyteorder("=")), value.ndim)
+        return ArrayT(bits(value.dtype), value.ndim)
     if isinstance(value, (bool, np.bool_)):
-        return Bits(np.dtype(np.bool_))
+        return bits(np.dtype(np.bool_))
     if isinstance(value, int):
-        return Bits(np.dtype(np.int64))
+        return bits(np.dtype(np.int64))
     if isinstance(value, float):
-        return Bits(np.dtype(np.float64))
+        return bits(np.dtype(np.float64))
     if isinstance(value, np.generic) and value.dtype.name in JULIA_NUMBER:
-        return Bits(value.dtype.newbyteorder("="))
+        return bits(value.dtype)
     if isinstance(value, str):
         return StringT()
     if value is None:
@@ -156,6 +254,12 @@ def type_of(value, depth: int = 0) -> WType:
         return CompoundT(names, elems)
     if isinstance(value, tuple):
         elems = [type_of(v, depth + 1) for v in value]
+        if len(elems) > NTUPLE_INLINE_THRESHOLD and all(e.key == elems[0].key for e in elems):
+            if elems[0].ghost:
+                raise ValueError(f"a tuple of {len(elems)} identical zero-size values ({elems[0].key}) cannot be "
+                                 f"written: JLD2 stores tuples of more than {NTUPLE_INLINE_THRESHOLD} identical "
+                                 "elements as a Vector, and a Vector of zero-size values is not supported here")
+            return LongTupleT(elems[0], len(elems))
         if all(e.ghost for e in elems):       # () and tuples of ghosts
             spelling = TupleSpelling(elems)
             return GhostT(spelling.name, spelling.params)
@@ -166,7 +270,16 @@ def type_of(value, depth: int = 0) -> WType:
 
 # ---------------------------------------------------------------------------------------------- bytes helpers
 def message(mtype: int, body: bytes, flags: int = 0) -> bytes:
+    if len(body) > MAX_MESSAGE:          # e.g. a link name or attribute this large: say so, not OverflowError
+        raise ValueError(f"an HDF5 object header message (type {mtype:#04x}) of {len(body)} bytes cannot be "
+                         f"written: HDF5 and JLD2 allow at most {MAX_MESSAGE} bytes per message")
     return bytes([mtype]) + len(body).to_bytes(2, "little") + bytes([flags]) + body
+
+
+def ohdr_len(messages: list[bytes]) -> int:
+    """The length of ``ohdr(messages)``, without computing its checksum."""
+    n = sum(len(m) for m in messages)
+    return 6 + (1 if n < 256 else 2 if n < 65536 else 4) + n + 4
 
 
 def ohdr(messages: list[bytes]) -> bytes:
@@ -328,13 +441,19 @@ class Writer:
         if isinstance(t, SymbolT):
             slot = self._reserve()
             return self._finish(t, slot, VLEN_STRING_BYTES, "Core.Symbol", [], [])
+        if isinstance(t, LongTupleT):
+            slot = self._reserve()
+            refs = [self.int_dataset(t.n), self.param(t.elem)]
+            written = self.julia_type_value("Core.Array", [self.param(t.elem), self.int_dataset(1)])
+            wattr = attribute("written_type", shared(self.datatype_addr), SCALAR, written, shared=True)
+            return self._finish(t, slot, REF_BYTES, "NTuple", refs, [], extra=[wattr])
         if isinstance(t, GhostT):       # committed only when a ghost is stored as a dataset
             slot = self._reserve()
             refs = [self.param(p) for p in t.params]
             empty = attribute("empty", fixed_bytes(1, False), SCALAR, b"\x01")
             return self._finish(t, slot, OPAQUE1_BYTES, t.name, refs, [], extra=[empty])
         assert isinstance(t, CompoundT)
-        member_addrs = [self.commit(m) if m.committed else 0 for _, m in t.members]
+        member_addrs = [self.commit(m) if m.committed and not isinstance(m, RefT) else 0 for _, m in t.members]
         slot = self._reserve()
         if t.names is not None:
             refs = [self.names_dataset(t.names), self.param_tuple(t.tuple_t)]
@@ -363,6 +482,8 @@ class Writer:
     def param_tuple(self, spelling) -> int:
         """The Tuple-type parameter of a NamedTuple: committed when it holds data, else a DataType value."""
         elems = [p for p in spelling.params if isinstance(p, WType)]
+        if spelling.name == "NTuple" and spelling.params[0] > NTUPLE_INLINE_THRESHOLD:
+            return self.commit(LongTupleT(spelling.params[1], spelling.params[0]))
         if elems and not all(e.ghost for e in elems):
             return self.commit(CompoundT(None, [e for e in self._expand(spelling)]))
         return self.type_value(spelling.name, [self.param(p) for p in spelling.params])
@@ -384,6 +505,8 @@ class Writer:
         if isinstance(p, ArrayT):
             return self.type_value("Core.Array", [self.param(p.eltype), self.int_dataset(p.ndims)])
         if isinstance(p, GhostT):
+            if p.name == "NTuple" and p.params[0] > NTUPLE_INLINE_THRESHOLD:   # JLD2 refs_from_types: committed
+                return self.commit(LongTupleT(p.params[1], p.params[0]))
             return self.type_value(p.name, [self.param(q) for q in p.params])
         return self.type_value(p.key, [])
 
@@ -412,9 +535,10 @@ class Writer:
         if key not in self.values and not names:
             self.values[key] = self.ghost_dataset(GhostT("Tuple"))
         if key not in self.values:
-            t = CompoundT(None, [SymbolT() for _ in names])
+            syms = [SymbolT() for _ in names]
+            t = LongTupleT(syms[0], len(names)) if len(names) > NTUPLE_INLINE_THRESHOLD else CompoundT(None, syms)
             taddr = self.commit(t)
-            data = b"".join(self.vlen(n.encode(), len(n.encode())) for n in names)
+            data = self.encode(names, t)
             self.values[key] = self.put(ohdr([FILL, message(0x01, SCALAR), message(0x03, shared(taddr), 3),
                                               message(0x08, b"\x04\x00" + len(data).to_bytes(2, "little") + data)]))
         return self.values[key]
@@ -431,25 +555,58 @@ class Writer:
             return self.vlen(b, len(b))
         if isinstance(t, CompoundT):
             vals = list(value.values()) if isinstance(value, NamedTuple) else list(value)
-            return b"".join(self.encode(v, e) for v, e in zip(vals, t.elems) if not e.ghost)
+            members = iter(m for _, m in t.members)
+            return b"".join(self.encode(v, next(members)) for v, e in zip(vals, t.elems) if not e.ghost)
+        if isinstance(t, RefT):                     # a large field: its own dataset, referenced
+            return self.dataset(value, t.target).to_bytes(8, "little")
+        if isinstance(t, LongTupleT):               # written as Vector{T}: a reference to the element array
+            return self.element_array(list(value), t.elem).to_bytes(8, "little")
         return b""
+
+    def element_array(self, values: list, elem: WType) -> int:
+        """A one-dimensional dataset of ``values`` of type ``elem`` (a ``Vector{T}``), as JLD2 writes the
+        ``wconvert``-ed NTuple: isbits elements and Symbols inline (``h5fieldtype(f, T, T, Val{false})``),
+        anything else (arrays, strings' Julia objects, non-isbits tuples) as references to their own datasets."""
+        space = [FILL, message(0x01, simple((len(values),)))]
+        if isinstance(elem, (Bits, SymbolT, LongTupleT)) or (isinstance(elem, CompoundT) and _isbits(elem)):
+            dt, flags = (shared(self.commit(elem)), 3) if elem.committed else (elem.dt, 1)
+            data = b"".join(self.encode(v, elem) for v in values)
+        elif isinstance(elem, StringT):
+            dt, flags = elem.dt, 1
+            data = b"".join(self.encode(v, elem) for v in values)
+        else:
+            # an array of references carries its element type: a `julia_type` attribute referencing a DataType
+            # value (JLD2 src/dataspaces.jl, WriteDataspace(f, x::Array{T,N}, ::Type{RelOffset}))
+            dt, flags = REF_BYTES, 1
+            data = b"".join(self.dataset(v, elem).to_bytes(8, "little") for v in values)
+            space.append(attribute("julia_type", REF_BYTES, SCALAR, self.type_dataset(elem).to_bytes(8, "little")))
+        return self._stored(space + [message(0x03, dt, flags)], data)
+
+    def type_dataset(self, t: WType) -> int:
+        """A dataset holding the DataType value of ``t`` (``write_ref(f, T)`` in JLD2)."""
+        if isinstance(t, CompoundT) and t.names is not None:
+            return self.type_value("Core.NamedTuple", [self.names_dataset(t.names), self.param_tuple(t.tuple_t)])
+        if isinstance(t, CompoundT):
+            return self.type_value(t.tuple_t.name, [self.param(p) for p in t.tuple_t.params])
+        return self.param(t)
 
     def array(self, a: np.ndarray) -> int:
         """Write array ``a`` (Julia size ``a.shape``) once per object; returns its dataset address."""
         hit = self.arrays.get(id(a))
         if hit is not None and hit[1] is a:
             return hit[0]
-        eltype = Bits(a.dtype.newbyteorder("="))
+        eltype = bits(a.dtype)
         nbytes = a.size * eltype.size
         dims = tuple(reversed(a.shape))            # HDF5 dims are Julia's size reversed
         space = simple(dims) if a.ndim else simple((1,))
         extra = [] if a.ndim else [attribute("dimensions", fixed_bytes(8, True), simple([0]), b"")]
         head = [FILL, message(0x01, space), *extra, message(0x03, eltype.dt, 1)]
-        if nbytes < COMPACT_LIMIT:
+        if nbytes == 0:        # JLD2 >= 0.5 (src/datasets.jl): non-empty arrays are never compact. Contiguous
+            # data also keeps the checksummed header small (lookup3 in pure Python costs ~10 us per 12 bytes)
             raw = b"".join(bytes(c) for c in julia_chunks(a, eltype.dtype))
             addr = self.put(ohdr(head + [message(0x08, b"\x04\x00" + nbytes.to_bytes(2, "little") + raw)]))
         else:
-            size = len(ohdr(head + [message(0x08, b"\x04\x01" + b"\0" * 16)]))
+            size = ohdr_len(head + [message(0x08, b"\x04\x01" + b"\0" * 16)])
             addr = self.rel()
             data_addr = addr + size + (-(addr + size) % 8)
             self.put(ohdr(head + [message(0x08, b"\x04\x01" + data_addr.to_bytes(8, "little")
@@ -460,17 +617,17 @@ class Writer:
         self.arrays[id(a)] = (addr, a)
         return addr
 
-    def dataset(self, value) -> int:
-        """Write one top-level value; returns the address to link."""
+    def dataset(self, value, t: WType | None = None) -> int:
+        """Write one value as a dataset of its own (top level, or referenced); returns its address."""
         if isinstance(value, np.ndarray):
             return self.array(value)
         if isinstance(value, dict):
             return self.group({str(k): self.dataset(v) for k, v in value.items()})
-        if isinstance(value, str):
+        if isinstance(value, str) and t is None:
             b = value.encode()
             dt = b"\x33\x11\x00\x00" + len(b).to_bytes(4, "little")
             return self._scalar(dt, b, 1)
-        t = type_of(value)
+        t = type_of(value) if t is None else t
         if t.ghost:
             return self.ghost_dataset(t)
         if isinstance(t, Bits):
@@ -486,10 +643,13 @@ class Writer:
                               message(0x08, b"\x04\x00\x00\x00")]))
 
     def _scalar(self, dt: bytes, data: bytes, dtflags: int) -> int:
-        head = [FILL, message(0x01, SCALAR), message(0x03, dt, dtflags)]
+        return self._stored([FILL, message(0x01, SCALAR), message(0x03, dt, dtflags)], data)
+
+    def _stored(self, head: list[bytes], data: bytes) -> int:
+        """A dataset with header messages ``head`` and ``data``: compact below COMPACT_LIMIT, else contiguous."""
         if len(data) < COMPACT_LIMIT:
             return self.put(ohdr(head + [message(0x08, b"\x04\x00" + len(data).to_bytes(2, "little") + data)]))
-        size = len(ohdr(head + [message(0x08, b"\x04\x01" + b"\0" * 16)]))
+        size = ohdr_len(head + [message(0x08, b"\x04\x01" + b"\0" * 16)])
         addr = self.rel()
         data_addr = addr + size + (-(addr + size) % 8)
         self.put(ohdr(head + [message(0x08, b"\x04\x01" + data_addr.to_bytes(8, "little")
@@ -499,8 +659,15 @@ class Writer:
         return addr
 
     def group(self, links: dict[str, int]) -> int:
+        """A group laid out as JLD2's ``save_group`` lays it out (src/groups.jl): link info, group info, the links,
+        a NIL message reserving room for up to 4 links when there are fewer, and the 20-byte NIL placeholder
+        for a continuation message (JLD2's ``load_group`` finds it there when a file is opened to append)."""
         msgs = [message(0x02, b"\0\0" + UNDEF8 + UNDEF8), message(0x0A, b"\0\0")]
         msgs += [link(n, a) for n, a in links.items()]
+        extra = min(max(0, GROUP_EST_ENTRIES - len(links)) * GROUP_EST_LINK, MAX_MESSAGE)
+        if extra:
+            msgs.append(message(0x00, b"\0" * (extra - 4)))
+        msgs.append(CONTINUATION_PLACEHOLDER)
         return self.put(ohdr(msgs))
 
     def close(self, links: dict[str, int]) -> None:
@@ -519,14 +686,22 @@ class Writer:
         self.f.write(HEADER_TEXT + b"\0" * (BASE - len(HEADER_TEXT)) + sb)
 
 
-def _validate(values: dict, depth: int = 0) -> None:
+def _validate(values: dict, depth: int = 0) -> dict[str, WType]:
+    """Check every name and value before anything is written; returns the top-level values' types."""
+    types = {}
     for name, v in values.items():
         if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"group member name {name!r} is not allowed (non-empty str without '/')")
+        if len(name.encode()) > MAX_MESSAGE - 13:     # a link message: 13 bytes + the name, 16-bit size
+            raise ValueError(f"group member name of {len(name.encode())} bytes is too long: a link message "
+                             f"holds at most {MAX_MESSAGE - 13} bytes of name")
         if isinstance(v, dict) and depth < 32:
             _validate(v, depth + 1)
-        elif not isinstance(v, str):
+        elif not isinstance(v, (str, np.ndarray, dict)):
+            types[name] = type_of(v)
+        elif isinstance(v, np.ndarray):
             type_of(v)
+    return types
 
 
 def write_file(path: str, values: dict) -> None:
@@ -534,8 +709,8 @@ def write_file(path: str, values: dict) -> None:
     for name in values:
         if not isinstance(name, str) or not name or "/" in name or name == "_types":
             raise ValueError(f"dataset name {name!r} is not allowed (non-empty str without '/', not '_types')")
-    _validate(values)               # everything is checked before touching the disk
+    types = _validate(values)       # everything is checked before touching the disk
     with atomic_write(path) as f:
         w = Writer(f)
-        links = {name: w.dataset(v) for name, v in values.items()}
+        links = {name: w.dataset(v, types.get(name)) for name, v in values.items()}
         w.close(links)

@@ -28,7 +28,9 @@ def to_onnx_model(model: Any, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool
     """Build the ``onnx.ModelProto`` that :func:`export_onnx` would write (same arguments, no file)."""
     from . import _export
     from ._graph import GraphBuilder
+    from ._quant import export_view
 
+    model = export_view(model)  # weight-shared layers export as the float layers they compute
     auto = None
     if isinstance(format, str) and format == "auto":
         auto = choose_format(model, data, batch_size=batch_size, threads=threads, tolerance=tolerance,

@@ -104,11 +104,12 @@ def _candidates(model: Any, calibration: np.ndarray) -> dict[str, tuple[Any, str
             out["qdq"] = (model, "qdq")
         return out
     out = {"fp32": (model, "fp32"),
-           "dynamic": (quantize(model, 8, granularity="per_channel"), "dynamic"),
+           "dynamic": (quantize(model, 8, granularity="per_channel", activations="dynamic"), "dynamic"),
            "qdq": (quantize(model, 8, scheme="affine", granularity="per_channel", calibration=calibration), "qdq")}
     if "Dense" in kinds and any(k in ("Conv", "CrossCor") for k in kinds):
         dense = {path: 8 for path, layer in modules(model) if layer_kind(layer) == "Dense"}
-        out["dynamic (Dense only)"] = (quantize(model, dense, granularity="per_channel"), "dynamic")
+        out["dynamic (Dense only)"] = (quantize(model, dense, granularity="per_channel", activations="dynamic"),
+                                       "dynamic")
         out["qdq (Dense only)"] = (quantize(model, dense, scheme="affine", granularity="per_channel",
                                             calibration=calibration), "qdq")
     return out

@@ -88,7 +88,6 @@ class GraphBuilder:
         self.opset = int(opset)
         self.nodes: list = []
         self.initializers: list = []
-        self.sparse_initializers: list = []
         self.sparse = bool(sparse)
         self._counts: dict[str, int] = {}
         self.input_shape = tuple(input_shape)
@@ -106,18 +105,35 @@ class GraphBuilder:
     def const(self, name: str, array: np.ndarray, *, allow_sparse: bool = False) -> str:
         """Add an initializer (a graph constant) and return its name.
 
-        ``allow_sparse``: with ``sparse=True`` on the builder, store this weight as a COO
-        ``sparse_initializer`` when that is smaller than the dense tensor (onnxruntime densifies it at load).
+        ``allow_sparse``: with ``sparse=True`` on the builder, store this weight in COO form when that is smaller
+        than the dense tensor: its nonzero values and their int32 flat indices as initializers, rebuilt by
+        ``ConstantOfShape -> ScatterElements -> Reshape`` (all inputs constant: onnxruntime folds them into one
+        dense initializer at load, so inference is as fast as the dense file). Only standard dense ops, so the file
+        passes ``onnx.checker.check_model(full_check=True)`` and runs in onnx's ReferenceEvaluator, which a
+        ``sparse_initializer`` feeding Gemm/Conv does not.
         The ONNX element type follows the numpy dtype (``ml_dtypes.int4`` arrays become packed INT4).
         """
         from onnx import numpy_helper
 
         array = np.asarray(array)
         if allow_sparse and self.sparse and array.dtype.kind in "fiu" and _sparse_pays_off(array):
-            self.sparse_initializers.append(_make_sparse(name, array))
+            self._sparse_const(name, array)
             return name
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
+
+    def _sparse_const(self, name: str, array: np.ndarray) -> None:
+        from onnx import numpy_helper
+
+        flat = array.reshape(-1)
+        idx = np.flatnonzero(flat)
+        zero = numpy_helper.from_array(np.zeros(1, array.dtype), name + "_zero")
+        size = self.const(name + "_size", np.array([flat.size], np.int64))
+        (zeros,) = self.node("ConstantOfShape", [size], prefix=name + "_dense", value=zero)
+        ins = [zeros, self.const(name + "_indices", idx.astype(np.int32)), self.const(name + "_values", flat[idx])]
+        (dense,) = self.node("ScatterElements", ins, prefix=name + "_scatter", axis=0)
+        self.node("Reshape", [dense, self.const(name + "_shape", np.array(array.shape, np.int64))],
+                  outputs=[name], prefix=name + "_reshape")
 
     # -- nodes -------------------------------------------------------------------------------------
     def node(self, op: str, inputs: Sequence[str], *, outputs: int | Sequence[str] = 1, prefix: str | None = None,
@@ -157,15 +173,14 @@ class GraphBuilder:
         self._rename_output(self.current, OUTPUT_NAME)
         x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [self.batch_dim, *self.input_shape])
         y = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, None)
-        graph = helper.make_graph(self.nodes, graph_name, [x], [y], initializer=self.initializers,
-                                  sparse_initializer=self.sparse_initializers)
+        graph = helper.make_graph(self.nodes, graph_name, [x], [y], initializer=self.initializers)
         opsets = [helper.make_opsetid("", self.opset)]
         opsets += [helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()]
         model = helper.make_model(graph, opset_imports=opsets, producer_name=PRODUCER,
                                   ir_version=ir_version_for(self.opset), doc_string=doc)
         # The output's shape (rank, feature dims) comes from ONNX shape inference, which the checker requires;
         # intermediate value_info it adds is dropped again to keep the file minimal.
-        inferred = onnx.shape_inference.infer_shapes(self._shape_only_copy(model))
+        inferred = onnx.shape_inference.infer_shapes(model)
         if not inferred.graph.output[0].type.tensor_type.HasField("shape"):
             raise ValueError(f"model: ONNX shape inference cannot derive the output shape from input shape "
                              f"{(self.batch_dim, *self.input_shape)}; do the layers' shapes fit together "
@@ -174,20 +189,6 @@ class GraphBuilder:
         if check:
             onnx.checker.check_model(model, full_check=False)
         return model
-
-    def _shape_only_copy(self, model):
-        """``model`` with sparse initializers replaced by dense zeros (shape inference ignores sparse ones)."""
-        if not self.sparse_initializers:
-            return model
-        from onnx import helper, numpy_helper
-
-        copy = type(model)()
-        copy.CopyFrom(model)
-        del copy.graph.sparse_initializer[:]
-        for st in self.sparse_initializers:
-            dtype = helper.tensor_dtype_to_np_dtype(st.values.data_type)
-            copy.graph.initializer.append(numpy_helper.from_array(np.zeros(tuple(st.dims), dtype), st.values.name))
-        return copy
 
     def _rename_output(self, old: str, new: str) -> None:
         for node in self.nodes:
@@ -201,20 +202,9 @@ class GraphBuilder:
 
 
 def _sparse_pays_off(array: np.ndarray) -> bool:
-    """COO with int64 linear indices costs 8 + itemsize bytes per nonzero; dense costs itemsize per entry."""
+    """COO with int32 linear indices costs 4 + itemsize bytes per nonzero; dense costs itemsize per entry."""
     nnz = int(np.count_nonzero(array))
-    return array.ndim >= 1 and nnz * (8 + array.itemsize) < array.size * array.itemsize
-
-
-def _make_sparse(name: str, array: np.ndarray):
-    """A ``SparseTensorProto`` in COO form with linear (flattened C-order) int64 indices."""
-    from onnx import helper, numpy_helper
-
-    flat = array.reshape(-1)
-    idx = np.flatnonzero(flat).astype(np.int64)
-    values = numpy_helper.from_array(flat[idx].copy(), name)
-    indices = numpy_helper.from_array(idx, name + "_indices")
-    return helper.make_sparse_tensor(values, indices, list(array.shape))
+    return array.ndim >= 1 and array.size < 2 ** 31 and nnz * (4 + array.itemsize) + 64 < array.size * array.itemsize
 
 
 def save_model_atomic(model, path: str | os.PathLike) -> str:

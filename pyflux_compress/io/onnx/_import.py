@@ -237,13 +237,42 @@ def chain_from_proto(model: Any, where: str = "model"):
     consts: dict[str, np.ndarray] = {t.name: _to_array(t, where) for t in g.initializer}
     for st in g.sparse_initializer:
         consts[st.values.name] = _densify(st, where)
+    nodes = _fold_constants(list(g.node), consts)
     inputs = [i.name for i in g.input if i.name not in consts]
     if len(inputs) != 1 or len(g.output) != 1:
         raise ValueError(f"{where}: only single-input single-output chain graphs import; "
                          f"inputs {inputs}, outputs {[o.name for o in g.output]}")
-    reader = _ChainReader(list(g.node), consts, inputs[0], where)
+    reader = _ChainReader(nodes, consts, inputs[0], where)
     layers = reader.read(g.output[0].name)
     return Chain(*_fold_activations(layers))
+
+
+def _fold_constants(nodes: list, consts: dict[str, np.ndarray]) -> list:
+    """Evaluate the constant-only nodes of a sparse weight (``ConstantOfShape -> ScatterElements(axis=0) ->
+    Reshape``, as ``export_onnx(sparse=True)`` writes it) into ``consts``; returns the other nodes."""
+    from onnx import helper, numpy_helper
+
+    rest = []
+    for n in nodes:  # nodes are topologically sorted: a folded output is known before its consumers
+        ins = [consts.get(i) for i in n.input]
+        if n.op_type == "ConstantOfShape" and ins and ins[0] is not None:
+            value = next((numpy_helper.to_array(helper.get_attribute_value(a)) for a in n.attribute
+                          if a.name == "value"), np.zeros(1, np.float32))
+            shape = tuple(int(d) for d in ins[0])
+            size = int(np.prod(shape, dtype=object)) * value.itemsize if shape else value.itemsize
+            if min(shape, default=0) < 0 or size > max_dense_bytes(None):  # the same budget as sparse initializers
+                raise OnnxLoadError(f"node {n.name!r}: ConstantOfShape of shape {list(shape)} exceeds the dense-size "
+                                    f"limit (${MAX_DENSE_BYTES_ENV})")
+            consts[n.output[0]] = np.full(shape, value.reshape(-1)[0], value.dtype)
+        elif n.op_type == "ScatterElements" and all(v is not None and v.ndim == 1 for v in ins):
+            out = ins[0].copy()
+            out[ins[1].astype(np.int64)] = ins[2]
+            consts[n.output[0]] = out
+        elif n.op_type == "Reshape" and len(ins) == 2 and all(v is not None for v in ins):
+            consts[n.output[0]] = ins[0].reshape(tuple(int(d) for d in ins[1]))
+        else:
+            rest.append(n)
+    return rest
 
 
 def _to_array(t: Any, where: str) -> np.ndarray:

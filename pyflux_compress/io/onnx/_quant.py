@@ -2,25 +2,30 @@
 
 ``format="qdq"`` (static, needs calibrated activations)
     Every quantized layer's *input* goes through ``QuantizeLinear -> DequantizeLinear`` with the layer's
-    calibrated ``act_scale`` / ``act_zero_point`` (uint8 for the affine scheme, int8 for symmetric), and its
-    weight is an int8 initializer behind ``DequantizeLinear`` (per-channel: ``axis=0`` of the ONNX weight, which
-    is Gemm's ``B`` with ``transB=1`` ``(out, in)`` and Conv's ``(cout, cin, kh, kw)``). The bias is stored as
-    int32 with scale ``act_scale * w_scale`` (as ``onnxruntime.quantization.quantize_static`` does).
-    onnxruntime's graph optimizer fuses ``DQ -> Gemm/Conv -> Q`` into integer kernels (QGemm / QLinearConv).
-    A QDQ pair also goes in front of MaxPool / flatten / Dropout that precede the quantized layer: those commute
-    with the (monotone) quantization, so the result is unchanged while onnxruntime can run them on int8.
-    onnxruntime removes a Relu before ``QuantizeLinear`` only when the zero point is the type's minimum, i.e. for
-    the affine scheme (uint8, zero point 0 after relu); with symmetric int8 activations the layers after a relu
-    stay float Gemm/Conv on dequantized values (correct, not faster) -- quantize with ``scheme="affine"`` for speed.
+    calibrated ``act_scale`` / ``act_zero_point`` (the scheme's ``act_dtype``: uint8 for ``affine`` and
+    ``symmetric_weights``, int8 for ``symmetric``), and its weight is an int8 initializer behind
+    ``DequantizeLinear`` (per-channel: ``axis=0`` of the ONNX weight, which is Gemm's ``B`` with ``transB=1``
+    ``(out, in)`` and Conv's ``(cout, cin, kh, kw)``). The bias is stored as int32 with scale
+    ``act_scale * w_scale`` (as ``onnxruntime.quantization.quantize_static`` does). onnxruntime's graph optimizer
+    fuses ``DQ -> Gemm/Conv -> Q`` into integer kernels (QGemm / QLinearConv). BatchNorm is folded into the Conv
+    before quantization (``pfc.quantize(fold=True)``), so a Conv+BN+relu block becomes one QLinearConv.
+    Where the value is already integer (after a quantized layer of a scheme with ``integer_relu``), a QDQ pair
+    also goes in front of the MaxPool / flatten / Dropout that precede the next quantized layer: those commute
+    with the (monotone) quantization, so the result is unchanged while onnxruntime runs them on uint8
+    (``NhwcMaxPool``). onnxruntime removes a Relu before ``QuantizeLinear`` only when the zero point is the
+    type's minimum (uint8, zero point 0 after relu); with symmetric int8 activations the layers after a relu stay
+    float Gemm/Conv on dequantized values (correct, not faster).
 
-``format="dynamic"``
-    Dense: ``DynamicQuantizeLinear`` (uint8, per-batch scale) + ``MatMulInteger`` with the int8 weight, then
-    ``Cast``, ``Mul`` by ``x_scale * w_scale`` and ``Add`` bias -- the graph ``quantize_dynamic`` writes, which
-    onnxruntime fuses into ``DynamicQuantizeMatMul``. Conv is exported weight-only (int8 weight behind
-    ``DequantizeLinear``, float Conv), because onnxruntime's CPU provider has no u8s8 ``ConvInteger``.
+``format="dynamic"`` (no calibrated activations)
+    Each layer is written as its simulated forward computes it. ``activations="dynamic"`` Dense:
+    ``DynamicQuantizeLinear`` (uint8, per-call scale) + ``MatMulInteger`` with the int8 weight, then ``Cast``,
+    ``Mul`` by ``x_scale * w_scale`` and ``Add`` bias -- the graph ``quantize_dynamic`` writes, which onnxruntime
+    fuses into ``DynamicQuantizeMatMul``. Weights-only layers (``activations="float"``, the default without
+    calibration) and every Conv (onnxruntime's CPU provider has no u8s8 ``ConvInteger``): the int8 weight
+    behind ``DequantizeLinear`` and a float Gemm/Conv.
 
 Bits below 8 are stored in int8 containers (exact values, int8 file size) -- except ``format="dynamic"`` with
-``opset=21``: Dense layers of 2..4 bits are written weight-only with packed INT4 weights (half the int8 file);
+``opset=21``: weights-only Dense layers of 2..4 bits get packed INT4 weights (half the int8 file);
 onnxruntime 1.32 turned the activation-free last layer into its 4-bit ``MatMulNBits`` kernel but ran relu layers
 as dequantize + float FusedGemm, so int4 is a file-size option, not a speed one. QDQ and Conv keep int8
 containers (``MatMulInteger`` takes 8-bit inputs only; int4 QDQ fusion in onnxruntime was not verified).
@@ -42,6 +47,7 @@ from ...model.walk import modules
 from ._export import (ExportState, UnsupportedLayerError, build_fp32, emit_activation, emit_conv, emit_dense,
                       emit_layer, flux_conv_to_onnx, layer_kind, spatial_attrs)
 from ._graph import GraphBuilder
+from ...compression.schemes import get_scheme
 
 QUANTIZED = ("QuantizedDense", "QuantizedConv")
 # layers a quantization commutes with (monotone / pure data movement): QDQ can move in front of them
@@ -60,12 +66,30 @@ def dequantized_emitters() -> dict:
     return {"QuantizedDense": dense, "QuantizedConv": conv}
 
 
+def export_view(model: Any) -> Any:
+    """``model`` with every non-quantized wrapper leaf (weight-shared ``SharedDense``/``SharedConv``) replaced by
+    the plain float layer it computes, so the exporters see only layers they map (the model itself if none)."""
+    from ...compression.quantize import QuantizedLayer
+    from ...compression.wrapper import WrappedLayer
+    from ...model.walk import map_layers, modules
+
+    def plain(layer: Any) -> Any:
+        return layer.to_float() if isinstance(layer, WrappedLayer) and not isinstance(layer, QuantizedLayer) \
+            else layer
+
+    if not getattr(model, "container", False):
+        return plain(model)
+    if all(plain(l) is l for _, l in modules(model)):
+        return model
+    return map_layers(lambda p, l: plain(l), model)
+
+
 def build_quantized(model: Any, b: GraphBuilder, fmt: str) -> None:
     """Append the quantized graph of ``model`` to ``b`` (only standard ONNX ops: no contrib domain needed)."""
     if fmt == "qdq":
         _build_qdq(model, b)
     elif fmt == "dynamic":
-        build_fp32(model, b, {"QuantizedDense": _dynamic_dense, "QuantizedConv": _weight_only_conv})
+        build_fp32(model, b, {"QuantizedDense": _dynamic_dense, "QuantizedConv": _weight_only})
     else:  # pragma: no cover - validated by export_onnx
         raise ValueError(f"format: unknown quantized format {fmt!r}")
 
@@ -88,7 +112,7 @@ def _weight_dq(b: GraphBuilder, p: str, q_onnx: np.ndarray, layer: Any) -> str:
 
 def _act_qdq(b: GraphBuilder, layer: Any) -> None:
     """``current = DQ(Q(current))`` with the layer's calibrated input scale / zero point."""
-    zp_dtype = np.uint8 if layer.scheme == "affine" else np.int8  # affine: uint8 [0, 255]; symmetric: int8
+    zp_dtype = get_scheme(layer.scheme).act_dtype  # affine: uint8 [0, 255]; symmetric: int8
     p = b.fresh("act")
     s = b.const(f"{p}_s", np.asarray(layer.act_scale, np.float32))
     zp = b.const(f"{p}_zp", np.asarray(layer.act_zero_point).astype(zp_dtype))
@@ -178,10 +202,30 @@ def _build_qdq(model: Any, b: GraphBuilder) -> None:
     first_qdq: dict[int, int] = {}  # quantized leaf index -> leaf index where its first QDQ went
     for i, layer in enumerate(leaves):
         target = _quantized_ahead(leaves, i)
+        if target is not None and i != target and target not in first_qdq and not _integer_before(leaves, i, target):
+            target = None  # QDQ only right before the layer: see _integer_before
         if target is not None and (target not in first_qdq or i == target != first_qdq[target]):
             _act_qdq(b, leaves[target])
             first_qdq.setdefault(target, i)
         emit_layer(b, layer, st, paths[i], custom)
+
+
+def _integer_before(leaves: list, i: int, target: int) -> bool:
+    """Whether a QDQ pair in front of the commuting leaf ``i`` pays off: only when the value there is already
+    integer in onnxruntime -- the graph input or the output of a statically quantized layer, with schemes that
+    let onnxruntime drop a relu (``Scheme.integer_relu``). Then MaxPool runs as uint8 ``NhwcMaxPool`` between two
+    QLinearConvs. After a float layer the uint8 MaxPool would run in onnxruntime's slow NCHW kernel (measured
+    23.8 ms vs 4.8 ms for the float NCHWc MaxPool at batch 256), and with symmetric int8 activations the relu
+    blocks the fusion anyway while opset 21 makes onnxruntime 1.32 fail on ``DQ -> MaxPool -> Q``
+    (cf. microsoft/onnxruntime#25526)."""
+    j = i - 1
+    while j >= 0 and layer_kind(leaves[j]) in _COMMUTING:
+        j -= 1
+    if j < 0:
+        return get_scheme(leaves[target].scheme).integer_relu
+    prev = leaves[j]
+    return layer_kind(prev) in QUANTIZED and getattr(prev, "act_scale", None) is not None \
+        and get_scheme(prev.scheme).integer_relu
 
 
 def _quantized_ahead(leaves: list, i: int) -> int | None:
@@ -199,12 +243,17 @@ def _quantized_ahead(leaves: list, i: int) -> int | None:
 # dynamic
 # ---------------------------------------------------------------------------------------------------
 def _dynamic_dense(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
-    """``DynamicQuantizeLinear`` + ``MatMulInteger`` (weight ``(in, out)`` int8, per-column zero point).
+    """``DynamicQuantizeLinear`` + ``MatMulInteger`` (weight ``(in, out)`` int8, per-column zero point) for a
+    layer that simulates dynamic activations (``quantize(..., activations="dynamic")``).
 
-    With ``bits <= 4`` and ``opset >= 21`` the layer is written weight-only with a packed INT4 weight instead
-    (see :func:`_int4_dense`)."""
-    if layer.bits <= 4 and b.opset >= 21 and layer.bits > 1:
-        _int4_dense(b, layer, st, where)
+    A weights-only layer (float activations) is written weight-only instead, so the file computes what
+    ``pfc.predict`` computes: a packed INT4 weight with ``bits <= 4`` and ``opset >= 21`` (see
+    :func:`_int4_dense`), else an int8 weight behind ``DequantizeLinear`` and a float Gemm."""
+    if not layer.dynamic:
+        if layer.bits <= 4 and b.opset >= 21 and layer.bits > 1:
+            _int4_dense(b, layer, st, where)
+        else:
+            _weight_only(b, layer, st, where)
         return
     p = b.fresh("ddense")
     x_q, x_s, x_zp = b.node("DynamicQuantizeLinear", [b.current], outputs=3, prefix=f"{p}_dql")
@@ -222,14 +271,22 @@ def _dynamic_dense(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> 
     emit_activation(b, layer.float_layer.activation, where)
 
 
-def _weight_only_conv(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
-    """Conv with an int8 weight behind ``DequantizeLinear`` and float activations (no ConvInteger u8s8 on CPU)."""
+def _weight_only(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+    """Dense (Gemm) or Conv with an int8 weight behind ``DequantizeLinear`` and float activations: exactly the
+    simulated forward of a weights-only layer (Conv: onnxruntime's CPU provider has no u8s8 ``ConvInteger``)."""
     fl = layer.float_layer
-    p = b.fresh("wconv")
-    inputs = [b.current, _weight_dq(b, p, _conv_q_onnx(layer), layer)]
+    conv = layer_kind(layer) == "QuantizedConv"
+    if not conv and st.rank != 2:
+        raise UnsupportedLayerError(f"{where}: quantized Dense export needs 2-D (N, features) input")
+    p = b.fresh("wconv" if conv else "wdense")
+    q_onnx = _conv_q_onnx(layer) if conv else np.asarray(layer.qweight)
+    inputs = [b.current, _weight_dq(b, p, q_onnx, layer)]
     if fl.bias is not None:
         inputs.append(b.const(f"{p}_b", np.asarray(fl.bias, np.float32)))
-    b.current = _conv_node(b, p, layer, inputs)
+    if conv:
+        b.current = _conv_node(b, p, layer, inputs)
+    else:
+        (b.current,) = b.node("Gemm", inputs, prefix=p, transB=1)
     emit_activation(b, fl.activation, where)
 
 

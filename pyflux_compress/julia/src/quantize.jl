@@ -115,7 +115,10 @@ function quantize_array(W::AbstractArray; bits::Integer=8, scheme::Symbol=:symme
                            bits, scheme, granularity)
 end
 
-# Shape a per-channel vector so it broadcasts along `axis` of an `nd`-dimensional array.
+# Shape a per-channel vector so it broadcasts along `axis` of an `nd`-dimensional array. Per tensor the
+# scale/zero point is a 0-dim array, and broadcasting over a 0-dim array returns a scalar (Base broadcast.jl,
+# `copy(bc::Broadcasted{<:AbstractArrayStyle{0}})` returns `bc[CartesianIndex()]`), so `Float32.(zp)` is a Number.
+_along(v::Number, nd, axis) = v
 _along(v::AbstractArray{<:Any,0}, nd, axis) = v[]
 _along(v::AbstractVector, nd, axis) = reshape(v, ntuple(d -> d == axis ? length(v) : 1, nd))
 

@@ -22,17 +22,17 @@ include("sharing.jl")
 include("lowrank.jl")
 include("distill.jl")
 include("io.jl")
-include("bridge.jl")
+include("kernels.jl")
 
 export walk, rebuild, prunable, corder, corder_index, sparsity, count_params
 export n_to_prune, magnitude_mask, magnitude_masks, prune, apply_masks, polynomial_decay, pruning_due
 export nm_mask, parse_pattern, sparsify
-export structured_plan, prune_structured
+export structured_plan, select_units, prune_structured
 export QuantizedWeight, QuantizedChain, int_range, quantize_array, dequantize_array, calibration_range,
        activation_qparams, quantize, dequantize
 export kmeans_1d, share_weights
 export rank_for_energy, lowrank
 export optimiser_rule, soft_targets, distill_loss, distill
-export save_model, load_model, load_state, model_from_arch, arch_string
+export save_model, load_model, load_state, model_from_arch, arch_string, activation, activation_name
 
 end # module

@@ -11,7 +11,7 @@
 # re-applied. The batches (index vectors, 1-based) may be given so that the Python bridge reproduces
 # numpy's shuffling exactly.
 
-using Flux: Chain, softmax, logsoftmax, onehotbatch, logitcrossentropy, gradient
+using Flux: Chain, softmax, logsoftmax, onehotbatch, logitcrossentropy, withgradient
 using Optimisers: Adam, Descent, Momentum, Nesterov, OptimiserChain, WeightDecay, setup, update!
 using Random: Xoshiro, randperm
 
@@ -109,9 +109,9 @@ function distill(teacher, student, X::AbstractArray, y=nothing; temperature::Rea
             xb = selectdim(X, ndims(X), idx)
             pb = pt_all[:, idx]
             yb = y === nothing ? nothing : y[idx]
-            lossfn(m) = distill_loss(m(xb), pb, yb; temperature, alpha, loss)
-            l = lossfn(model)
-            g = gradient(lossfn, model)
+            # one forward pass gives the loss and the gradient (with Dropout, the reported loss is the one
+            # trained on): Flux.withgradient returns (val, grad)
+            l, g = withgradient(m -> distill_loss(m(xb), pb, yb; temperature, alpha, loss), model)
             update!(state, model, g[1])
             masks === nothing || mask_in_place!(model, masks)
             total += l * length(idx)

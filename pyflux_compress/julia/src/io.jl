@@ -68,6 +68,40 @@ const _ACTIVATIONS = Dict{Symbol,Any}(
     :gelu_erf => x -> Flux.gelu_erf(x),   # resolved when called: NNlib defines it with SpecialFunctions loaded
     # SkipConnection / Parallel connections
     :+ => +, :vcat => vcat, :hcat => hcat)
+
+"""
+    is_flatten(f) -> Bool
+
+Whether `f` is a flatten function: `Flux.flatten` or `MLUtils.flatten`. They are not always the same object
+(Flux's `src/layers/stateless.jl` defines its own `flatten`, and Flux's docs now point to `MLUtils.flatten`),
+so the name decides, as `model_from_arch` does for qualified names.
+"""
+is_flatten(f) = f isa Function && nameof(f) === :flatten
+
+"""
+    activation(name) -> Function
+
+The Flux function for a pyflux_compress activation name ("relu", "σ", "sigmoid", "identity", "flatten", ...).
+"""
+function activation(name::AbstractString)
+    f = get(_ACTIVATIONS, Symbol(name), nothing)
+    f === nothing && throw(ArgumentError("unknown activation \"$name\"; known: $(join(sort!(string.(collect(keys(_ACTIVATIONS)))), ", "))"))
+    return f
+end
+
+"""
+    activation_name(f) -> String
+
+Inverse of `activation`: `"σ"` for sigmoid (Julia's `sigmoid === σ`), `"flatten"` (either flatten), `"identity"`, ...
+"""
+function activation_name(f)
+    is_flatten(f) && return "flatten"
+    for (k, v) in _ACTIVATIONS
+        v === f && return k == :sigmoid ? "σ" : string(k)
+    end
+    throw(ArgumentError("activation $f has no pyflux_compress name"))
+end
+
 const _LAYERS = Dict{Symbol,Any}(
     :Chain => Chain, :Dense => Dense, :Conv => Conv, :CrossCor => CrossCor, :MaxPool => MaxPool,
     :MeanPool => MeanPool, :GlobalMeanPool => GlobalMeanPool, :BatchNorm => BatchNorm, :Dropout => Dropout,
@@ -123,10 +157,17 @@ function _interp(ex::Expr)
                 push!(args, _interp(a))
             end
         end
+        f === BatchNorm && (kws = _float32_kws(kws))
         return f(args...; kws...)
     end
     throw(ArgumentError("model_arch: unsupported expression `$ex`"))
 end
+
+# BatchNorm{F,V,N,W} stores ϵ and momentum in fields of the same type N, and its keyword constructor passes
+# `eps` and `momentum` through as given (Flux 0.14-0.16 src/layers/normalise.jl, defaults eps=1f-5,
+# momentum=0.1f0): `eps=0.001` parsed as Float64 next to the Float32 default momentum is a MethodError. Flux's
+# own defaults are Float32, so the parsed numbers are made Float32.
+_float32_kws(kws) = [k => (k in (:eps, :ϵ, :momentum) && v isa Real ? Float32(v) : v) for (k, v) in kws]
 
 # ---------------------------------------------------------------------------------------------------------
 # The model's one-line syntax, exactly as pyflux_compress prints it (model/layers.py `__repr__`), so that
@@ -177,8 +218,14 @@ function arch_string(l::BatchNorm)
     l.active === nothing || (s *= ", active=" * string(l.active))
     return s * ")"
 end
+# Python prints `p` with repr (shortest round-trip text of a Float64); a Float32 p printed through Float64
+# would read 0.10000000149011612, so Float32 values get their own shortest text.
+_p_str(p::Float32) = _float_str(p)
+_p_str(p::Real) = string(Float64(p))
+
 function arch_string(l::Dropout)
-    s = string("Dropout(", Float64(l.p))
+    s = string("Dropout(", _p_str(l.p))
+    l.dims isa Colon || (s *= ", dims=" * string(l.dims))
     l.active === nothing || (s *= ", active=" * string(l.active))
     return s * ")"
 end

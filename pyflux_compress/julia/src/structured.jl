@@ -24,13 +24,24 @@ using Flux: BatchNorm, Dense, Conv, CrossCor, MaxPool, MeanPool, GlobalMeanPool,
 
 Importance of each output unit of `W` (Dense rows, Conv dim 4): `:l1` or `:l2` norm of its weights.
 """
-function unit_scores(W::AbstractArray, criterion::Symbol)
-    ax = output_axis(W)
+function unit_scores(W::AbstractArray, criterion::Symbol; axis::Integer=output_axis(W))
+    ax = axis
     other = Tuple(d for d in 1:ndims(W) if d != ax)
     s = criterion == :l1 ? sum(abs.(Float64.(W)); dims=other) :
         criterion == :l2 ? sqrt.(sum(abs2.(Float64.(W)); dims=other)) :
         throw(ArgumentError("criterion must be :l1 or :l2, got :$criterion"))
     return vec(s)
+end
+
+"""
+    select_units(W, n_remove, criterion; axis=output_axis(W)) -> Vector{Int}
+
+Sorted 1-based indices of the units along `axis` that stay when the `n_remove` lowest scores go (ties: the
+lower index goes first, a stable sort). Twin of Python's kernel `select_units` (compression/structured.py).
+"""
+function select_units(W::AbstractArray, n_remove::Integer, criterion::Symbol; axis::Integer=output_axis(W))
+    order = sortperm(unit_scores(W, criterion; axis); alg=Base.Sort.MergeSort)   # weakest first, ties by index
+    return sort(order[n_remove+1:end])
 end
 
 """
@@ -42,13 +53,12 @@ function kept_units(W::AbstractArray, fraction::Real, criterion::Symbol, path::A
     out = size(W, output_axis(W))
     k = floor(Int, Float64(fraction) * out + 0.5)
     k < out || throw(ArgumentError("fraction=$fraction would remove all $out units of $path"))
-    order = sortperm(unit_scores(W, criterion); alg=Base.Sort.MergeSort)   # weakest first, ties by index
-    return sort(order[k+1:end])
+    return select_units(W, k, criterion)
 end
 
 # Kinds of leaves between a producer and its consumer, as Python's `_kind`.
 function _kind(l)
-    l === flatten && return :flatten
+    is_flatten(l) && return :flatten
     l isa WeightLayer && return :producer
     l isa BatchNorm && return :batchnorm
     l isa Union{MaxPool,MeanPool,GlobalMeanPool,Dropout} && return :channelwise
@@ -118,10 +128,15 @@ slice_out(l::Union{Conv,CrossCor}, keep) =
 slice_in(l::Dense, cols) = Dense(l.weight[:, cols], l.bias, l.σ)
 slice_in(l::Union{Conv,CrossCor}, chans) = with_weight(l, l.weight[:, :, chans, :], l.bias)
 
+# BatchNorm is a mutable struct with fields β, γ (`nothing` when affine=false), μ, σ² (`nothing` when
+# track_stats=false) and chs (Flux 0.14-0.16 src/layers/normalise.jl); only the arrays present are sliced.
+_slice(x::AbstractArray, keep) = x[keep]
+_slice(::Nothing, keep) = nothing
+
 function slice_batchnorm(bn::BatchNorm, keep)
     new = deepcopy(bn)
-    # BatchNorm is a mutable struct with array fields β, γ, μ, σ² and chs (Flux >= 0.14)
-    new.β = bn.β[keep]; new.γ = bn.γ[keep]; new.μ = bn.μ[keep]; new.σ² = bn.σ²[keep]
+    new.β = _slice(bn.β, keep); new.γ = _slice(bn.γ, keep)
+    new.μ = _slice(bn.μ, keep); new.σ² = _slice(bn.σ², keep)
     new.chs = length(keep)
     return new
 end

@@ -10,7 +10,11 @@ using FluxCompress: walk, rebuild, copy_model, unit_scores, n_to_prune, pruning_
 using FluxCompress: magnitude_mask, prune, polynomial_decay, sparsity, count_params, nm_mask, sparsify
 using FluxCompress: prune_structured, quantize_array, dequantize_array, quantize, dequantize, kmeans_1d
 using FluxCompress: share_weights, lowrank, distill_loss, distill, save_model, load_model, load_state
-using FluxCompress: model_from_arch, arch_string, corder
+using FluxCompress: model_from_arch, arch_string, corder, rank_for_energy
+using FluxCompress: kernel_magnitude_masks, kernel_nm_mask, kernel_select_units, kernel_quantize_array
+using FluxCompress: kernel_dequantize_array, kernel_kmeans_1d, kernel_svd, kernel_singular_values
+using FluxCompress: kernel_distill_loss_grad
+import Flux
 using Flux: Chain, Dense, Conv, MaxPool, BatchNorm, flatten, relu, loadmodel!
 using Optimisers: Descent
 using Random: Xoshiro
@@ -182,7 +186,140 @@ function test_checkpoints()
     end
 end
 
+# ---------------------------------------------------------------------------------------------------------
+# The shared oracle: fixtures/kernels.txt (written by fixtures/make_kernel_fixtures.py from the numpy kernels,
+# which tests/test_parity.py checks against the same file). Arrays are stored in numpy's C order of their numpy
+# shape (= the Julia shape: parameters have Flux's shape on both sides), indices 0-based, data batch-first;
+# `run_kernel` converts exactly as pyflux_compress/backends/julia.py does.
+const FIXTURE_TYPES = Dict("f32" => Float32, "f64" => Float64, "i64" => Int, "bool" => Bool)
+
+function fixture_value(kind::AbstractString, dims::Vector{Int}, text::AbstractString)
+    kind == "none" && return nothing
+    kind == "str" && return String(text)
+    T = FIXTURE_TYPES[kind]
+    v = T == Bool ? parse.(Int, split(text)) .!= 0 : parse.(T, split(text))
+    isempty(dims) && return v[1]
+    length(dims) == 1 && return v
+    return permutedims(reshape(v, reverse(dims)...), length(dims):-1:1)     # C order -> the Julia array
+end
+
+function read_kernel_fixtures(path::AbstractString)
+    cases = NamedTuple[]
+    lines = readlines(path)
+    i = 1
+    while i <= length(lines)
+        line = lines[i]
+        i += 1
+        (isempty(line) || startswith(line, "#") || line == "end") && continue
+        words = split(line, ' ')
+        if words[1] == "case"
+            push!(cases, (kernel=String(words[2]), id=String(words[3]), args=Dict{String,Any}(), outs=Dict{String,Any}()))
+        else
+            value = fixture_value(words[3], parse.(Int, words[4:end]), lines[i])
+            i += 1
+            target = words[1] == "in" ? cases[end].args : cases[end].outs
+            base, index = occursin('.', words[2]) ? split(words[2], '.'; limit=2) : (words[2], nothing)
+            if index === nothing
+                target[String(base)] = value
+            else
+                push!(get!(target, String(base), Any[]), value)
+            end
+        end
+    end
+    return cases
+end
+
+_zero_dim(x) = x isa AbstractArray ? x : fill(x)
+
+function run_kernel(kernel::AbstractString, a::Dict{String,Any})
+    kernel == "magnitude_prune" && return Dict("masks" => collect(kernel_magnitude_masks(Tuple(a["arrays"]), a["k"])))
+    kernel == "nm_mask" && return Dict("mask" => kernel_nm_mask(a["weight"], a["n"], a["m"]))
+    kernel == "select_units" &&
+        return Dict("keep" => kernel_select_units(a["weight"], a["out_axis"] + 1, a["n_remove"], a["criterion"]) .- 1)
+    if kernel == "quantize_weight"
+        r = kernel_quantize_array(a["w"], a["bits"], a["scheme"], a["granularity"], a["mask"])
+        return Dict("q" => r.q, "scale" => r.scale, "zero_point" => r.zero_point)
+    end
+    kernel == "dequantize_weight" &&
+        return Dict("w" => kernel_dequantize_array(a["qweight"], _zero_dim(a["scale"]), _zero_dim(a["zero_point"])))
+    if kernel == "kmeans_1d"
+        c, labels, it = kernel_kmeans_1d(a["values"], a["k"], a["max_iter"])
+        return Dict("centroids" => c, "labels" => labels .- 1, "iterations" => it)
+    end
+    kernel == "singular_values" && return Dict("s" => kernel_singular_values(a["w"]))
+    if kernel == "svd"
+        U, S, Vt = kernel_svd(a["w"])
+        return Dict("s" => S, "recon" => (U .* S') * Vt)
+    end
+    kernel == "rank_for_energy" && return Dict("r" => rank_for_energy(a["s"], a["energy"]))
+    kernel == "n_to_prune" && return Dict("k" => n_to_prune(a["sparsity"], a["n"]))
+    if kernel == "distill_loss_grad"
+        y = a["yb"] === nothing ? nothing : a["yb"] .+ 1
+        loss, grad = kernel_distill_loss_grad(permutedims(a["s"]), permutedims(a["p"]), y, a["T"], a["alpha"], a["kind"])
+        return Dict("loss" => loss, "grad" => permutedims(grad))
+    end
+    throw(ArgumentError("kernels.txt names an unknown kernel $kernel"))
+end
+
+_flat(x) = x isa AbstractArray ? vec(collect(x)) : [x]
+
+function same_value(want, have)
+    if want isa AbstractVector && !isempty(want) && first(want) isa AbstractArray     # a tuple of arrays
+        return length(want) == length(have) && all(same_value(w, h) for (w, h) in zip(want, have))
+    end
+    w, h = _flat(want), _flat(have)
+    length(w) == length(h) || return false
+    want isa AbstractArray && ndims(want) > 1 && size(want) != size(have) && return false
+    eltype(w) <: AbstractFloat && return isapprox(Float64.(h), Float64.(w); rtol=1e-5, atol=1e-6)
+    return all(Int.(h) .== Int.(w))
+end
+
+function test_kernel_fixtures()
+    cases = read_kernel_fixtures(joinpath(@__DIR__, "fixtures", "kernels.txt"))
+    check(length(cases) >= 30)
+    for case in cases
+        got = run_kernel(case.kernel, case.args)
+        for (name, want) in case.outs
+            ok = same_value(want, got[name])
+            ok || @info "kernel fixture mismatch" case.kernel case.id name
+            check(ok)
+        end
+    end
+end
+
+# Issue 14 defects, each pinned here (and on the Python side in tests/test_parity.py).
+function test_fixed_defects()
+    # 1: per-tensor quantization: broadcasting over a 0-dim zero point gave a scalar `_along` had no method for
+    W = randn(RNG, Float32, 4, 6)
+    check(all(abs.(dequantize_array(quantize_array(W; bits=8)) .- W) .<= maximum(abs, W) / 127))
+    model = mlp()
+    qc = quantize(model; bits=8)                                   # granularity=:per_tensor, the default
+    x = randn(RNG, Float32, 12, 3)
+    check(isapprox(dequantize(qc)(x), model(x); rtol=0.1, atol=0.05))
+    check(isapprox(qc(x), model(x); rtol=0.1, atol=0.05))
+    # 5 and 8: what Python prints parses and prints back (BatchNorm eps as Float32; Dropout p, dims, active)
+    for line in readlines(joinpath(@__DIR__, "fixtures", "archs.txt"))
+        (isempty(line) || startswith(line, "#")) && continue
+        check(arch_string(model_from_arch(line)) == line)
+    end
+    # 6: BatchNorm without affine parameters or statistics (β, γ, μ, σ² are `nothing`) slices cleanly
+    cnn = Chain(Conv(randn(RNG, Float32, 3, 3, 1, 4), zeros(Float32, 4), relu; pad=1),
+                BatchNorm(4; affine=false, track_stats=false), flatten, Dense(randn(RNG, Float32, 2, 144), zeros(Float32, 2)))
+    small, _, _ = prune_structured(cnn, 0.5)
+    check(small[2].chs == 2 && small[2].β === nothing && small[2].μ === nothing)
+    # 8: MLUtils.flatten (what Flux's docs now use) is a flatten for structured pruning too
+    if isdefined(Flux, :MLUtils)
+        mlflatten = getfield(getfield(Flux, :MLUtils), :flatten)
+        m2 = Chain(Conv(randn(RNG, Float32, 3, 3, 1, 4), zeros(Float32, 4), relu; pad=1), mlflatten,
+                   Dense(randn(RNG, Float32, 5, 144), zeros(Float32, 5), relu), Dense(5 => 2))
+        _, kept2, _ = prune_structured(m2, 0.5)
+        check(first.(kept2) == ["layers[1]", "layers[3]"])
+    end
+end
+
 @testset "FluxCompress" begin
+    @testset "kernel fixtures (shared with Python)" test_kernel_fixtures()
+    @testset "issue 14 defects" test_fixed_defects()
     @testset "walk and rebuild" test_walk()
     @testset "magnitude pruning" test_prune()
     @testset "sparsify and N:M" test_sparsify()
