@@ -63,6 +63,7 @@ _export(".io.onnx", "export_onnx", "import_onnx", "choose_format")
 _export(".deploy.predictor", "Predictor")
 _export(".deploy.report", "report")
 _export(".deploy.sweep", "sweep")
+_export(".search.autocompress", "autocompress", "SearchResult")
 
 # submodules reachable as attributes: pfc.datasets, pfc.losses, pfc.jld2, pfc.registry, pfc.threads
 _SUBMODULES = {"datasets": ".datasets", "losses": ".train.losses", "jld2": ".io.jld2", "registry": ".model.registry",

@@ -46,7 +46,7 @@ PRESETS = {
 MODEL_OUTPUTS = {".jld2": "Flux checkpoint", ".onnx": "ONNX model", ".pfcz": "compressed archive"}
 
 SUBCOMMANDS = ("demo", "inspect", "train", "prune", "sparsify", "quantize", "distill", "lowrank", "export", "bench",
-               "report", "sweep")
+               "report", "sweep", "autocompress")
 
 
 class UsageError(Exception):
@@ -273,6 +273,31 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, required=True)
     _train_args(p, epochs=2)
     _report_args(p, default_seconds=0.5)
+    # --- autocompress (issue 18): the search lives in pyflux_compress/search; this block only wires it up
+    p = add("autocompress", "search per-layer compression policies with Optuna under an accuracy budget "
+                            "(in-process or on a Dask cluster); writes the best model, JSON and a PNG of the front",
+            cmd_autocompress)
+    p.add_argument("model", metavar="MODEL", help="trained model file (.jld2, .onnx or .pfcz)")
+    p.add_argument("-o", "--output", required=True, help="best model file (.pfcz, .onnx or .jld2); "
+                                                         "OUT.json and OUT.png are written beside it")
+    p.add_argument("--max-drop", type=_number(float, lambda v: 0 <= v <= 100, "a number in [0, 100]"), default=0.5,
+                   help="validation accuracy budget in percentage points (default 0.5)")
+    p.add_argument("--objective", choices=("size", "latency", "size,accuracy", "latency,accuracy"), default="size")
+    p.add_argument("--techniques", type=_list_of(str, "technique names"),
+                   default=["prune", "structured", "quantize", "share", "lowrank"],
+                   help="comma-separated subset of prune,structured,quantize,share,lowrank")
+    p.add_argument("--trials", type=_positive_int, default=50, help="complete trials wanted (default 50)")
+    p.add_argument("--timeout", type=_positive_float, default=None, help="stop starting trials after SECONDS")
+    p.add_argument("--finetune-epochs", type=_nonneg_int, default=2, help="fine-tuning epochs per trial")
+    p.add_argument("--validation", type=_fraction, default=0.1, help="validation fraction of the training data")
+    p.add_argument("--scheduler", default=None, metavar="ADDR", help="Dask scheduler address, e.g. tcp://h:8786")
+    p.add_argument("--storage", default=None, metavar="PATH",
+                   help="journal file or sqlite:///study.db: the study persists and an interrupted search resumes")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="latency batch size (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    _data_args(p, required=True)
+    # --- end autocompress
+
     return parser
 
 
@@ -715,6 +740,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     result.to_json(out / "sweep.json")
     result.plot(out / "sweep.png")
     _say(f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ autocompress
+def cmd_autocompress(args: argparse.Namespace) -> int:
+    import pyflux_compress as pfc
+
+    model = read_model(args.model)
+    out = _check_output(args.output)
+    name, Xtr, ytr, Xte, yte = load_data(args)
+    objective = tuple(args.objective.split(",")) if "," in args.objective else args.objective
+    result = pfc.autocompress(model, _inputs(model, Xtr), ytr, max_drop=args.max_drop, objective=objective,
+                              techniques=tuple(args.techniques), trials=args.trials, timeout=args.timeout,
+                              finetune_epochs=args.finetune_epochs, validation=args.validation, seed=args.seed,
+                              executor=args.scheduler, storage=args.storage, threads=args.threads,
+                              batch_size=args.batch_size, test=(_inputs(model, Xte), yte), progress=not args.quiet)
+    _say(repr(result))
+    _say("\nPareto front (validation):")
+    _say(result.front_table())
+    stem = out.with_suffix("")
+    result.to_json(f"{stem}.json")
+    result.plot(f"{stem}.png")
+    if result.best_model is None:
+        _say(f"no trial met the budget of {args.max_drop} points; wrote {stem}.json and {stem}.png only")
+        return 1
+    _say(write_model(result.best_model, str(out)))
+    _say(f"wrote {stem}.json (every trial) and {stem}.png (the front)")
     return 0
 
 

@@ -22,7 +22,7 @@ from pyflux_compress import cli
 from _corpus import CORPUS
 CORPUS_FILES = sorted(CORPUS.glob("*.jld2")) if CORPUS.is_dir() else []
 SUBCOMMANDS = ("inspect", "train", "prune", "sparsify", "quantize", "distill", "lowrank", "export", "bench",
-               "report", "sweep", "demo")
+               "report", "sweep", "demo", "autocompress")
 DIGITS = ["--dataset", "digits"]
 
 

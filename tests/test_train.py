@@ -164,13 +164,15 @@ def _weights(model):
 def test_fit_is_deterministic_for_a_seed(small):
     X, y, _, _ = small
     arch = "Chain(Dense(784 => 32, relu), Dropout(0.2), Dense(32 => 10))"  # Dropout draws from fit's rng too
-    runs = []
-    for seed in (3, 3, 4):
-        model = pfc.parse(arch, seed=0)
-        pfc.fit(model, X, y, epochs=2, batchsize=64, progress=False, seed=seed)
-        runs.append(_weights(model))
-    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
-    assert not all(np.array_equal(runs[0][k], runs[2][k]) for k in runs[0])
+    # the same seed and the same thread count (the default count follows the machine's load: docs/threads.md)
+    for threads in (1, 2):
+        runs = []
+        for seed in (3, 3, 4):
+            model = pfc.parse(arch, seed=0)
+            pfc.fit(model, X, y, epochs=2, batchsize=64, progress=False, seed=seed, threads=threads)
+            runs.append(_weights(model))
+        assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+        assert not all(np.array_equal(runs[0][k], runs[2][k]) for k in runs[0])
 
 
 def test_fit_learns_and_history_is_complete(small):

@@ -216,7 +216,9 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
         callbacks: callables ``cb(epoch, history)`` run after every epoch (``epoch`` = 1, 2, ...); a callback
             returning ``False`` stops training early.
         threads: cores to use (BLAS threads and the conv kernels' batch split, see ``pfc.threads``); None
-            (default) = the cores other processes leave idle, at least 1.
+            (default) = the cores other processes leave idle, at least 1. Results are bit-identical for the
+            same ``seed`` and the same thread count; pass ``threads=`` for reproducible reruns (the default
+            follows the machine's load, and another count sums products in another order, ~1e-8 apart).
 
     After every optimiser step the ``masks`` of every leaf layer are re-applied, so pruned weights stay 0.
     """

@@ -1,0 +1,200 @@
+"""pfc.autocompress on real Optuna studies: in-process, on a real Dask LocalCluster (2 worker processes on
+127.0.0.1, one killed mid-study), and resumed from a journal file after the searching process was killed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import pyflux_compress as pfc
+
+optuna = pytest.importorskip("optuna")
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("optuna_integration")
+
+ARCH = "Chain(Dense(64 => 32, relu), Dense(32 => 10))"
+FAST = dict(finetune_epochs=1, progress=False, techniques=("prune", "share", "lowrank"), max_drop=5.0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X, y = (d.data / 16).astype(np.float32), d.target.astype(np.int64)
+    model = pfc.parse(ARCH, seed=0)
+    pfc.fit(model, X[:1500], y[:1500], epochs=15, progress=False, seed=0)
+    return model, X[:1500], y[:1500], X[1500:], y[1500:]
+
+
+def _journal(path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _wait_for_complete(journal, name: str, n: int, alive, seconds: float = 60.0) -> list:
+    """Poll the study in ``journal`` until ``n`` trials are complete (or ``alive()`` is False / time is up)."""
+    storage, done = None, []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and alive():
+        try:
+            storage = storage or _journal(journal)
+            done = [t for t in optuna.load_study(study_name=name, storage=storage).trials
+                    if t.state.name == "COMPLETE"]
+        except (KeyError, ValueError, OSError):  # the search has not created the study yet
+            done = []
+        if len(done) >= n:
+            break
+        time.sleep(0.1)
+    return done
+
+
+def test_in_process_search_respects_budget_and_reports(digits):
+    model, X, y, Xte, yte = digits
+    r = pfc.autocompress(model, X, y, trials=5, test=(Xte, yte), **FAST)
+    assert len(r.trials) == 5 and r.n_complete == 5
+    assert r.best is not None and r.best["drop"] <= 5.0
+    assert all(t["worker"] == "local" and t["pid"] == os.getpid() for t in r.trials)
+    # the best model is the best trial's policy rebuilt: same validation accuracy and archive bytes
+    assert pfc.size_report(r.best_model)["archive"] == r.best["archive_bytes"]
+    assert r.best["archive_bytes"] == min(t["archive_bytes"] for t in r.trials if t["drop"] <= 5.0)
+    assert r.ratio() > 2.0  # sparse + shared codebook beats fp32 dense
+    assert 0.0 < r.test["best"] <= 1.0 and r.test["baseline"] == pfc.accuracy(model, Xte, yte)
+    # per-layer policy of every trial, seeded first trial from the sensitivity table
+    assert set(r.trials[0]["policy"]["layers"]) == {"layers[1]", "layers[2]"}
+    assert "best: trial" in repr(r) and "policy:" in repr(r)
+    assert model.records == []  # input not modified
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(objective="speed"), "objective must be one of"),
+    (dict(techniques=("prune", "magic")), "techniques entry must be one of"),
+    (dict(max_drop=-1), "max_drop"),
+    (dict(trials=0), "trials must be >= 1"),
+    (dict(validation=0.9), "validation"),
+    (dict(executor=42), "executor must be None"),
+    (dict(storage=3), "storage must be None"),
+])
+def test_arguments_validated_up_front(digits, kw, match):
+    model, X, y, _, _ = digits
+    with pytest.raises(ValueError, match=match):
+        pfc.autocompress(model, X, y, **kw)
+
+
+def test_dask_cluster_runs_trials_on_workers_and_survives_a_killed_worker(digits, tmp_path):
+    from distributed import Client, LocalCluster
+
+    model, X, y, _, _ = digits
+    journal = tmp_path / "study.log"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        worker_pids = set(client.run(os.getpid).values())
+        out: dict = {}
+
+        def search():
+            out["r"] = pfc.autocompress(model, X, y, trials=8, executor=client, storage=str(journal),
+                                        study_name="dask", **FAST)
+
+        th = threading.Thread(target=search)
+        th.start()
+        before = _wait_for_complete(journal, "dask", 2, th.is_alive)  # then kill a worker mid-study
+        assert len(before) >= 2
+        victim = sorted(worker_pids)[0]
+        os.kill(victim, signal.SIGKILL)
+        th.join(120)
+        assert not th.is_alive()
+        worker_pids |= set(client.run(os.getpid).values())  # the nanny restarted the killed worker
+    r = out["r"]
+    assert r.n_complete >= 8 and r.best is not None
+    # trials ran on the worker processes, not here
+    pids = {t["pid"] for t in r.trials if t["state"] == "COMPLETE"}
+    assert pids <= worker_pids and os.getpid() not in pids
+    assert all(t["worker"].startswith("tcp://127.0.0.1:") for t in r.trials if t["state"] == "COMPLETE")
+    # every trial completed before the kill is still there, with the same measurements
+    by_number = {t["number"]: t for t in r.trials}
+    for t in before:
+        assert by_number[t.number]["state"] == "COMPLETE"
+        assert by_number[t.number]["values"] == list(t.values)
+    # nothing left RUNNING: the killed worker's trial (if one was running) is marked FAIL
+    assert all(t["state"] in ("COMPLETE", "FAIL") for t in r.trials)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, pyflux_compress as pfc
+    from sklearn.datasets import load_digits
+    d = load_digits(); X = (d.data / 16).astype(np.float32)[:1500]; y = d.target[:1500]
+    model = pfc.parse({arch!r}, seed=0)
+    pfc.fit(model, X, y, epochs=15, progress=False, seed=0)
+    pfc.autocompress(model, X, y, trials=int(sys.argv[2]), storage=sys.argv[1], study_name="resume",
+                     finetune_epochs=1, progress=False, techniques=("prune", "share", "lowrank"), max_drop=5.0)
+""")
+
+
+def test_interrupted_study_resumes_from_its_storage(tmp_path):
+    journal = tmp_path / "study.log"
+    script = tmp_path / "search.py"
+    script.write_text(SCRIPT.format(arch=ARCH))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, str(script), str(journal), "1000"], env=env)
+    try:
+        done = _wait_for_complete(journal, "resume", 3, lambda: proc.poll() is None)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # interrupted hard, in the middle of a trial
+        proc.wait()
+    assert len(done) >= 3
+    n_done = len(optuna.load_study(study_name="resume", storage=_journal(journal)).trials)
+    # resume in a fresh process: finished trials are kept, only the missing ones run
+    target = n_done + 2
+    subprocess.run([sys.executable, str(script), str(journal), str(target)], env=env, check=True, timeout=120)
+    trials = optuna.load_study(study_name="resume", storage=_journal(journal)).trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == target
+    for t in done:
+        assert trials[t.number].state.name == "COMPLETE" and trials[t.number].values == t.values
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+
+
+def test_example_07_runs_and_prints_its_effect(tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "07_autocompress.py"
+    env = {**os.environ, "PYFLUX_EXAMPLE_FAST": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--trials", "3", "--max-drop", "5",
+                        "--epochs", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "effect:" in r.stdout and "policy:" in r.stdout
+    assert (tmp_path / "best.pfcz").stat().st_size > 0 and (tmp_path / "front.png").stat().st_size > 0
+
+
+def test_cli_autocompress_writes_model_json_and_plot(tmp_path, capsys):
+    import json
+
+    from pyflux_compress import cli
+
+    model_path = tmp_path / "m.jld2"
+    assert cli.main(["train", "Chain(Dense(64 => 32, relu), Dense(32 => 10))", "--dataset", "digits", "--epochs",
+                     "15", "-q", "-o", str(model_path)]) == 0
+    out = tmp_path / "best.pfcz"
+    code = cli.main(["autocompress", str(model_path), "--dataset", "digits", "--max-drop", "5", "--trials", "3",
+                     "--techniques", "prune,share", "--finetune-epochs", "1", "--storage", str(tmp_path / "s.log"),
+                     "-q", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "Pareto front" in text and "best: trial" in text
+    saved = json.loads((tmp_path / "best.json").read_text())
+    assert len(saved["trials"]) == 3 and saved["best"]["archive_bytes"] == out.stat().st_size
+    assert (tmp_path / "best.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pfc.load_compressed(str(out)) is not None
+    # bad flags are one-line usage errors
+    assert cli.main(["autocompress", str(model_path), "--dataset", "digits", "--objective", "speed", "-o",
+                     str(out)]) == 2
