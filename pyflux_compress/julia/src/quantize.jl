@@ -6,12 +6,12 @@
 #              q = clamp(round(w / scale), qmin, qmax)
 #   affine     qmin = -2^(b-1), qmax = 2^(b-1) - 1 (int8 [-128, 127], int4 [-8, 7])
 #              lo = min(minimum(w), 0), hi = max(maximum(w), 0); scale = (hi - lo) / Float32(qmax - qmin)
-#              (1 where hi == lo); zp = clamp(qmin - round(lo / scale), qmin, qmax) :: Int32
+#              (hi/n - lo/n where hi - lo overflows; 1 where hi == lo or scale underflows to 0); zp = clamp(qmin - round(lo / scale), qmin, qmax) :: Int32
 #              q = clamp(round(w / scale) + zp, qmin, qmax)
 #   binary     (bits = 1) α = Float32(sum(Float64.(|w|)) / n) over the group's unmasked entries;
 #              q = 1 where w >= 0 else -1; q = 0 where masked out or α == 0; scale = α (1 where α == 0); zp = 0
 #   groups     :per_tensor, or :per_channel = output channel (Dense rows, Conv dim 4)
-#   dequantize (Float32(q) - Float32(zp)) * scale
+#   dequantize (Float32(q) - Float32(zp)) * scale, clamped to ±floatmax(Float32)
 #   activations (calibration) 8-bit per tensor on each quantized layer's INPUT, ranges from the float model:
 #              :minmax = (minimum, maximum); :percentile (p = 99.99) = percentile p of |x| as (-a, a) for
 #              symmetric, percentiles (100 - p, p) for affine; Statistics.quantile = numpy's linear rule.
@@ -105,7 +105,11 @@ function quantize_array(W::AbstractArray; bits::Integer=8, scheme::Symbol=:symme
         else
             lo = min(minimum(w), 0f0)
             hi = max(maximum(w), 0f0)
-            s = hi == lo ? 1f0 : (hi - lo) / Float32(qmax - qmin)
+            n = Float32(qmax - qmin)
+            span = hi - lo
+            # near ±3.4f38 `hi - lo` overflows to Inf: divide before subtracting (as schemes.py does)
+            s = isfinite(span) ? span / n : hi / n - lo / n
+            s = (hi == lo || s == 0f0) ? 1f0 : s      # s == 0: a subnormal range underflowed
             zp = Int32(clamp(Float32(qmin) - round(lo / s), qmin, qmax))
             q[g] = Int8.(clamp.(round.(w ./ s) .+ Float32(zp), qmin, qmax))
             push!(scales, s); push!(zps, zp)
@@ -130,7 +134,9 @@ _along(v::AbstractVector, nd, axis) = reshape(v, ntuple(d -> d == axis ? length(
 function dequantize_array(qw::QuantizedWeight)
     qf = Float32.(qw.q)
     ax = output_axis(qf)
-    return (qf .- _along(Float32.(qw.zero_point), ndims(qf), ax)) .* _along(qw.scale, ndims(qf), ax)
+    w = (qf .- _along(Float32.(qw.zero_point), ndims(qf), ax)) .* _along(qw.scale, ndims(qf), ax)
+    # a weight near ±3.4f38 may round to the grid point one step past Float32's range: keep it finite
+    return clamp.(w, -floatmax(Float32), floatmax(Float32))
 end
 
 """
