@@ -552,3 +552,23 @@ def test_round_trip_edge_cases(tmp_path, small, X30, rng, kind):
                 assert getattr(a, name).flags.f_contiguous == getattr(b, name).flags.f_contiguous, name
         for k, m in getattr(a, "masks", {}).items():
             np.testing.assert_array_equal(np.asarray(m), np.asarray(b.masks[k]))
+
+
+def test_damaged_header_length_is_diagnosed_without_allocating_it(tmp_path):
+    """Fuzz case (benchmarks/fuzz_loaders.py, seed 11, case 231286): a damaged trailer made the checksum
+    diagnosis decompress the header into a buffer of the damaged length (+225 MB)."""
+    import resource
+
+    from pyflux_compress.compression import archive as A
+
+    path = tmp_path / "m.pfcz"
+    pfc.save_compressed(path, pfc.parse("Chain(Dense(4 => 3, relu), Dense(3 => 2))", seed=0))
+    data = bytearray(path.read_bytes())
+    at = len(data) - A._SHA - A._TRAILER.size
+    plen, hlen, _, crc = A._TRAILER.unpack_from(data, at)
+    A._TRAILER.pack_into(data, at, plen, hlen, 2**31 - 1, crc)  # header length ~2 GiB, SHA now wrong
+    path.write_bytes(bytes(data))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(pfc.ArchiveError, match="trailer"):
+        pfc.load_compressed(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB: far below 2 GiB

@@ -1098,6 +1098,8 @@ def _diagnose_v2(src: _Source) -> str:
         hbytes = src.read(hstart, hlen)
         if zlib.crc32(hbytes, zlib.crc32(src.read(0, _PREFIX.size))) != crc:
             return "the header (CRC32 mismatch)"
+        if rlen > HEADER_MAX_BYTES:  # a damaged length must not make the diagnosis allocate it
+            return "the trailer (header length)"
         header = _json(C.zstd_decompress(hbytes, rlen))
         for s in header["streams"]:
             if zlib.crc32(src.read(_PREFIX.size + s["offset"], s["length"])) != s["crc32"]:
