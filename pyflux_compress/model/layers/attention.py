@@ -26,7 +26,7 @@ import numpy as np
 from ..._validate import check_bool, check_int
 from ..registry import register_layer
 from ..syntax import Pair, as_int
-from .base import Grads, Layer, as_data, float_dtype
+from .base import Grads, Layer, as_data
 from .dense import Dense
 from .dropout import Dropout
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._validate import check_bool, check_int, check_positive
+from ..._validate import check_bool, check_positive
 from ..activations import Activation, get_activation, identity
 from ..registry import register_layer
 from ..syntax import as_int

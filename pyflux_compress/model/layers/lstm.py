@@ -37,17 +37,6 @@ class LSTMCell(RecurrentCell):
     gates = 4
     n_states = 2
 
-    def __init__(self, n_in: Any, n_out: Any = None, *, bias: Any = True, init: Callable | None = None,
-                 init_recurrent: Callable | None = None, rng: Any = None, seed: Any = None,
-                 Wi: np.ndarray | None = None, Wh: np.ndarray | None = None) -> None:
-        if isinstance(n_in, (tuple, list)):
-            n_in, n_out = n_in
-        if Wi is not None:
-            self.Wi, self.Wh, self.bias = Wi, Wh, self._bias(bias, Wi.shape[0])
-            self.check_shapes()
-            return
-        self.init_arrays(n_in, n_out, bias=bias, init=init, init_recurrent=init_recurrent, rng=rng, seed=seed)
-
     def step(self, gx: np.ndarray, state: tuple) -> tuple[tuple, Any]:
         h, c = state
         H = self.hidden

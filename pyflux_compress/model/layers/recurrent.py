@@ -64,6 +64,18 @@ class RecurrentCell(Layer):
     out_axes: dict[str, int] = {}
     input_grad_optional = True
 
+    # the gated cells' constructor (GRU, GRUv3, LSTM): sizes (or ``in => out``), or the arrays themselves
+    def __init__(self, n_in: Any, n_out: Any = None, *, bias: Any = True, init: Callable | None = None,
+                 init_recurrent: Callable | None = None, rng: Any = None, seed: Any = None,
+                 Wi: np.ndarray | None = None, Wh: np.ndarray | None = None) -> None:
+        if isinstance(n_in, (tuple, list)):
+            n_in, n_out = n_in
+        if Wi is not None:
+            self.Wi, self.Wh, self.bias = Wi, Wh, self._bias(bias, Wi.shape[0])
+            self.check_shapes()
+            return
+        self.init_arrays(n_in, n_out, bias=bias, init=init, init_recurrent=init_recurrent, rng=rng, seed=seed)
+
     def init_arrays(self, n_in: Any, n_out: Any, *, bias: Any, init: Callable | None,
                     init_recurrent: Callable | None, rng: Any, seed: Any) -> None:
         n_in = check_int(f"{self.flux_name} in", n_in, min=1)

@@ -7,7 +7,7 @@ dims, i.e. the last numpy axes (``scale.T`` broadcasts against batch-first data)
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
