@@ -38,6 +38,8 @@ ENV_VAR = "PYFLUX_COMPRESS_THREADS"
 _state = threading.local()  # per-thread stack of counts in force (the kernels read the top)
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+LOAD_SAMPLE_SECONDS = 1.0  # how long one sample of the machine's load decides the default thread count
+_load_sample: tuple[float, float] | None = None  # (time.monotonic(), other_load()) of the last sample
 _controller: Any = None  # threadpoolctl.ThreadpoolController (building one inspects every loaded library: ~4 ms)
 _controller_modules = -1  # len(sys.modules) when it was built: a new import may have loaded another BLAS
 _cpu_mark: tuple[float, float] | None = None  # (monotonic, process_time) at the previous estimate
@@ -99,7 +101,17 @@ def default_threads() -> int:
             raise ValueError(f"{ENV_VAR} must be a positive integer; got {env!r}")
         return n
     cores = available_cores()
-    return max(1, min(cores, int(cores - other_load() + 0.5)))
+    return max(1, min(cores, int(cores - _recent_other_load() + 0.5)))
+
+
+def _recent_other_load() -> float:
+    """:func:`other_load`, sampled at most once per ``LOAD_SAMPLE_SECONDS``: sampling takes ~3 ms (three reads
+    1 ms apart), which would dominate a ``predict`` of a small batch called in a loop."""
+    global _load_sample
+    now = time.monotonic()
+    if _load_sample is None or now - _load_sample[0] > LOAD_SAMPLE_SECONDS:
+        _load_sample = (now, other_load())
+    return _load_sample[1]
 
 
 def resolve(threads: int | None, name: str = "threads") -> int:
