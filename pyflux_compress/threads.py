@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 __all__ = ["ENV_VAR", "available_cores", "other_load", "default_threads", "resolve", "use", "active",
-           "threads_keyword", "map_chunks", "info"]
+           "threads_keyword", "serial", "map_tasks", "map_chunks", "info"]
 
 ENV_VAR = "PYFLUX_COMPRESS_THREADS"
 
@@ -189,34 +189,55 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+@contextlib.contextmanager
+def serial() -> Iterator[None]:
+    """Run the block with one thread in the kernels (BLAS untouched): what a worker of :func:`map_tasks` runs
+    its task under, so a task never splits its own work over threads again."""
+    stack = getattr(_state, "stack", None)
+    if stack is None:
+        stack = _state.stack = []
+    stack.append(1)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def map_tasks(fn: Callable[[int], Any], tasks: int) -> list[Any]:
+    """``[fn(0), ..., fn(tasks - 1)]``, run on ``min(active(), tasks)`` threads; results in task order.
+
+    The caller's thread takes task 0 (and every ``workers``-th after it), pool threads the others, each in
+    :func:`serial` mode with one BLAS thread, so n workers never run n x n threads. With one thread the tasks
+    run in order on the caller's thread. ``fn`` must only write disjoint outputs.
+    """
+    workers = min(active(), tasks)
+    if workers <= 1:
+        return [fn(i) for i in range(tasks)]
+
+    def run(first: int) -> list[Any]:
+        with serial():
+            return [fn(i) for i in range(first, tasks, workers)]
+
+    pool = _executor()
+    # the workers' products are small: one BLAS thread each
+    limiter = _blas_controller().limit(limits=1, user_api="blas")
+    try:
+        futures = [pool.submit(run, w) for w in range(1, workers)]
+        shares = [run(0)] + [fut.result() for fut in futures]
+    finally:
+        limiter.restore_original_limits()
+    return [shares[i % workers][i // workers] for i in range(tasks)]
+
+
 def map_chunks(fn: Callable[[int, int], Any], n: int, chunks: int) -> list[Any]:
     """Call ``fn(lo, hi)`` over ``chunks`` contiguous ranges covering ``range(n)``; returns results in order.
 
-    The ranges run on ``min(active(), chunks)`` threads (the caller's thread takes the first range); with
-    one thread they run in order on the caller's thread. ``fn`` must only write disjoint outputs.
+    The ranges run as :func:`map_tasks` (on ``min(active(), chunks)`` threads, the caller's thread taking
+    the first range); with one thread they run in order on the caller's thread.
     """
     chunks = max(1, min(chunks, n))
     bounds = [(n * i // chunks, n * (i + 1) // chunks) for i in range(chunks)]
-    workers = min(active(), chunks)
-    if workers <= 1:
-        return [fn(lo, hi) for lo, hi in bounds]
-    # one task per worker, each running its share of the ranges in order (keeps per-thread scratch warm)
-    shares = [bounds[w::workers] for w in range(workers)]
-
-    def run(share: list[tuple[int, int]]) -> list[tuple[int, Any]]:
-        return [(lo, fn(lo, hi)) for lo, hi in share]
-
-    pool = _executor()
-    # the workers' products are small: one BLAS thread each, so n workers never run n x n threads
-    limiter = _blas_controller().limit(limits=1, user_api="blas")
-    try:
-        futures = [pool.submit(run, share) for share in shares[1:]]
-        results = run(shares[0])
-        for fut in futures:
-            results += fut.result()
-    finally:
-        limiter.restore_original_limits()
-    return [r for _, r in sorted(results, key=lambda t: t[0])]
+    return map_tasks(lambda i: fn(*bounds[i]), chunks)
 
 
 def info() -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ..model.walk import first_weight, modules
 from ..threads import threads_keyword
 from . import losses as _losses
 from .optimisers import Adam
+from .parallel import forward_backward, infer
 
 __all__ = ["fit", "predict", "accuracy", "History"]
 
@@ -323,9 +324,7 @@ def _train_step(model: Any, xb: np.ndarray, yb: np.ndarray, loss_fn: Any, opt: A
                 masks: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
                 backward_kw: dict) -> tuple[np.ndarray, float]:
     """One optimiser step on one batch: forward, loss, backward, update, re-mask. Returns (outputs, loss)."""
-    out, cache = model.forward(xb, train=True, rng=rng)
-    value, dout = loss_fn.value_and_grad(out, yb)
-    _, grads = model.backward(cache, dout, **backward_kw)
+    out, value, grads = forward_backward(model, xb, yb, loss_fn, rng, backward_kw)  # sharded over threads
     params = model.params()
     keys = [k for k in params if grads.get(k) is not None]  # a layer may leave a parameter frozen
     opt.step([params[k] for k in keys], [grads[k] for k in keys])
@@ -358,13 +357,13 @@ def predict(model: Any, X: Any, batchsize: int = 1024) -> np.ndarray:
     batchsize = check_int("batchsize", batchsize, min=1)
     dtype = _model_dtype(model) if callable(getattr(model, "params", None)) else np.dtype(np.float32)
     X, _ = _check_X("X", X, model, dtype)
-    first = np.asarray(model(X[:batchsize]))
+    first = infer(model, X[:batchsize])  # sharded over threads
     if len(X) <= batchsize:
         return first
     out = np.empty((len(X), *first.shape[1:]), dtype=first.dtype)
     out[:len(first)] = first
     for lo in range(batchsize, len(X), batchsize):
-        out[lo:lo + batchsize] = model(X[lo:lo + batchsize])
+        out[lo:lo + batchsize] = infer(model, X[lo:lo + batchsize])
     return out
 
 
