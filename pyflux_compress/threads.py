@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 __all__ = ["ENV_VAR", "available_cores", "other_load", "default_threads", "resolve", "use", "active",
-           "threads_keyword", "serial", "map_tasks", "map_chunks", "info"]
+           "threads_keyword", "tune_malloc", "serial", "map_tasks", "map_chunks", "info"]
 
 ENV_VAR = "PYFLUX_COMPRESS_THREADS"
 
@@ -42,6 +42,7 @@ LOAD_SAMPLE_SECONDS = 1.0  # how long one sample of the machine's load decides t
 _load_sample: tuple[float, float] | None = None  # (time.monotonic(), other_load()) of the last sample
 _controller: Any = None  # threadpoolctl.ThreadpoolController (building one inspects every loaded library: ~4 ms)
 _controller_modules = -1  # len(sys.modules) when it was built: a new import may have loaded another BLAS
+_malloc_tuned = False
 _cpu_mark: tuple[float, float] | None = None  # (monotonic, process_time) at the previous estimate
 _own_rate = 0.0  # this process's recent CPU use in cores
 
@@ -137,6 +138,38 @@ def _blas_controller() -> Any:
     return _controller
 
 
+# glibc's settings once a freed block of 32 MB has raised its dynamic thresholds (mallopt M_MMAP_THRESHOLD = -3,
+# M_TRIM_THRESHOLD = -1): blocks up to 32 MB come from the heap, and up to 64 MB of freed heap stays mapped.
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 64 << 20
+
+
+def tune_malloc() -> bool:
+    """Fix glibc's allocator thresholds at the values its own dynamic rule ends at (once per process, from
+    :func:`use`); True if applied. Returns False off glibc.
+
+    Why: a training step allocates and frees a few arrays of 1-10 MB (column matrices, activations). glibc
+    serves a block above its *mmap threshold* with a fresh ``mmap`` whose pages are faulted in on every step;
+    the threshold rises only when a larger mapped block is freed, so the same LeNet step cost 12.6 or 21-23 ms
+    of CPU (1 thread) depending on which sizes the process happened to free first (e.g. a 2-thread run's 5 MB
+    shards before a 1-thread run's 10 MB columns). Fixed thresholds make the cost independent of history.
+    """
+    global _malloc_tuned
+    if _malloc_tuned:
+        return True
+    _malloc_tuned = True  # one attempt per process
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    return bool(mallopt(-3, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(-1, MALLOC_TRIM_THRESHOLD))
+
+
 @contextlib.contextmanager
 def use(threads: int | None) -> Iterator[int]:
     """Run the block with ``threads`` cores (None: the default policy); yields the resolved count.
@@ -148,6 +181,8 @@ def use(threads: int | None) -> Iterator[int]:
     if stack is None:
         stack = _state.stack = []
     n = stack[-1] if threads is None and stack else resolve(threads)  # None inside a use() inherits it
+    if not _malloc_tuned:
+        tune_malloc()
     limiter = _blas_controller().limit(limits=n, user_api="blas")
     stack.append(n)
     try:
