@@ -42,7 +42,7 @@ LOAD_SAMPLE_SECONDS = 1.0  # how long one sample of the machine's load decides t
 _load_sample: tuple[float, float] | None = None  # (time.monotonic(), other_load()) of the last sample
 _controller: Any = None  # threadpoolctl.ThreadpoolController (building one inspects every loaded library: ~4 ms)
 _controller_modules = -1  # len(sys.modules) when it was built: a new import may have loaded another BLAS
-_malloc_tuned = False
+_malloc_tuned: bool | None = None  # tune_malloc()'s answer (None: not tried yet)
 _cpu_mark: tuple[float, float] | None = None  # (monotonic, process_time) at the previous estimate
 _own_rate = 0.0  # this process's recent CPU use in cores
 
@@ -155,19 +155,17 @@ def tune_malloc() -> bool:
     shards before a 1-thread run's 10 MB columns). Fixed thresholds make the cost independent of history.
     """
     global _malloc_tuned
-    if _malloc_tuned:
-        return True
-    _malloc_tuned = True  # one attempt per process
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
+    if _malloc_tuned is None:  # one attempt per process
+        _malloc_tuned = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
 
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    return bool(mallopt(-3, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(-1, MALLOC_TRIM_THRESHOLD))
+                mallopt = ctypes.CDLL(None).mallopt
+            except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+                return False
+            _malloc_tuned = bool(mallopt(-3, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(-1, MALLOC_TRIM_THRESHOLD))
+    return _malloc_tuned
 
 
 @contextlib.contextmanager
@@ -181,7 +179,7 @@ def use(threads: int | None) -> Iterator[int]:
     if stack is None:
         stack = _state.stack = []
     n = stack[-1] if threads is None and stack else resolve(threads)  # None inside a use() inherits it
-    if not _malloc_tuned:
+    if _malloc_tuned is None:
         tune_malloc()
     limiter = _blas_controller().limit(limits=n, user_api="blas")
     stack.append(n)

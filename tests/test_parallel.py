@@ -148,3 +148,14 @@ def test_map_tasks_runs_every_task_serially_in_order():
         out = threads.map_tasks(task, 5)
         assert threads.active() == 2  # the caller's count is restored after its own share
     assert out == [(i, 1) for i in range(5)]  # each task, the caller's too, runs without a nested split
+
+
+def test_tune_malloc_is_applied_once_by_use():
+    import sys
+
+    with threads.use(1):
+        pass
+    applied = threads.tune_malloc()  # already tried by use(): the same answer, no second mallopt
+    assert applied is threads.tune_malloc()
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert applied is True
