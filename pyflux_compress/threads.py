@@ -2,6 +2,9 @@
 
 The policy (measured on 2 cores, see benchmarks/RESULTS.md "Threads"):
 
+* **Whole steps on shards** (``train/parallel.py``): ``fit``/``predict`` run a per-sample model's forward and
+  backward on ``threads`` shards of the batch at once, one per thread (via :func:`map_tasks`); the rules
+  below then apply inside each shard with one thread. Other models (BatchNorm in training) use the rules below.
 * **Large GEMMs** (Dense layers on a batch: ``batch x in x out`` multiply-adds of 10^6 and more) run in BLAS
   with ``threads`` BLAS threads, set with threadpoolctl for the duration of ``fit``/``predict``/``distill``.
 * **Small GEMMs** (the convolution kernels' per-sample products, 10^4-10^6 multiply-adds each, which OpenBLAS
