@@ -98,9 +98,9 @@ def test_batchnorm_model_keeps_the_full_batch_path(images, map_calls):
 
 
 def test_dropout_draws_one_mask_per_shard_deterministically(map_calls):
-    model = pfc.parse("Chain(Dense(8 => 64), Dropout(0.5), Dense(64 => 2))", seed=0)
+    model = pfc.parse("Chain(Conv((1, 1), 1 => 1), flatten, Dense(8 => 64), Dropout(0.5), Dense(64 => 2))", seed=0)
     assert parallel.shardable(model) == "random"
-    x = np.ones((64, 8), dtype=np.float32)  # every sample identical: only the dropout masks differ
+    x = np.ones((64, 1, 1, 8), dtype=np.float32)  # every sample identical: only the dropout masks differ
     y = np.zeros(64, dtype=np.int64)
     out_a = _step(model, x, y, 2, np.random.default_rng(7))[0]
     out_b = _step(model, x, y, 2, np.random.default_rng(7))[0]
@@ -120,17 +120,26 @@ def test_not_per_sample_models_are_not_sharded(arch):
     assert parallel.shardable(model, train=True) is None
 
 
-def test_per_sample_containers_are_sharded():
-    model = pfc.parse("Chain(SkipConnection(Chain(Dense(4 => 4, relu), Dense(4 => 4)), +), Parallel(vcat, Dense(4 => 2),"
-                      " Dense(4 => 3)), LayerNorm(5), softmax)")
+def test_per_sample_containers_are_sharded(map_calls):
+    model = pfc.parse("Chain(Conv((3, 3), 1 => 1; pad=1), flatten, SkipConnection(Chain(Dense(4 => 4, relu), "
+                      "Dense(4 => 4)), +), Parallel(vcat, Dense(4 => 2), Dense(4 => 3)), LayerNorm(5), softmax)")
     assert parallel.shardable(model) == "plain"
-    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((64, 1, 2, 2)).astype(np.float32)
     y = np.arange(64) % 5
     out1, v1, g1 = _step(model, x, y, 1)
     out2, v2, g2 = _step(model, x, y, 2)
+    assert map_calls == [2, 2]
     np.testing.assert_allclose(out2, out1, rtol=1e-5, atol=1e-6)
     for k in g1:
         np.testing.assert_allclose(g2[k], g1[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_dense_only_models_are_not_sharded(map_calls):
+    model = pfc.parse("Chain(Dense(8 => 16, relu), Dense(16 => 2))", seed=0)
+    assert parallel.shardable(model) == "plain" and not parallel.worth_sharding(model)
+    x = np.ones((64, 8), dtype=np.float32)
+    _step(model, x, np.zeros(64, dtype=np.int64), 2)
+    assert map_calls == []
 
 
 def test_small_batches_are_not_split():

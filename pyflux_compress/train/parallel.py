@@ -12,8 +12,10 @@ the GIL), each with single-threaded BLAS and no nested batch split:
 4. the shards' parameter gradients summed in shard order (a fixed order: reruns are bit-identical for the
    same seed and thread count; another thread count sums in another order, ~1e-7 relative apart).
 
-Only models whose every layer treats samples independently and keeps no state are sharded (a whitelist by
-exact type, :func:`shardable`): BatchNorm in training mode needs full-batch statistics and updates its running
+Only models with a convolution are sharded (:func:`worth_sharding`): a Dense-only model's step is a few large
+GEMMs that BLAS threads already split, and sharding it measured no faster on the main thread for +50% CPU
+(the article MLP at batch 128). Only models whose every layer treats samples independently and keeps no
+state are sharded (a whitelist by exact type, :func:`shardable`): BatchNorm in training mode needs full-batch statistics and updates its running
 statistics in ``forward``, so such models (and unknown or compressed layer types) keep the sequential path,
 unchanged. Dropout draws its masks from one generator per shard, seeded from ``rng`` once per step (only when
 the model has a Dropout), so its masks are deterministic given ``seed`` and the thread count.
@@ -28,6 +30,7 @@ import numpy as np
 from .. import threads
 from ..model.activations import Activation
 from ..model.chain import Chain
+from ..model.walk import modules
 from ..model.layers.adaptivepool import AdaptiveMaxPool, AdaptiveMeanPool
 from ..model.layers.alphadropout import AlphaDropout
 from ..model.layers.batchnorm import BatchNorm
@@ -45,7 +48,7 @@ from ..model.layers.scale import Scale
 from ..model.layers.skipconnection import SkipConnection
 from ..model.layers.upsample import Upsample
 
-__all__ = ["MIN_SHARD", "shardable", "shards", "forward_backward", "infer"]
+__all__ = ["MIN_SHARD", "shardable", "worth_sharding", "shards", "forward_backward", "infer"]
 
 #: fewest samples per shard: below this a thread's hand-over (~20-50 µs) outweighs what it saves
 MIN_SHARD = 16
@@ -56,6 +59,7 @@ _PER_SAMPLE = (Dense, Conv, CrossCor, ConvTranspose, MaxPool, MeanPool, GlobalMe
                AdaptiveMaxPool, AdaptiveMeanPool, Flatten, LayerNorm, Scale, Upsample, PixelShuffle)
 _CONTAINERS = (Chain, SkipConnection, Parallel)
 _RANDOM = (Dropout, AlphaDropout)
+_SPATIAL = (Conv, CrossCor, ConvTranspose)
 
 
 def _connection_per_sample(layer: Any) -> bool:
@@ -90,6 +94,12 @@ def shardable(model: Any, train: bool = True) -> str | None:
     return _layer_kind(model, train)
 
 
+def worth_sharding(model: Any) -> bool:
+    """True if ``model`` has a convolution: per-sample spatial work of many mid-sized numpy calls, which is
+    what running whole shards on threads speeds up (LeNet-5); see the module doc for Dense-only models."""
+    return any(isinstance(layer, _SPATIAL) for _, layer in modules(model))
+
+
 def shards(n: int) -> int:
     """How many shards a batch of ``n`` samples is cut into under the threads in force (1 = do not shard)."""
     return max(1, min(threads.active(), n // MIN_SHARD))
@@ -107,7 +117,7 @@ def forward_backward(model: Any, xb: np.ndarray, yb: np.ndarray, loss_fn: Any, r
     sequential ``forward``/``backward``; both give the same gradients up to float summation order.
     """
     k = shards(len(xb))
-    kind = shardable(model, train=True) if k > 1 else None
+    kind = shardable(model, train=True) if k > 1 and worth_sharding(model) else None
     if kind is None:
         out, cache = model.forward(xb, train=True, rng=rng)
         value, dout = loss_fn.value_and_grad(out, yb)
@@ -139,7 +149,7 @@ def forward_backward(model: Any, xb: np.ndarray, yb: np.ndarray, loss_fn: Any, r
 def infer(model: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
     """``model(x)`` (inference), run on shards of ``x`` over the threads in force when the model allows it."""
     k = shards(len(x))
-    if k == 1 or shardable(model, train=False) is None:
+    if k == 1 or shardable(model, train=False) is None or not worth_sharding(model):
         return np.asarray(model(x))
     bounds = _bounds(len(x), k)
     return np.concatenate(threads.map_tasks(lambda i: np.asarray(model(x[slice(*bounds[i])])), k))
