@@ -56,10 +56,10 @@ class Embedding(Layer):
     flux_fields = {"weight": "weight"}
     onnx_ops = ("Gather", "Cast")
     compressible = ("weight",)
-    # the per-channel unit of a lookup table is one token's vector (a column): quantization scales per token.
-    # The quantize numerics still assume axis 0 for matrices, so pfc.quantize leaves Embedding float (a gap)
-    # rather than quantizing along the wrong axis (docs/ARCHITECTURE.md, recipe step 7)
+    # the per-channel unit of a lookup table is one token's vector (a column): quantization scales per token
+    # (pfc.quantize wraps it as QuantizedEmbedding, compression/quantize_sequence.py)
     out_axes = {"weight": 1}
+    quantize_as = "table"
     input_grad_optional = True
 
     def __init__(self, vocab: Any, dim: Any = None, *, init: Callable | None = None,

@@ -14,7 +14,7 @@ import numpy as np
 from ..registry import register_layer
 from .base import Grads
 from .lstm import restack
-from .recurrent import RecurrentCell, RecurrentLayer, sigmoid_
+from .recurrent import RecurrentCell, RecurrentLayer, onnx_op, onnx_split, sigmoid_
 
 __all__ = ["GRUCell", "GRU", "GRU_TO_ONNX"]
 
@@ -34,11 +34,25 @@ class GRUCell(RecurrentCell):
     def step(self, gx: np.ndarray, state: tuple) -> tuple[tuple, Any]:
         (h,) = state
         H = self.hidden
-        gh = h @ self.Wh.T
+        gh = self.rmul(h, "Wh", 0, 3 * H)
         r = sigmoid_(gx[:, :H] + gh[:, :H])
         z = sigmoid_(gx[:, H:2 * H] + gh[:, H:2 * H])
         n = np.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
         return ((1 - z) * n + z * h,), (h, gh, r, z, n)
+
+    def onnx_step(self, g: Any, gx: str, state: tuple, rmul: Callable) -> tuple:
+        (h,) = state
+        H = self.hidden
+        gh_rz, gh_n = onnx_split(g, rmul(h, "Wh", 0, 3 * H), [2 * H, H])
+        gx_rz, gx_n = onnx_split(g, gx, [2 * H, H])
+        r, z = onnx_split(g, onnx_op(g, "Sigmoid", onnx_op(g, "Add", gx_rz, gh_rz)), [H, H])
+        n = onnx_op(g, "Tanh", onnx_op(g, "Add", gx_n, onnx_op(g, "Mul", r, gh_n)))
+        return (self.onnx_blend(g, h, n, z),)
+
+    @staticmethod
+    def onnx_blend(g: Any, h: str, n: str, z: str) -> str:
+        """``(1 - z) .* h̃ + z .* h`` as ``h̃ + z .* (h - h̃)`` (three nodes)."""
+        return onnx_op(g, "Add", n, onnx_op(g, "Mul", z, onnx_op(g, "Sub", h, n)))
 
     def step_back(self, cache: Any, dstate: tuple, grads: Grads) -> tuple[np.ndarray, tuple]:
         h, gh, r, z, n = cache
