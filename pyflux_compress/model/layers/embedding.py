@@ -25,6 +25,7 @@ from ..registry import register_layer
 from ..syntax import Pair, as_pair
 from .base import Grads, Layer
 from .dense import Dense
+from .laststep import LastStep
 
 __all__ = ["Embedding", "onehotbatch"]
 
@@ -177,7 +178,9 @@ class Embedding(Layer):
         return y
 
     @classmethod
-    def from_onnx(cls, node: Any, r: Any) -> "Embedding":
+    def from_onnx(cls, node: Any, r: Any) -> "Layer":
+        if node.op_type == "Gather" and node.input[0] not in r.consts:   # not a table: a sequence's last step
+            return LastStep.from_onnx(node, r)
         gather = node
         if node.op_type == "Cast":  # our export: Cast(x -> int) feeding Gather(table, ids) as the only consumer
             cons = r.consumers.get(node.output[0], [])

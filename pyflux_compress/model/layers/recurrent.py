@@ -530,7 +530,7 @@ class RecurrentLayer(Layer):
                 or a.get("input_forget", 0):
             raise r.error(rnn, "only direction=forward, layout=0, no clip, input_forget=0 imports")
         for i, what in ((4, "sequence_lens"), (5, "initial_h"), (6, "initial_c"), (7, "P")):
-            if r.has_input(rnn, i) and (what == "sequence_lens" or np.any(r.const(rnn, i) != 0)):
+            if r.has_input(rnn, i) and (what == "sequence_lens" or not cls.zero_input(rnn, i, r)):
                 raise r.error(rnn, f"input {what} is not supported (Flux's layer starts from zeros)")
         outs = [o for o in rnn.output[:1]]
         sq = r.consumers.get(outs[0], [])
@@ -549,6 +549,22 @@ class RecurrentLayer(Layer):
         layer = target[0].layer_from_onnx(W, R, B, a, lambda msg: r.error(rnn, msg))
         r.advanced = tr[0].output[0]
         return layer
+
+    @staticmethod
+    def zero_input(node: Any, i: int, r: Any) -> bool:
+        """Whether input ``i`` of ``node`` is all zeros: a zero constant, or a ``ConstantOfShape`` of value 0 (how
+        ``torch.onnx.export`` writes an RNN's default initial state, its shape computed from the input's)."""
+        name = node.input[i]
+        if name in r.consts:
+            return not np.any(r.consts[name] != 0)
+        maker = next((n for n in r.nodes if name in n.output), None)
+        if maker is None or maker.op_type != "ConstantOfShape":
+            return False
+        value = r.attrs(maker).get("value")
+        if value is None:
+            return True
+        from onnx import numpy_helper   # the ONNX importer is running, so onnx is installed
+        return not np.any(numpy_helper.to_array(value) != 0)
 
     @classmethod
     def onnx_matches(cls, attrs: dict) -> bool:
