@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..._validate import check_int, check_rng
+from .. import registry
 from ..registry import register_layer
 from ..syntax import Pair, as_pair
 from .base import Grads, Layer
@@ -194,4 +195,8 @@ class Embedding(Layer):
         table = r.const(gather, 0)
         if table.ndim != 2:
             raise r.error(gather, f"the embedding table must be 2-D (vocab, dim); got shape {table.shape}")
+        after = r.consumers.get(gather.output[0], [])
+        if len(after) == 1 and after[0].op_type in ("ReduceMean", "ReduceSum", "ReduceMax"):   # a bag reduction
+            r.advanced = after[0].output[0]
+            return registry.by_name("EmbeddingBag").from_reduce(table, after[0], r)
         return cls(np.ascontiguousarray(table.T, dtype=np.float32))
