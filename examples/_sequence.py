@@ -10,9 +10,10 @@ model expressible in plain Flux syntax (``x -> x[:, end, :]`` would need a Julia
 
 Steps, each printing its measurement: train (Adam); structured pruning of 50% of the hidden units, coupled
 across the LSTM's four gates / the GRU's three (``pfc.prune_hidden_units``), before and after fine-tuning;
-ONNX fp32 export to the ONNX ``LSTM``/``GRU`` op (onnxruntime vs NumPy max |diff|); int8 with onnxruntime's
-dynamic quantizer (``quantize_dynamic``: ``LSTM`` -> ``DynamicQuantizeLSTM``, ``MatMul`` -> integer kernels),
-its accuracy in onnxruntime and the fp32 / int8 latency at batch 256; JLD2 round trip.
+ONNX fp32 export to the ONNX ``LSTM``/``GRU`` op (onnxruntime vs NumPy max |diff|); four ONNX forms compared
+in onnxruntime (accuracy; latency at batch 256 and 1, 1 and 2 threads, see :func:`int8_comparison`): fp32 op,
+fp32 unrolled, int8 from ``pfc.quantize(..., activations="dynamic")`` (integer products for every step) and
+onnxruntime's ``quantize_dynamic`` (the anchor); JLD2 round trip.
 
 Measured (defaults: 6 epochs on all 60,000 images, batch 64, Adam(2e-3); 1 fine-tuning epoch; 2 shared cores,
 one thread each)::
@@ -22,11 +23,15 @@ one thread each)::
     50% hidden units         41,738 -> 16,778 params     35,786 -> 14,826 params
       before / after FT      82.66% / 88.11% (-0.75)     79.58% / 88.53% (+0.16)
     ONNX fp32 vs NumPy       9.5e-06 abs                 1.1e-05 abs (logits up to ~20)
-    int8 (quantize_dynamic)  88.91% (+0.05); ops         88.41% (+0.04); ops DynamicQuantizeLinear,
-                             DynamicQuantizeLSTM,        MatMulInteger (the Dense only: onnxruntime has
-                             MatMulInteger               no integer GRU kernel)
-    batch 256 latency        fp32 42.3 ms, int8 30.0 ms  fp32 66.5 ms, int8 82.8 ms (slower: GRU stays
-                                                         float, the Dense pays quantize/dequantize)
+
+    int8 forms, 2026-11-29 run (load average ~10 on the shared 2-core machine: latencies are noisy; an idle
+    re-run of benchmarks/bench_recurrent_int8.py is in benchmarks/results/sequence.md). Accuracy in
+    onnxruntime; latency at batch 256, 1 / 2 threads:
+      fp32 op                88.86%  20.5 / 28.1 ms      88.37%  14.3 / 49.6 ms
+      fp32 unrolled          88.86%  27.2 / 59.6 ms      88.37%  13.9 / 29.7 ms
+      int8 pfc               88.91%  17.6 / 29.3 ms      88.37%   7.7 / 20.4 ms
+      int8 ORT (anchor)      88.91%  12.2 / 24.1 ms      88.41%  15.2 / 40.0 ms (GRU op stays float)
+    batch 1 (1 thread): op forms 0.03-0.04 ms, unrolled forms 0.18-0.20 ms (per-node overhead of 28 steps).
 """
 from __future__ import annotations
 
