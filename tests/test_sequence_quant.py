@@ -108,6 +108,12 @@ def test_quantized_embedding_per_token_int8_export(tmp_path):
     tables = [t for t in onnx.load(str(p)).graph.initializer if tuple(t.dims) == (11, 5)]
     assert [t.data_type for t in tables] == [onnx.TensorProto.INT8]     # the file holds the int8 table
     np.testing.assert_allclose(run(p, ids), q(ids), rtol=1e-5, atol=1e-5)
+    # dequantize() gives the float model of the dequantized weights; format="fp32" writes exactly that
+    d = q.dequantize()
+    assert str(d) == str(m) and np.array_equal(d[0].weight, emb.weight_dequantized())
+    np.testing.assert_array_equal(d[1].Wh, q[1].dequantize().Wh)
+    pf = pfc.export_onnx(q, tmp_path / "f.onnx", input_shape=(6,), format="fp32")
+    np.testing.assert_allclose(run(pf, ids), d(ids), rtol=1e-5, atol=1e-5)
     # straight-through QAT of the table: fit changes the shadow table, the next forward requantizes it
     qm = pfc.quantize(pfc.Chain(m[0], pfc.flatten, pfc.Dense(30, 3, seed=1)), 8, granularity="per_channel")
     before = qm[0].qweight.copy()

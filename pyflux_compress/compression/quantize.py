@@ -438,7 +438,8 @@ class QuantizedChain(Chain):
         """A float ``Chain`` (new object) whose weights are the dequantized integer weights."""
 
         def fn(path: str, layer: Any) -> Any:
-            return layer.dequantize() if isinstance(layer, QuantizedLayer) else layer.copy()
+            quantized = isinstance(layer, (QuantizedLayer, *QUANTIZED_WRAPPERS.values()))
+            return layer.dequantize() if quantized else layer.copy()
 
         out = map_layers(fn, self, as_type=Chain)
         out.records.append({"method": "dequantize", "settings": {}, "per_layer": {}})
