@@ -114,6 +114,9 @@ def test_quantized_embedding_per_token_int8_export(tmp_path):
     np.testing.assert_array_equal(d[1].Wh, q[1].dequantize().Wh)
     pf = pfc.export_onnx(q, tmp_path / "f.onnx", input_shape=(6,), format="fp32")
     np.testing.assert_allclose(run(pf, ids), d(ids), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="layers\\[1\\]: QuantizedEmbedding .* has no archive form"):
+        pfc.save_compressed(tmp_path / "q.pfcz", q)
+    assert not (tmp_path / "q.pfcz").exists()
     # straight-through QAT of the table: fit changes the shadow table, the next forward requantizes it
     qm = pfc.quantize(pfc.Chain(m[0], pfc.flatten, pfc.Dense(30, 3, seed=1)), 8, granularity="per_channel")
     before = qm[0].qweight.copy()
