@@ -83,3 +83,12 @@ def test_jld2_onnx_fit(red, tmp_path):
         imp = pfc.import_onnx(p)
         assert str(imp) == str(m)
         np.testing.assert_array_equal(imp[0].weight, m[0].weight)
+
+
+def test_from_flux_struct_reads_the_reduction_type_parameter():
+    w = table()
+    for text, red in (("Statistics.#mean", "mean"), ("Base.#sum", "sum"), ("typeof(Base.maximum)", "maximum")):
+        eb = pfc.EmbeddingBag.from_flux({"weight": w, "#params": (text, "Matrix{Float32}")}, None)
+        assert eb.reduction == red
+    with pytest.raises(ValueError, match="reduction Base.#prod is not supported"):
+        pfc.EmbeddingBag.from_flux({"weight": w, "#params": ("Base.#prod",)}, None)

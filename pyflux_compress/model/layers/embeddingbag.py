@@ -160,8 +160,12 @@ class EmbeddingBag(Embedding):
         if not isinstance(w, np.ndarray) or w.ndim != 2:
             raise ValueError(f"EmbeddingBag weight must be a (dim, vocab) matrix; got {type(w).__name__}")
         params = fields.get("#params", ())
-        text = str(getattr(params[0], "name", params[0])) if params else ""   # typeof(Statistics.mean), ...
-        red = next((r for r in ("maximum", "mean", "sum") if r in text), "mean")
+        if not params:             # a Flux.state tree has no type parameters: the architecture text decides
+            return cls(np.zeros(w.shape, np.float32))
+        text = str(getattr(params[0], "name", params[0]))       # the struct's F: typeof(Statistics.mean), ...
+        red = text.rsplit(".", 1)[-1].strip("#()")
+        if red not in REDUCTIONS:
+            raise ValueError(f"EmbeddingBag reduction {text} is not supported (supported: {sorted(REDUCTIONS)})")
         return cls(np.zeros(w.shape, np.float32), red)
 
     # ---- compression, ONNX -------------------------------------------------------------------------------------
