@@ -3,6 +3,7 @@
 its make_fixtures.py; no torch needed here), GRU's PyTorch bias ``b_hn`` and the ``laststep`` layer."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,14 @@ def test_gru_bias_hn_gradient_and_pruning():
     layer = m[0].copy()
     layer.keep_hidden(np.array([0, 3, 5]))
     np.testing.assert_array_equal(layer.cell.bias_hn, b[[0, 3, 5]])
+    # through laststep (channelwise): the Dense after it loses the pruned units' columns
+    small = pfc.prune_hidden_units(m, 0.5)
+    keep = small.records[-1]["kept"]["layers[1]"]
+    assert str(small) == "Chain(GRU(5 => 3), laststep, Dense(3 => 3))"
+    np.testing.assert_array_equal(small[0].cell.bias_hn, b[keep])
+    np.testing.assert_array_equal(small[2].weight, m[2].weight[:, keep])
+    with pytest.raises(ValueError, match="layers\\[1\\].*b_hn"):     # the archive's Flux form has no b_hn
+        pfc.save_compressed(Path(tempfile.mkdtemp()) / "g.pfcz", m)
 
 
 def test_laststep_layer(tmp_path):

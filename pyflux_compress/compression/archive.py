@@ -578,6 +578,10 @@ def _check_model(model: Any) -> None:
         if type(layer) in QUANTIZED_WRAPPERS.values():
             raise ValueError(f"{path}: {type(layer).__name__} (a quantized sequence layer) has no archive form; "
                              "archive the float model, or export ONNX (export_onnx writes its int8 graph)")
+        try:   # the archive rebuilds layers from their Flux form: a layer without one (a PyTorch GRU's b_hn)
+            layer.flux_state()
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def encode_archive(model: Any, *, entropy_coding: bool = True) -> bytes:

@@ -25,6 +25,7 @@ class LastStep(Layer):
     flux_name = "laststep"
     flux_function = True
     onnx_ops = ()   # ONNX Gather belongs to Embedding, whose from_onnx hands a Gather of a non-constant here
+    structured = "channelwise"   # keeps every feature (hidden unit) apart: structured pruning slices through it
 
     def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
         x = np.asarray(x)

@@ -401,6 +401,7 @@ class RecurrentLayer(Layer):
         return cls(cell, return_state=call.bool("return_state", False))
 
     def flux_state(self) -> dict[str, Any]:
+        self.cell.flux_state()     # a cell without a Flux form (an imported PyTorch GRU's b_hn) refuses here
         return {"cell": self.cell}
 
     @classmethod
