@@ -464,8 +464,8 @@ class RecurrentLayer(Layer):
 
         ``project(g, x) -> (N, len, G*out)`` writes the input projection of all steps at once (default: float
         ``MatMul`` + bias), ``rmul(g, a, which, lo, hi) -> (N, hi-lo)`` one recurrent product (default: float
-        ``MatMul``); the quantized export passes integer versions of both (io/onnx/_quant.py). Each step takes
-        its slice with ``Gather(axis=1)`` and runs the cell's :meth:`~RecurrentCell.onnx_step`; the hidden
+        ``MatMul``); QuantizedRecurrent passes integer versions of both (compression/quantize_sequence.py).
+        Each step takes its slice with ``Gather(axis=1)`` and runs the cell's :meth:`~RecurrentCell.onnx_step`; the hidden
         states are concatenated back to ``(N, len, out)``. The zero initial state makes no product (its
         product is zeros, also in the integer form)."""
         length = g.static_dim(x, 1)
