@@ -293,24 +293,33 @@ def test_julia_fixtures_are_consistent(name):
             assert tuple(sub.keys()) == FLUX_FIELDS[layer.flux_name]
 
 
+def _julia_names() -> set[str]:
+    """Names julia/src/io.jl's model_from_arch accepts: the `:name => value` rows of its layer and activation
+    tables, and the issue-12/13 layer names of `_FLUX_LAYERS = (...)` (resolved in Flux when read)."""
+    io = open(os.path.join(JULIA_SRC, "io.jl"), encoding="utf-8").read()
+    names = set(re.findall(r":(\w+|σ) =>", io))
+    flux = re.search(r"const _FLUX_LAYERS = \(([^)]*)\)", io)
+    assert flux, "io.jl lost its _FLUX_LAYERS table"
+    return names | set(re.findall(r":(\w+)", flux.group(1)))
+
+
 def test_julia_loader_accepts_every_name_python_prints():
     """FluxCompress.model_from_arch interprets model_arch with a whitelist (julia/src/io.jl); every layer
-    and activation name Python's str(model) can print must be in it."""
+    and activation name Python's str(model) can print must be in it: every registered layer (Recur is
+    load-only, Python never prints it), every activation, and every name in the shared model strings."""
     from pyflux_compress.model import activations as A
-    from pyflux_compress.model import layers as L
+    from pyflux_compress.model.registry import registered
 
-    io = open(os.path.join(JULIA_SRC, "io.jl"), encoding="utf-8").read()
-    allowed = set(re.findall(r":(\w+|σ) =>", io))
-    printed = {cls.flux_name for cls in (L.Dense, L.Conv, L.CrossCor, L.MaxPool, L.MeanPool, L.GlobalMeanPool,
-                                         L.BatchNorm, L.Dropout)} | {"Chain", "flatten"}
+    allowed = _julia_names()
+    printed = {cls.flux_name for cls in registered() if cls.flux_name not in ("activation", "Recur")}
     printed |= {getattr(A, n).name for n in A.__all__ if isinstance(getattr(A, n), A.Activation)}
     assert printed <= allowed, printed - allowed
-    model = pfc.parse(ALL_LAYERS)
-    words = set(re.findall(r"[A-Za-zσ_][A-Za-z0-9_σ]*", str(model))) - {"pad", "stride", "dilation", "bias",
-                                                                           "false", "true"}
-    assert words <= allowed, words - allowed
-
-
+    keywords = {"pad", "stride", "dilation", "bias", "false", "true", "groups", "outpad", "affine", "eps",
+                "momentum", "active", "dims", "scale", "size", "nearest", "bilinear", "nheads", "dropout_prob",
+                "return_state", "xs", "cat", "track_stats", "enc", "dec", "a", "b"}
+    for text in [ALL_LAYERS] + [t for _, t in _arch_lines()]:
+        words = set(re.findall(r"[A-Za-zσ_][A-Za-z0-9_σ]*", str(pfc.parse(text)))) - keywords
+        assert words <= allowed, (text, words - allowed)
 
 
 # ------------------------------------------------------------------------------------------ Julia-only fixes
@@ -320,15 +329,33 @@ def test_julia_loader_accepts_every_name_python_prints():
 JULIA_ARCHS = os.path.join(FIXTURES, "archs.txt")
 
 
+def _arch_lines() -> list[tuple[str, str]]:
+    """(minimum Flux version or "", model text) of each line of archs.txt (`[flux>=0.15] Chain(...)`)."""
+    out = []
+    for line in open(JULIA_ARCHS, encoding="utf-8").read().splitlines():
+        if line and not line.startswith("#"):
+            tag = re.match(r"\[flux>=([0-9.]+)\] ", line)
+            out.append((tag.group(1), line[tag.end():]) if tag else ("", line))
+    return out
+
+
 def test_arch_fixture_is_what_python_prints():
     """archs.txt: model strings runtests.jl parses with model_from_arch and prints back with arch_string
     (defect 5: BatchNorm(4, eps=0.001) was a MethodError; defect 8: Dropout's p printed through Float64,
-    dims/active lost). Each line must be exactly what Python's str(model) prints."""
-    lines = [l for l in open(JULIA_ARCHS, encoding="utf-8").read().splitlines() if l and not l.startswith("#")]
-    assert any("eps=" in l for l in lines) and any("dims=" in l for l in lines)
-    assert any("affine=false" in l and "track_stats=false" in l for l in lines)
-    for line in lines:
-        assert str(pfc.parse(line)) == line
+    dims/active lost), then the layers of issues 12 and 13. Each must be exactly what Python's str(model)
+    prints, and together they cover every layer Python can print."""
+    from pyflux_compress.model.registry import registered
+
+    lines = _arch_lines()
+    texts = [t for _, t in lines]
+    assert any("eps=" in l for l in texts) and any("dims=" in l for l in texts)
+    assert any("affine=false" in l and "track_stats=false" in l for l in texts)
+    for text in texts:
+        assert str(pfc.parse(text)) == text
+    words = set(re.findall(r"\b([A-Za-z][A-Za-z0-9]*)\(", " ".join(texts))) | {"flatten", "first", "softmax"}
+    missing = {c.flux_name for c in registered() if c.flux_name not in ("activation", "Recur")} - words
+    assert not missing, f"archs.txt lacks a model with {missing}"
+    assert {v for v, _ in lines} == {"", "0.15", "0.16"}
 
 
 def _jl(name: str) -> str:
@@ -340,7 +367,8 @@ def test_julia_source_fixes_present():
     1 per-tensor dequantize (`_along` of a Number), 5 BatchNorm eps/momentum made Float32, 6 BatchNorm slicing
     of `nothing` fields, 8 withgradient (one forward pass), Float32 Dropout p, both flatten functions."""
     assert re.search(r"^_along\(v::Number, nd, axis\) = v$", _jl("quantize.jl"), re.M)
-    assert "f === BatchNorm && (kws = _float32_kws(kws))" in _jl("io.jl")
+    assert "const _FLOAT32_KW_LAYERS = (:BatchNorm, :GroupNorm, :InstanceNorm, :LayerNorm)" in _jl("io.jl")
+    assert "ex.args[1] in _FLOAT32_KW_LAYERS && (kws = _float32_kws(kws))" in _jl("io.jl")
     assert re.search(r"^_slice\(::Nothing, keep\) = nothing$", _jl("structured.jl"), re.M)
     distill = _jl("distill.jl")
     assert "withgradient(m -> distill_loss" in distill and not re.search(r"\bgradient\(lossfn", distill)
