@@ -375,3 +375,162 @@ def test_julia_source_fixes_present():
     assert "_p_str(l.p)" in _jl("io.jl") and "l.dims isa Colon" in _jl("io.jl")
     assert "is_flatten(l) && return :flatten" in _jl("structured.jl")
     assert not os.path.exists(os.path.join(JULIA_SRC, "bridge.jl"))     # defect 4: no layers built from PyArrays
+
+
+# ------------------------------------------------------------------------------------------ committed types
+# The Flux.state NamedTuple pfc.save writes for each layer of issues 12 and 13, pinned against the struct in
+# Flux's source. `Flux.state` (src/loading.jl) keeps every field of a layer struct in declaration order and
+# replaces what is not an array/number/nothing (the activation function, an RNG, `:` dims) by `()`. Codes for
+# the JLD2 type written per field: F = a function/RNG field, state `()` (spelled `Tuple`); L = a child layer
+# (its own NamedTuple, checked by its own row); A1/A2/A4 = Array{Float32,N}; I = Int64; B = Bool; N = Nothing;
+# F32/F64 = Float32/Float64; T1/T2/T4 = NTuple{N,Int64} (Julia spells NTuple{1,Int64} as Tuple{Int64}).
+#
+# Sources read (the `search` tool's stored copies of FluxML/Flux.jl; a commit where the tool named one):
+#   C14  src/layers/conv.jl, 0.14 generation (Conv/ConvTranspose with `groups`, `_print_conv_opt`, no outpad)
+#   P2462 Flux PR #2462 "Add output padding for ConvTranspose" (merged 2024, inside 0.14.x after 0.14.16),
+#        #2473 (the 7-field constructor call no longer matches) and #2477 ("Allow loading of ConvTranspose
+#        state without .outpad field"): `outpad::NTuple{N,Int}` between `pad` and `dilation`, as Flux's own
+#        _print_conv_opt order and third-party mirrors of the struct show. Flux's 0.15/0.16 conv.jl text itself
+#        was not in the stored copies: the position of outpad is from these, not read from that file.
+#   B14  src/layers/basic.jl, 0.14 generation (`@functor`; Chain{T}, SkipConnection{T,F}(layers, connection),
+#        Parallel{F,T}(connection, layers), Scale{F,A,B}(scale, bias, σ), Embedding{W}(weight))
+#   N14/N15 src/layers/normalise.jl, 0.14 (`@functor`, `_greek_ascii_depwarn`) and 0.15/0.16 (`@layer`)
+#        generations: LayerNorm{F,D,T,N}(λ, diag, ϵ, size, affine); GroupNorm(G, λ, β, γ, μ, σ², ϵ, momentum,
+#        affine, track_stats, active, chs) (0.15: μ::Nothing, σ²::Nothing); InstanceNorm = BatchNorm's fields;
+#        AlphaDropout{F,R}(p, active, rng); Dropout{F,D,R}(p, dims, active, rng)
+#   U    src/layers/upsample.jl commit 05a9a2d810a8: Upsample{mode,S,T}(scale, size), PixelShuffle(r)
+#   C14  also: AdaptiveMaxPool{S,O}/AdaptiveMeanPool{S,O}(out::NTuple{O,Int}), `struct GlobalMaxPool end`
+#   R15  src/layers/recurrent.jl, 0.15 generation (`@layer`): RNNCell{F,I,H,V}(σ, Wi, Wh, bias),
+#        LSTMCell{I,H,V}(Wi, Wh, bias), GRUCell{I,H,V}(Wi, Wh, b), GRUv3Cell{I,H,V,HH}(Wi, Wh, b, Wh_h̃),
+#        RNN{M}/LSTM{M}/GRU{M}/GRUv3{M}(cell). (0.16's return_state type parameter adds no field.)
+#   R14  src/layers/recurrent.jl, 0.14 generation: mutable struct Recur{T,S}(cell, state), cells with a
+#        trailing `state0` (LSTMCell{A,V,S}(Wi, Wh, b, state0)); read-only here, checked on the corpus file.
+#   A14  src/layers/attention.jl commit 0b108231f1ff: MultiHeadAttention{P1,D,P2}(nheads, q_proj, k_proj,
+#        v_proj, attn_drop, out_proj)
+FLUX_STATE = {
+    # name: (layer text, source, ((field, code), ...))
+    "ConvTranspose": ("ConvTranspose((3, 3), 4 => 2, relu, pad=1, stride=2)", "C14+P2462",
+                      (("σ", "F"), ("weight", "A4"), ("bias", "A1"), ("stride", "T2"), ("pad", "T4"),
+                       ("outpad", "T2"), ("dilation", "T2"), ("groups", "I"))),
+    "Conv": ("Conv((3, 3), 4 => 8, relu, pad=1, groups=2)", "C14",
+             (("σ", "F"), ("weight", "A4"), ("bias", "A1"), ("stride", "T2"), ("pad", "T4"), ("dilation", "T2"),
+              ("groups", "I"))),
+    "CrossCor": ("CrossCor((3, 3), 2 => 4, pad=1; bias=false)", "C14",
+                 (("σ", "F"), ("weight", "A4"), ("bias", "B"), ("stride", "T2"), ("pad", "T4"), ("dilation", "T2"))),
+    "SkipConnection": ("SkipConnection(Dense(2 => 2), +)", "B14", (("layers", "L"), ("connection", "F"))),
+    "Parallel": ("Parallel(vcat, Dense(2 => 2), Dense(2 => 3))", "B14", (("connection", "F"), ("layers", "L"))),
+    "Chain": ("Chain(Dense(2 => 2))", "B14", (("layers", "L"),)),
+    "LayerNorm": ("LayerNorm(4)", "N14/N15",
+                  (("λ", "F"), ("diag", "L"), ("ϵ", "F32"), ("size", "T1"), ("affine", "B"))),
+    "Scale": ("Scale(4, tanh; bias=false)", "B14", (("scale", "A1"), ("bias", "B"), ("σ", "F"))),
+    "GroupNorm": ("GroupNorm(4, 2)", "N14/N15",
+                  (("G", "I"), ("λ", "F"), ("β", "A1"), ("γ", "A1"), ("μ", "N"), ("σ²", "N"), ("ϵ", "F32"),
+                   ("momentum", "F32"), ("affine", "B"), ("track_stats", "B"), ("active", "N"), ("chs", "I"))),
+    "InstanceNorm": ("InstanceNorm(4, affine=true)", "N14/N15",
+                     (("λ", "F"), ("β", "A1"), ("γ", "A1"), ("μ", "N"), ("σ²", "N"), ("ϵ", "F32"), ("momentum", "F32"),
+                      ("affine", "B"), ("track_stats", "B"), ("active", "N"), ("chs", "I"))),
+    "AlphaDropout": ("AlphaDropout(0.2)", "N14/N15", (("p", "F64"), ("active", "N"), ("rng", "F"))),
+    "AdaptiveMaxPool": ("AdaptiveMaxPool((2, 2))", "C14", (("out", "T2"),)),
+    "AdaptiveMeanPool": ("AdaptiveMeanPool((1, 1))", "C14", (("out", "T2"),)),
+    "GlobalMaxPool": ("GlobalMaxPool()", "C14", ()),
+    "Upsample": ("Upsample(:bilinear, scale = (2, 3))", "U", (("scale", "T2"), ("size", "N"))),
+    "PixelShuffle": ("PixelShuffle(2)", "U", (("r", "I"),)),
+    "Embedding": ("Embedding(10 => 4)", "B14", (("weight", "A2"),)),
+    "RNNCell": ("RNNCell(2 => 3, tanh)", "R15", (("σ", "F"), ("Wi", "A2"), ("Wh", "A2"), ("bias", "A1"))),
+    "LSTMCell": ("LSTMCell(2 => 3)", "R15", (("Wi", "A2"), ("Wh", "A2"), ("bias", "A1"))),
+    "GRUCell": ("GRUCell(2 => 3; bias=false)", "R15", (("Wi", "A2"), ("Wh", "A2"), ("b", "B"))),
+    "GRUv3Cell": ("GRUv3Cell(2 => 3)", "R15", (("Wi", "A2"), ("Wh", "A2"), ("b", "A1"), ("Wh_h̃", "A2"))),
+    "RNN": ("RNN(2 => 3, relu)", "R15", (("cell", "L"),)),
+    "LSTM": ("LSTM(2 => 3; return_state=true)", "R15", (("cell", "L"),)),
+    "GRU": ("GRU(2 => 3)", "R15", (("cell", "L"),)),
+    "GRUv3": ("GRUv3(2 => 3)", "R15", (("cell", "L"),)),
+    "MultiHeadAttention": ("MultiHeadAttention(4; nheads=2)", "A14",
+                           (("nheads", "I"), ("q_proj", "L"), ("k_proj", "L"), ("v_proj", "L"), ("attn_drop", "L"),
+                            ("out_proj", "L"))),
+    "Dropout": ("Dropout(0.5)", "N14/N15", (("p", "F64"), ("dims", "F"), ("active", "N"), ("rng", "F"))),
+}
+_CODES = {"F": "Tuple", "A1": "Core.Array{Core.Float32,1}", "A2": "Core.Array{Core.Float32,2}",
+          "A4": "Core.Array{Core.Float32,4}", "I": "Core.Int64", "B": "Core.Bool", "N": "Core.Nothing",
+          "F32": "Core.Float32", "F64": "Core.Float64", "T1": "Tuple{Core.Int64}", "T2": "NTuple{2,Core.Int64}",
+          "T4": "NTuple{4,Core.Int64}"}
+
+
+def test_flux_state_table_covers_every_written_layer():
+    """Every layer Python can write (registered, not load-only) has a row, and the rows agree with the
+    shorter FLUX_FIELDS table of the issue-14 layers."""
+    from pyflux_compress.model.registry import registered
+
+    written = {c.flux_name for c in registered() if c.flux_name not in ("activation", "Recur", "flatten", "first")}
+    assert written - set(FLUX_STATE) <= {"Dense", "MaxPool", "MeanPool", "BatchNorm", "GlobalMeanPool"}
+    for name, fields in FLUX_FIELDS.items():
+        if name in FLUX_STATE:
+            assert tuple(f for f, _ in FLUX_STATE[name][2]) == fields, name
+
+
+@pytest.mark.parametrize("name", sorted(FLUX_STATE))
+def test_committed_types_match_flux_structs(name):
+    """pfc.save's NamedTuple for the layer: Flux's field names, in Flux's order, each written as the Julia type
+    Flux.state holds for it (JLD2 commits `NamedTuple{names, Tuple{types...}}` from exactly these)."""
+    from pyflux_compress.io.checkpoint import state
+    from pyflux_compress.io.jld2._writer import type_of
+
+    text, _source, fields = FLUX_STATE[name]
+    layer = pfc.parse(f"Chain({text})").layers[0]
+    tree = state(pfc.parse(f"Chain({text})"))["layers"][0]
+    assert layer.flux_name == name
+    assert tuple(tree.keys()) == tuple(f for f, _ in fields)
+    for field, code in fields:
+        if code == "L":
+            assert type_of(tree[field]).key.startswith(("Core.NamedTuple{", "Tuple{", "NTuple{")), field
+        else:
+            assert type_of(tree[field]).key == _CODES[code], (name, field, type_of(tree[field]).key)
+    key = type_of(tree).key if fields else None
+    if fields:   # the committed NamedTuple type names the fields in the same order
+        assert key.startswith("Core.NamedTuple{" + repr(tuple(f for f, _ in fields)) + ",")
+
+
+def _committed(path):
+    from pyflux_compress.io.jld2._reader import open_file
+
+    reader, _ = open_file(path)
+    h = reader.h5
+    return [reader.committed(a) for a in h.links(h.links(h.root)["_types"]).values()]
+
+
+def test_convtranspose_committed_bytes_match_the_corpus(tmp_path):
+    """The corpus autoencoder (MatteoFriedrich/Vector-quantized-VAE, JLD2 0.4, Julia 1.9.4) holds real
+    Flux.ConvTranspose structs from a Flux before outpad: its compound's members (λ-like σ is a ghost) are
+    weight, bias, stride, pad, dilation, groups. Our ConvTranspose NamedTuple has the same members with the
+    same HDF5 datatype bytes, plus outpad (PR #2462) between pad and dilation; the committed NTuple{2,Int64}
+    and NTuple{4,Int64} types are byte-identical."""
+    from _corpus import CORPUS
+    from test_jld2_writer import normalize
+
+    src = CORPUS / "MatteoFriedrich__Vector-quantized-VAE__models__autoencoder7x7x16.jld2"
+    theirs = {str(c.jtype).split("{")[0]: c for c in _committed(src)}
+    model = pfc.parse("Chain(ConvTranspose((3, 3), 32 => 16, pad=1))", seed=0)
+    pfc.save(tmp_path / "ct.jld2", model)
+    ours = _committed(tmp_path / "ct.jld2")
+    flux_ct = theirs["Flux.ConvTranspose"]
+    nt = next(c for c in ours if str(c.jtype).startswith("Core.NamedTuple{(:σ,:weight,"))
+    t_members = [(n, d.raw) for n, _, d in flux_ct.dt.members]
+    o_members = [(n, d.raw) for n, _, d in nt.dt.members]
+    assert [n for n, _ in t_members] == ["weight", "bias", "stride", "pad", "dilation", "groups"]
+    assert [m for m in o_members if m[0] != "outpad"] == t_members
+    assert [n for n, _ in o_members] == ["weight", "bias", "stride", "pad", "outpad", "dilation", "groups"]
+    ints = lambda cs: {normalize(c.jtype): c.dt.raw for c in cs if set(normalize(c.jtype)[6:-1].split(",")) == {"Core.Int64"}}  # noqa: E731
+    ours_t, theirs_t = ints(ours), ints(_committed(src))
+    assert set(ours_t) == {"Tuple{Core.Int64,Core.Int64}", "Tuple{Core.Int64,Core.Int64,Core.Int64,Core.Int64}"}
+    assert all(theirs_t[k] == raw for k, raw in ours_t.items())
+
+
+def test_recur_fields_match_the_corpus():
+    """Flux <= 0.14's Recur (R14), read from the corpus file dpshade22/JuliaMidiParsing (Recur{LSTMCell}):
+    the fields recur.py/recurrent.py read are the ones JLD2.jl wrote for those structs."""
+    from _corpus import CORPUS
+    from pyflux_compress.io import jld2
+
+    value = jld2.load(CORPUS / "dpshade22__JuliaMidiParsing__trained_model.jld2", "model")
+    recur = value.fields["layers"][0]
+    assert recur.type_name.startswith("Flux.Recur") and list(recur.fields) == ["cell", "state"]
+    assert list(recur.fields["cell"].fields) == ["Wi", "Wh", "b", "state0"]
