@@ -534,3 +534,23 @@ def test_recur_fields_match_the_corpus():
     recur = value.fields["layers"][0]
     assert recur.type_name.startswith("Flux.Recur") and list(recur.fields) == ["cell", "state"]
     assert list(recur.fields["cell"].fields) == ["Wi", "Wh", "b", "state0"]
+
+
+@needs_julia
+@pytest.mark.parametrize("text", [t for v, t in _arch_lines() if not v])
+def test_layer_zoo_checkpoints_cross_language(tmp_path, text):
+    """Each model string of archs.txt (the ones every Flux 0.14-0.16 builds): Python writes, FluxCompress
+    loads it and prints the same string; Julia writes, Python loads the same model with the same arrays."""
+    from pyflux_compress.backends import julia as bridge
+
+    fc = bridge.julia().FluxCompress
+    model = pfc.parse(text, seed=0)
+    pfc.save(str(tmp_path / "py.jld2"), model)
+    jm = fc.load_model(str(tmp_path / "py.jld2"))
+    assert str(fc.arch_string(jm)) == text
+    fc.save_model(str(tmp_path / "jl.jld2"), jm)
+    back = pfc.load(str(tmp_path / "jl.jld2"))
+    assert str(back) == text
+    for (p, x), (_, y) in zip(model.walk(), back.walk()):
+        for k, v in x.params().items():
+            np.testing.assert_array_equal(y.params()[k], v, err_msg=f"{p}.{k}")

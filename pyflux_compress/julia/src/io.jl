@@ -375,7 +375,10 @@ function _cell_str(c, name::Symbol)
 end
 # Flux 0.16 added `return_state` to the sequence layers as their first type parameter (RNN{true, M}); 0.15's
 # have only the cell's type. Python reads it the same way (the JLD2 struct's first parameter).
-_returns_state(l) = (P = typeof(l).parameters; length(P) == 2 && P[1] === true)
+function _returns_state(l)
+    params = typeof(l).parameters
+    return length(params) == 2 && params[1] === true
+end
 function _recurrent_str(l, name::Symbol)
     s = _cell_str(l.cell, Symbol(name, :Cell))
     s = string(name) * s[length(string(name, :Cell)) + 1:end]
