@@ -274,7 +274,7 @@ def _read_numbers(name: str, suffix: str) -> np.ndarray:
         return np.array([float(v) for v in fp.read().split()], dtype=np.float32)
 
 
-@pytest.mark.parametrize("name", ["python_mlp", "python_cnn"])
+@pytest.mark.parametrize("name", ["python_mlp", "python_cnn", "python_zoo", "python_seq"])
 def test_julia_fixtures_are_consistent(name):
     """The files julia/test/runtests.jl loads: pfc.load gives the recorded architecture and outputs, the
     state tree has Flux's keys, and x/y are stored in Julia's column-major order of the reversed shape."""
