@@ -402,7 +402,8 @@ def test_julia_source_fixes_present():
 #   C14  also: AdaptiveMaxPool{S,O}/AdaptiveMeanPool{S,O}(out::NTuple{O,Int}), `struct GlobalMaxPool end`
 #   R15  src/layers/recurrent.jl, 0.15 generation (`@layer`): RNNCell{F,I,H,V}(σ, Wi, Wh, bias),
 #        LSTMCell{I,H,V}(Wi, Wh, bias), GRUCell{I,H,V}(Wi, Wh, b), GRUv3Cell{I,H,V,HH}(Wi, Wh, b, Wh_h̃),
-#        RNN{M}/LSTM{M}/GRU{M}/GRUv3{M}(cell). (0.16's return_state type parameter adds no field.)
+#        RNN{M}/LSTM{M}/GRU{M}/GRUv3{M}(cell); Flux PR #2557 (0.16) made the first parameter `return_state`
+#        (RNN{S,M}), which adds no field.
 #   R14  src/layers/recurrent.jl, 0.14 generation: mutable struct Recur{T,S}(cell, state), cells with a
 #        trailing `state0` (LSTMCell{A,V,S}(Wi, Wh, b, state0)); read-only here, checked on the corpus file.
 #   A14  src/layers/attention.jl commit 0b108231f1ff: MultiHeadAttention{P1,D,P2}(nheads, q_proj, k_proj,

@@ -373,8 +373,9 @@ function _cell_str(c, name::Symbol)
     name === :RNNCell && (s *= ", " * activation_name(c.σ))     # Python always prints RNN's σ
     return s * (_cell_bias(c) === false ? "; bias=false)" : ")")
 end
-# Flux 0.16 added `return_state` to the sequence layers as their first type parameter (RNN{true, M}); 0.15's
-# have only the cell's type. Python reads it the same way (the JLD2 struct's first parameter).
+# Flux PR #2557 (Dec 2024, in 0.16) added `return_state` to the sequence layers as their first type parameter
+# (`RNN{S,M}`, rebuilt by a custom `functor` as `RNN{S}(cell)`); 0.15's have only the cell's type. Python reads
+# it the same way (the JLD2 struct's first parameter). It adds no field: Flux.state is `(cell = ...,)` in both.
 function _returns_state(l)
     params = typeof(l).parameters
     return length(params) == 2 && params[1] === true
