@@ -293,6 +293,13 @@ def test_julia_fixtures_are_consistent(name):
             assert tuple(sub.keys()) == FLUX_FIELDS[layer.flux_name]
 
 
+def _package_layers() -> list[type]:
+    """The package's registered layer classes (other tests register toy layers in the same registry)."""
+    from pyflux_compress.model.registry import registered
+
+    return [c for c in registered() if c.__module__.startswith("pyflux_compress.")]
+
+
 def _julia_names() -> set[str]:
     """Names julia/src/io.jl's model_from_arch accepts: the `:name => value` rows of its layer and activation
     tables, and the issue-12/13 layer names of `_FLUX_LAYERS = (...)` (resolved in Flux when read)."""
@@ -308,10 +315,9 @@ def test_julia_loader_accepts_every_name_python_prints():
     and activation name Python's str(model) can print must be in it: every registered layer (Recur is
     load-only, Python never prints it), every activation, and every name in the shared model strings."""
     from pyflux_compress.model import activations as A
-    from pyflux_compress.model.registry import registered
 
     allowed = _julia_names()
-    printed = {cls.flux_name for cls in registered() if cls.flux_name not in ("activation", "Recur")}
+    printed = {cls.flux_name for cls in _package_layers() if cls.flux_name not in ("activation", "Recur")}
     printed |= {getattr(A, n).name for n in A.__all__ if isinstance(getattr(A, n), A.Activation)}
     assert printed <= allowed, printed - allowed
     keywords = {"pad", "stride", "dilation", "bias", "false", "true", "groups", "outpad", "affine", "eps",
@@ -344,8 +350,6 @@ def test_arch_fixture_is_what_python_prints():
     (defect 5: BatchNorm(4, eps=0.001) was a MethodError; defect 8: Dropout's p printed through Float64,
     dims/active lost), then the layers of issues 12 and 13. Each must be exactly what Python's str(model)
     prints, and together they cover every layer Python can print."""
-    from pyflux_compress.model.registry import registered
-
     lines = _arch_lines()
     texts = [t for _, t in lines]
     assert any("eps=" in l for l in texts) and any("dims=" in l for l in texts)
@@ -353,7 +357,7 @@ def test_arch_fixture_is_what_python_prints():
     for text in texts:
         assert str(pfc.parse(text)) == text
     words = set(re.findall(r"\b([A-Za-z][A-Za-z0-9]*)\(", " ".join(texts))) | {"flatten", "first", "softmax"}
-    missing = {c.flux_name for c in registered() if c.flux_name not in ("activation", "Recur")} - words
+    missing = {c.flux_name for c in _package_layers() if c.flux_name not in ("activation", "Recur")} - words
     assert not missing, f"archs.txt lacks a model with {missing}"
     assert {v for v, _ in lines} == {"", "0.15", "0.16"}
 
@@ -459,9 +463,8 @@ _CODES = {"F": "Tuple", "A1": "Core.Array{Core.Float32,1}", "A2": "Core.Array{Co
 def test_flux_state_table_covers_every_written_layer():
     """Every layer Python can write (registered, not load-only) has a row, and the rows agree with the
     shorter FLUX_FIELDS table of the issue-14 layers."""
-    from pyflux_compress.model.registry import registered
-
-    written = {c.flux_name for c in registered() if c.flux_name not in ("activation", "Recur", "flatten", "first")}
+    skip = ("activation", "Recur", "flatten", "first")
+    written = {c.flux_name for c in _package_layers() if c.flux_name not in skip}
     assert written - set(FLUX_STATE) <= {"Dense", "MaxPool", "MeanPool", "BatchNorm", "GlobalMeanPool"}
     for name, fields in FLUX_FIELDS.items():
         if name in FLUX_STATE:
