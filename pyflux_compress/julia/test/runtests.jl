@@ -186,7 +186,9 @@ function test_checkpoints()
     # A file written by Python's pfc.save (julia/test/fixtures/make_fixture.py)
     fixtures = FIXTURES
     for name in ("python_mlp", "python_cnn", "python_zoo", "python_seq")
-        name == "python_seq" && FLUX_VERSION < v"0.15" && continue   # Flux >= 0.15 recurrent layers
+        # python_seq: Flux >= 0.15 recurrent layers, and LSTM returning only h (0.15.0-0.15.2 returned (h, c),
+        # which a following layer cannot take: Flux PR #2547, fixed in 0.15.3)
+        name == "python_seq" && FLUX_VERSION < v"0.15.3" && continue
         file = joinpath(fixtures, "$name.jld2")
         check(isfile(file))
         isfile(file) || continue
