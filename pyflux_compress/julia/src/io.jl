@@ -94,10 +94,14 @@ end
 
 Inverse of `activation`: `"σ"` for sigmoid (Julia's `sigmoid === σ`), `"flatten"` (either flatten), `"identity"`, ...
 """
+# Names that are aliases of another key's function: never printed (Python prints σ, hardσ, logσ, gelu). A Dict
+# iterates in hash order, so without this `hardσ` could come out as "hardsigmoid" on one run and not another.
+const _ALIASES = (:sigmoid, :hardsigmoid, :logsigmoid, :gelu_tanh)
+
 function activation_name(f)
     is_flatten(f) && return "flatten"
     for (k, v) in _ACTIVATIONS
-        v === f && return k == :sigmoid ? "σ" : string(k)
+        v === f && !(k in _ALIASES) && return string(k)
     end
     throw(ArgumentError("activation $f has no pyflux_compress name"))
 end
