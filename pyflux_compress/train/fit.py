@@ -216,7 +216,8 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
             number of steps taken so far (0 for the first); e.g. ``compression.prune.PolynomialDecay``.
         callbacks: callables ``cb(epoch, history)`` run after every epoch (``epoch`` = 1, 2, ...); a callback
             returning ``False`` stops training early.
-        threads: cores to use (BLAS threads and the conv kernels' batch split, see ``pfc.threads``); None
+        threads: cores to use (whole steps on shards of the batch for per-sample conv models, else BLAS
+            threads and the conv kernels' batch split; see docs/threads.md); None
             (default) = the cores other processes leave idle, at least 1. Results are bit-identical for the
             same ``seed`` and the same thread count; pass ``threads=`` for reproducible reruns (the default
             follows the machine's load, and another count sums products in another order, ~1e-8 apart).
