@@ -39,9 +39,6 @@ class InstanceNorm(PerSampleNorm):
     def _groups(self) -> int:
         return self.chs
 
-    def _repr_sizes(self) -> str:
-        return str(self.chs)
-
     def output_shape(self, in_shape: tuple) -> tuple:
         if len(tuple(in_shape)) < 2:
             raise self._err(f"needs spatial dims: per-sample input (C, spatial...); got {tuple(in_shape)}")
@@ -56,10 +53,7 @@ class InstanceNorm(PerSampleNorm):
 
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable) -> "InstanceNorm":
-        active = fields.get("active")
-        return cls(int(fields["chs"]), activation_of(fields.get("λ")), eps=f32(fields["ϵ"]),
-                   momentum=f32(fields["momentum"]), affine=bool(fields["affine"]),
-                   track_stats=bool(fields["track_stats"]), active=active if isinstance(active, bool) else None)
+        return cls(int(fields["chs"]), activation_of(fields.get("λ")), **cls._options(fields))
 
     def to_onnx(self, g: Any, x: str) -> str:
         scale = self.gamma if self.affine else np.ones(self.chs, np.float32)
