@@ -122,8 +122,10 @@ batch, or W×H×C×N) against `y` (1-based labels, one-hot over the output's fir
 `Optimisers.update!` with `rule = (kind, lr, β1, β2, ϵ, momentum, nesterov, weight_decay)` (`optimiser_rule`).
 Dropout/BatchNorm are in training mode inside `withgradient` (Flux's automatic mode); BatchNorm's running
 statistics are updated and returned with the rest. Returns the session, the loss, the model output and the new
-arrays in the order of `names`. The loss function may return a NamedTuple whose first field is the loss
-(Flux ≥ 0.14 / Zygote `withgradient`: the gradient is of the first field, the value is the whole tuple).
+arrays in the order of `names`. The model output comes out of the same forward pass: the differentiated
+function returns `(loss=…, out=…)`, and `withgradient` takes the gradient of the first field and returns the whole
+value (Zygote.jl PR #1419, merged 2023; documented in Flux 0.16's `withgradient`; an older Zygote would reject
+the NamedTuple, so the resolved Zygote must include it).
 """
 function kernel_train_step(session, arch::AbstractString, names::Tuple, arrays::Tuple, x::AbstractArray, y,
                            loss::AbstractString, rule::Tuple)
