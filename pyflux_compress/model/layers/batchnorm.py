@@ -72,6 +72,18 @@ class Norm(Layer):
             kw["eps" if key == "ϵ" else key] = None if isinstance(v, Name) else v
         return kw
 
+    @classmethod
+    def from_syntax(cls, call: Any) -> "Norm":
+        """``Name(chs[, λ]; options...)`` (GroupNorm adds its group count)."""
+        if len(call.args) not in (1, 2):
+            raise ValueError(f"expected {cls.flux_name}(chs[, λ])")
+        act = call.activation(call.args[1]) if len(call.args) > 1 else None
+        return cls(as_int(call.args[0], "chs"), act, **cls._kwargs(call))
+
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "Norm":
+        return cls(int(fields["chs"]), activation_of(fields.get("λ")), **cls._options(fields))
+
     @staticmethod
     def _options(fields: dict[str, Any]) -> dict[str, Any]:
         """The keyword options from ``Flux.state`` fields (Float32 scalars as Julia prints them)."""
@@ -177,17 +189,6 @@ class BatchNorm(Norm):
             got = in_shape[0] if in_shape else "no axis"
             raise self._err(f"expects {self.chs} channels, got {got} (per-sample shape {in_shape})")
         return in_shape
-
-    @classmethod
-    def from_syntax(cls, call: Any) -> "BatchNorm":
-        if not call.args or len(call.args) > 2:
-            raise ValueError("expected BatchNorm(chs[, λ])")
-        act = call.activation(call.args[1]) if len(call.args) > 1 else None
-        return cls(as_int(call.args[0], "chs"), act, **cls._kwargs(call))
-
-    @classmethod
-    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "BatchNorm":
-        return cls(int(fields["chs"]), activation_of(fields.get("λ")), **cls._options(fields))
 
     def to_onnx(self, g: Any, x: str) -> str:
         """Inference (running statistics) -> ``BatchNormalization``, then λ."""
