@@ -25,7 +25,8 @@ from ..model.walk import first_weight, modules
 from ..threads import threads_keyword
 from . import losses as _losses
 from .optimisers import Adam
-from .parallel import forward_backward, infer
+from .parallel import infer
+from .step import Step, train_step
 
 __all__ = ["fit", "predict", "accuracy", "History"]
 
@@ -269,6 +270,7 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n) if shuffle else None
         masks = mask_targets(model)
+        step_of = Step(model, loss_fn, opt, backward_kw)  # arrays may have been replaced between epochs
         bar = progress_bar(progress, steps_per_epoch, f"epoch {epoch}/{epochs}")
         loss_sum, correct = 0.0, 0
         postfix_every = max(1, steps_per_epoch // 50)
@@ -283,7 +285,9 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
             if pruning is not None:
                 pruning.on_step(model, step)
                 masks = mask_targets(model)  # the hook may have changed masks or replaced arrays
-            out, value = _train_step(model, xb, yb, loss_fn, opt, masks, rng, backward_kw)
+                step_of = Step(model, loss_fn, opt, backward_kw)
+            out, value = train_step(step_of, xb, yb, rng)  # the backend's kernel: forward, backward, update
+            apply_masks(masks)
             step += 1
 
             loss_sum += value * (hi - lo)
@@ -319,18 +323,6 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
         if any([cb(epoch, history) is False for cb in callbacks]):
             break
     return history
-
-
-def _train_step(model: Any, xb: np.ndarray, yb: np.ndarray, loss_fn: Any, opt: Any,
-                masks: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
-                backward_kw: dict) -> tuple[np.ndarray, float]:
-    """One optimiser step on one batch: forward, loss, backward, update, re-mask. Returns (outputs, loss)."""
-    out, value, grads = forward_backward(model, xb, yb, loss_fn, rng, backward_kw)  # sharded over threads
-    params = model.params()
-    keys = [k for k in params if grads.get(k) is not None]  # a layer may leave a parameter frozen
-    opt.step([params[k] for k in keys], [grads[k] for k in keys])
-    apply_masks(masks)
-    return out, value
 
 
 def progress_bar(enabled: bool, total: int, desc: str):
