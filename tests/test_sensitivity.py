@@ -73,11 +73,15 @@ def test_suggest_bits_budgets_are_measured_on_the_combined_model(trained_mlp, fm
     q = pfc.quantize(trained_mlp, bits=dict(policy), **table.quantize_options)
     acc = pfc.accuracy(q, Xval, yval)
     assert acc == pytest.approx(policy.accuracy) and policy.baseline - acc <= 0.005
-    # the kept drop leaves room for the sampling error of validation + an equally large held-out split:
-    # margin = z(0.95) * sd(paired differences) * sqrt(1/n + 1/n)
+    # checked on the half of the split the search never saw, with room for the sampling error of that half
+    # and of a held-out split as large as the whole validation split:
+    # margin = z(0.95) * sd(paired differences) * sqrt(1/750 + 1/1500)
     d = (pfc.predict(trained_mlp, Xval).argmax(1) == yval).astype(float) - (pfc.predict(q, Xval).argmax(1) == yval)
-    assert policy.margin == pytest.approx(1.6448536 * d.std() * np.sqrt(2 / len(d)), rel=1e-6)
-    assert policy.drop + policy.margin <= 0.005
+    part = d[np.random.default_rng(0).permutation(1500)[:750]]
+    assert policy.confirm_drop == pytest.approx(part.mean())
+    assert policy.margin == pytest.approx(1.6448536 * part.std() * np.sqrt(1 / 750 + 1 / 1500), rel=1e-6)
+    assert policy.confirm_drop + policy.margin <= 0.005
+    assert policy.drop == pytest.approx(d.mean())
     assert policy.size_bytes < 0.3 * policy.float_bytes  # at most int8 everywhere: about a quarter
     assert "bytes" in repr(policy) and "measured" in repr(policy)
     budget = int(0.6 * policy.size_bytes)
@@ -88,5 +92,7 @@ def test_suggest_bits_budgets_are_measured_on_the_combined_model(trained_mlp, fm
         table.suggest_bits(max_drop=5)
     with pytest.raises(ValueError, match="holdout"):
         table.suggest_bits(max_drop=0.005, holdout=-1)
+    with pytest.raises(ValueError, match="confirm"):
+        table.suggest_bits(max_drop=0.005, confirm=1.0)
     with pytest.raises(ValueError, match="budget"):
         table.suggest_bits(max_drop=None)

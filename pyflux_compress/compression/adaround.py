@@ -29,6 +29,7 @@ LAMBDA = 0.01
 ITERS = 400
 BATCH = 64
 LR = 1e-2
+WITH_ACTIVATION = False  # experiment toggle
 
 
 def _h(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +43,7 @@ def _h(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def adaround_weight(float_layer: Any, scale_b: np.ndarray, zp_b: np.ndarray, qrange: tuple[int, int],
                     x: np.ndarray, target: np.ndarray, *, iters: int | None = None, batch: int | None = None,
-                    seed: int = 0, mask: np.ndarray | None = None) -> np.ndarray:
+                    seed: int = 0, mask: np.ndarray | None = None, activation: bool = False) -> np.ndarray:
     """Learned rounding of one layer's weight; returns the integer weight (int8, the weight's shape).
 
     Parameters
@@ -51,7 +52,10 @@ def adaround_weight(float_layer: Any, scale_b: np.ndarray, zp_b: np.ndarray, qra
     scale_b, zp_b : float32 scale and zero point broadcastable to the weight (per channel or per tensor).
     qrange : ``(qmin, qmax)``.
     x : calibration inputs of this layer ``(N, ...)`` (outputs of the quantized layers before it).
-    target : the float model's pre-activation output of this layer for the same samples, without bias.
+    target : the float model's output of this layer for the same samples: without bias and activation, or
+        with both when ``activation`` is True.
+    activation : reconstruct the layer's output after bias and activation (AdaRound's "asymmetric
+        reconstruction with the activation function"): errors a relu clips away cost nothing.
     mask : optional bool array like the weight; False entries stay at the zero point (pruned weights stay 0).
     iters, batch : Adam steps and calibration samples per step (default ``ITERS``, ``BATCH``).
     """
@@ -65,7 +69,9 @@ def adaround_weight(float_layer: Any, scale_b: np.ndarray, zp_b: np.ndarray, qra
     rest = np.clip(w / s - base, 1e-3, 1 - 1e-3)
     v = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1)  # h(v) == rest
     probe = float_layer.copy()
-    probe.bias, probe.activation, probe.masks = None, identity, {}
+    probe.masks = {}
+    if not activation:
+        probe.bias, probe.activation = None, identity
     probe.weight = probe.weight.astype(np.float32)
     m1, m2 = np.zeros_like(v), np.zeros_like(v)
     rng = np.random.default_rng(seed)
