@@ -562,13 +562,6 @@ def validate_quantize(model: Any, bits: Any = 8, scheme: Any = "symmetric", gran
     return per_layer, X, activations
 
 
-def _pre_activation(layer: Any, x: np.ndarray) -> np.ndarray:
-    """A Dense/Conv layer's output without bias and activation (float64)."""
-    probe = layer.copy()
-    probe.bias, probe.activation, probe.masks = None, A.identity, {}
-    return np.asarray(probe(x), np.float64)
-
-
 class _Settings:
     """The validated options of one ``quantize`` call (what ``_quantize_leaf`` needs)."""
 
@@ -598,9 +591,8 @@ def _quantize_leaf(base: Any, b: int, st: _Settings, xf: np.ndarray | None, xq: 
         s = broadcast_channel(q.w_scale, q.qweight.ndim, axis)
         zp = broadcast_channel(q.w_zero_point, q.qweight.ndim, axis)
         mask = base.masks.get("weight") if getattr(base, "masks", None) else None
-        target = np.asarray(base(xf), np.float64) if AR.WITH_ACTIVATION else _pre_activation(base, xf)
-        qw = AR.adaround_weight(base, s, zp, (q.qmin, q.qmax), xin, target, seed=st.seed,
-                                mask=mask, iters=st.adaround_iters, activation=AR.WITH_ACTIVATION)
+        qw = AR.adaround_weight(base, s, zp, (q.qmin, q.qmax), xin, np.asarray(base(xf), np.float64),
+                                seed=st.seed, mask=mask, iters=st.adaround_iters)
         q.set_integer_weights(qw, q.w_scale, q.w_zero_point)
     if xq is not None and st.bias_correction:
         shift = bias_correction(base, q.weight_dequantized(), xf, xq)
