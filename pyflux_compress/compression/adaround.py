@@ -13,7 +13,8 @@ with ζ = 1.1, γ = -0.1 (the rectified sigmoid). ``V`` starts where ``h(V)`` eq
 on calibration inputs — the reconstruction error of the layer's output after bias and activation ``f``
 (inputs ``x`` from the already-quantized layers before it, targets from the float model on its own inputs
 ``x_float``: the paper's asymmetric reconstruction with the activation function; errors a relu clips away
-cost nothing), plus a regulariser that pushes every ``h`` to 0 or 1 as β anneals from 20 to 2 (no regulariser for the first 20 % of the iterations). The result is
+cost nothing), plus a regulariser that pushes every ``h`` to 0 or 1 as β anneals from 20 to 2 (no regulariser
+for the first 20 % of the iterations). The result is
 ``floor(W / s) + [V >= 0]``: each weight rounded to one of its two neighbours, chosen by the data.
 """
 from __future__ import annotations
