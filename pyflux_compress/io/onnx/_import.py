@@ -349,7 +349,9 @@ class _ChainReader:
         return None
 
     def _next(self) -> list:
-        return [n for n in self.consumers.get(self.current, []) if n.op_type != "Constant"]
+        # a Shape consumer reads only the tensor's shape, not its values (PyTorch builds an RNN's zero initial
+        # state as Shape -> ... -> ConstantOfShape): not a data path; the layer using it checks what it built
+        return [n for n in self.consumers.get(self.current, []) if n.op_type not in ("Constant", "Shape")]
 
     # -- walk --------------------------------------------------------------------------------------
     def read(self, output: str) -> list:
