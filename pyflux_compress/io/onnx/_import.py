@@ -1,6 +1,6 @@
-"""Read a chain-shaped ONNX model back into a Flux-style ``Chain``.
+"""Read an ONNX model back into a Flux-style ``Chain``, branches included.
 
-Supported ONNX ops (one input tensor flowing through; weights are initializers or ``Constant`` nodes):
+Supported ONNX ops (one graph input; weights are initializers or ``Constant`` nodes):
 
 =====================================  ==========================================================
 ONNX                                   Flux layer
@@ -19,6 +19,11 @@ LeakyRelu Elu Gelu(tanh)               as Flux writes ``Dense(784 => 128, relu)`
 x*Sigmoid(x), composed tanh-gelu       swish, gelu (the patterns our exporter writes)
 Dropout, Identity                      dropped
 =====================================  ==========================================================
+
+Forks (a tensor read by several nodes) are read up to their join (the first node after which one tensor is live
+again): ``Add``/``Concat`` reading the fork tensor itself -> ``SkipConnection(inner, + or cat)``; ``Sum``/``Add``/
+``Concat`` of branch outputs -> ``Parallel``; otherwise an activation pattern or a layer's ``from_onnx_region``
+hook (LayerNorm, MultiHeadAttention). Branches are read recursively with the same walker.
 
 This covers what ``torch.onnx.export(..., dynamo=False)`` writes for an ``nn.Sequential`` of
 Linear/ReLU/Conv2d/MaxPool2d/Flatten. Anything else raises ``ValueError`` naming the node and the supported ops. Each op is read by the ``from_onnx``
