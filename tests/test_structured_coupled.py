@@ -150,13 +150,34 @@ def test_channels_that_must_stay_are_kept_with_the_reason(rng):
     rec = p.records[-1]
     assert str(p).startswith("Chain(SkipConnection(Chain(Conv((3, 3), 3 => 3, relu, pad=1), Conv((3, 3), 3 => 3, ")
     assert "combined by layers[1] (SkipConnection)" in rec["skipped"]["layers[1].layers.layers[2]"]
-    # GroupNorm ties channels to groups: its producer keeps every channel, the record names it
-    g = pfc.parse("Chain(Conv((3, 3), 1 => 8; pad=1), GroupNorm(8, 4), Conv((3, 3), 8 => 4), flatten, "
-                  "Dense(36 => 2))", seed=0)
-    rec = pfc.prune_structured(g, 0.5).records[-1]
-    assert "layers[2] (GroupNorm)" in rec["skipped"]["layers[1]"] and rec["per_layer"]["layers[3]"] == 0.5
-    x = rng.standard_normal((2, 1, 5, 5)).astype(np.float32)
-    assert pfc.prune_structured(g, 0.5)(x).shape == (2, 2)
+
+
+def test_groupnorm_groups_are_cut_evenly(rng):
+    """GroupNorm(8, 2): channels 0-3 and 4-7 are normalised together; half of each group goes, so every kept
+    channel stays in its group and G still divides chs."""
+    g = _randomise(pfc.parse("Chain(Conv((3, 3), 1 => 8; pad=1), GroupNorm(8, 2, relu), Conv((3, 3), 8 => 4), "
+                             "flatten, Dense(36 => 2))", seed=0), rng)
+    p = pfc.prune_structured(g, 0.5)
+    kept = p.records[-1]["kept"]["layers[1]"]
+    assert str(p) == "Chain(Conv((3, 3), 1 => 4, pad=1), GroupNorm(4, 2, relu), Conv((3, 3), 4 => 2), flatten, " \
+                     "Dense(18 => 2))"
+    assert [c // 4 for c in kept] == [0, 0, 1, 1]
+    score = np.abs(g[0].weight).sum(axis=(0, 1, 2))      # the strongest two filters of each group stay
+    assert kept == sorted([*np.argsort(score[:4])[2:], *(4 + np.argsort(score[4:])[2:])])
+    x = rng.standard_normal((3, 1, 5, 5)).astype(np.float32)
+    ref = pfc.GroupNorm(4, 2, pfc.relu)
+    ref.gamma[...], ref.beta[...] = g[1].gamma[kept], g[1].beta[kept]
+    np.testing.assert_allclose(p[:2](x), ref(g[0](x)[:, kept]), rtol=1e-5, atol=1e-6)
+    assert p(x).shape == (3, 2)
+    with pytest.raises(ValueError, match="in one of its groups"):
+        pfc.prune_structured(pfc.parse("Chain(Conv((3, 3), 1 => 8; pad=1), GroupNorm(8, 4), Conv((3, 3), 8 => 4), "
+                                       "flatten, Dense(36 => 2))", seed=0), 0.75)
+    # channels of two producers concatenated into one GroupNorm do not match its groups one to one: kept whole
+    cat = pfc.parse("Chain(Conv((3, 3), 1 => 4; pad=1), SkipConnection(Conv((3, 3), 4 => 4; pad=1), "
+                    "(xs...) -> cat(xs...; dims=3)), "
+                    "GroupNorm(8, 2), Conv((3, 3), 8 => 2), flatten, Dense(18 => 2))", seed=0)
+    rec = pfc.prune_structured(cat, 0.5).records[-1]
+    assert "layers[3], whose groups they do not match" in rec["skipped"]["layers[1]"]
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])

@@ -24,7 +24,9 @@ groups made by the same producers (all channels of one residual stream, or of on
 weights together. Elements that must stay are *fixed*, with the reason: channels of the model's input and
 output, channels read by a layer structured pruning cannot see through (role None: LayerNorm, attention,
 recurrent layers, a grouped convolution whose channels are tied to its groups, a Dense reading a 4-D tensor
-without a flatten, ...), and anything added to or concatenated with such channels.
+without a flatten, ...), and anything added to or concatenated with such channels. A layer with the role
+``"grouped"`` (GroupNorm) is channel-wise but records its ``channel_blocks()`` contiguous blocks: the caller cuts
+them evenly.
 
 Everything is read from the layers' declarations; no class name is tested here.
 """
@@ -69,6 +71,8 @@ class ChannelGraph:
     parent: list[int] = field(default_factory=list)
     fixed: dict[int, str] = field(default_factory=dict)      # root -> why its channel must stay
     slots: list[Slot] = field(default_factory=list)
+    #: channel-block constraints (GroupNorm): (path, elements in channel order, number of contiguous blocks)
+    blocks: list[tuple[str, list[int], int]] = field(default_factory=list)
 
     # ---- union-find ----------------------------------------------------------------------------------
     def new(self, n: int, fixed: str | None = None) -> list[int]:
@@ -200,19 +204,34 @@ class _Tracer:
             if flow.elems is None or flow.flat or flow.ndim == 2:
                 return Flow(flow.elems, 2, flow.flat)
             return Flow(flow.elems, 2, True)
+        if role == "grouped":              # channel-wise, but cut evenly across its contiguous channel blocks
+            out = self.channelwise(layer, path, flow, sliced=True)
+            if out.elems is not None and len(out.elems) % layer.channel_blocks() == 0:
+                self.g.blocks.append((path, list(out.elems), layer.channel_blocks()))
+            else:
+                self.g.fix(out, f"{self.name(path, layer)}: channels do not split into its groups")
+            return out
         if role == "channelwise":
-            axes = getattr(layer, "out_axes", {})
-            if not any(isinstance(getattr(layer, n, None), np.ndarray) for n in axes):
-                if getattr(layer, "params", dict)():   # arrays whose channel axis is not declared (Scale: trailing axes)
-                    return self.opaque(path, layer, flow)
-                return flow
-            name = next(n for n in axes if isinstance(getattr(layer, n, None), np.ndarray))
-            pos = self.positions(flow, int(getattr(layer, name).shape[axes[name]]), path, layer)
-            if pos is None:
-                return Flow(None) if flow.elems is None else flow
-            self.g.slots.append(Slot("channelwise", path, layer, pos))
-            return Flow(pos, flow.ndim)
+            return self.channelwise(layer, path, flow)
         return self.opaque(path, layer, flow)
+
+    def channelwise(self, layer: Any, path: str, flow: Flow, sliced: bool = False) -> Flow:
+        """A layer that keeps channels apart: its per-channel arrays (``out_axes``) are sliced with them
+        (``sliced``: its ``slice_outputs`` runs even without such arrays, e.g. to update a channel count)."""
+        axes = getattr(layer, "out_axes", {})
+        name = next((n for n in axes if isinstance(getattr(layer, n, None), np.ndarray)), None)
+        if name is None:
+            if getattr(layer, "params", dict)():   # arrays whose channel axis is not declared (Scale: trailing axes)
+                return self.opaque(path, layer, flow)
+            if not sliced or flow.elems is None or flow.flat:
+                return flow
+            pos = list(flow.elems)
+        else:
+            pos = self.positions(flow, int(getattr(layer, name).shape[axes[name]]), path, layer)
+        if pos is None:
+            return Flow(None) if flow.elems is None else flow
+        self.g.slots.append(Slot("channelwise", path, layer, pos))
+        return Flow(pos, flow.ndim)
 
     def units(self, layer: Any, path: str, flow: Flow) -> Flow:
         w = layer.weight

@@ -17,7 +17,9 @@ spirit of torch-pruning's DepGraph), from each layer's declarations (``structure
   pruned together on every side — a ResNet's residual stream shrinks with the stem, every block's last conv
   (and BatchNorm) and every consumer of the sums;
 * concatenation (``cat`` along channels) keeps each branch's channels separate, at their offsets in the
-  consumer's inputs.
+  consumer's inputs;
+* a ``GroupNorm(chs, G)`` (structured role "grouped", ``channel_blocks()``) has each of its G contiguous groups
+  lose ``round(fraction * chs/G)`` channels, so kept channels stay in their groups.
 
 A *family* (the channels of one plain layer, or of one residual stream) loses ``round(fraction * size)``
 channels, the ones whose producers' incoming weights together have the smallest norm. Channels that must
@@ -79,6 +81,34 @@ def _group_weights(graph: ChannelGraph, family: list[int]) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
+def _blocks(graph: ChannelGraph, families: list[list[int]], fixed: dict[int, str]) -> dict[int, list[list[int]]]:
+    """``{family's first root: [roots of block 1, ...]}`` for families a GroupNorm cuts into contiguous groups.
+    A family the GroupNorm's channels do not match one to one (a concatenation of several, say) is fixed."""
+    first = {r: fam[0] for fam in families for r in fam}
+    members = {fam[0]: fam for fam in families}
+    out: dict[int, list[list[int]]] = {}
+
+    def fix(head: int, why: str) -> None:
+        fixed.setdefault(head, why)
+        for r in members[head]:
+            graph.fixed.setdefault(r, why)
+
+    for path, elems, n_blocks in graph.blocks:
+        roots = [graph.find(e) for e in elems]
+        heads = {first.get(r) for r in roots}
+        fam = next((f for f in families if f[0] in heads), None)
+        if len(heads) != 1 or fam is None or sorted(roots) != sorted(fam) or len(set(roots)) != len(roots):
+            for h in heads - {None}:
+                fix(h, f"its channels reach {path}, whose groups they do not match one to one")
+            continue
+        size = len(roots) // n_blocks
+        blocks = [roots[b * size:(b + 1) * size] for b in range(n_blocks)]
+        if fam[0] in out and out[fam[0]] != blocks:
+            fix(fam[0], f"two group normalisations ({path} and another) group its channels differently")
+        out[fam[0]] = blocks
+    return out
+
+
 def _plan(model: Any, fraction: float, criterion: str) -> tuple[ChannelGraph, set[int], dict[str, str]]:
     """Trace the model and decide, from the unmodified weights, which groups go.
 
@@ -86,18 +116,21 @@ def _plan(model: Any, fraction: float, criterion: str) -> tuple[ChannelGraph, se
     """
     graph = trace_channels(model)
     families, fixed = grouped_channels(graph)
+    parts = _blocks(graph, families, fixed)
     removed: set[int] = set()
     for fam in families:
         if fam[0] in fixed:
             continue
-        n_remove = int(np.floor(fraction * len(fam) + 0.5))
-        if n_remove >= len(fam):
-            who = next(s for s in graph.slots if s.kind == "out" and any(graph.find(e) in fam for e in s.elems))
-            raise ValueError(f"fraction={fraction} would remove all {len(fam)} units of {who.path} "
-                             f"({who.layer!r}); use a fraction below {(len(fam) - 0.5) / len(fam):.3f}")
-        if n_remove:
-            keep = select_units(_group_weights(graph, fam), 0, n_remove, criterion)
-            removed.update(r for k, r in enumerate(fam) if k not in set(keep.tolist()))
+        for part in parts.get(fam[0], [fam]):      # a GroupNorm's groups are cut evenly, one by one
+            n_remove = int(np.floor(fraction * len(part) + 0.5))
+            if n_remove >= len(part):
+                who = next(s for s in graph.slots if s.kind == "out" and any(graph.find(e) in fam for e in s.elems))
+                raise ValueError(f"fraction={fraction} would remove all {len(part)} units of {who.path} "
+                                 f"({who.layer!r}){' in one of its groups' if len(part) < len(fam) else ''}; use "
+                                 f"a fraction below {(len(part) - 0.5) / len(part):.3f}")
+            if n_remove:
+                keep = set(select_units(_group_weights(graph, part), 0, n_remove, criterion).tolist())
+                removed.update(r for k, r in enumerate(part) if k not in keep)
     skipped = {}
     for slot in graph.slots:
         if slot.kind == "out" and not any(graph.find(e) in removed for e in slot.elems):
