@@ -88,7 +88,7 @@ def _qdq_model(op: str, w_shape: tuple, group: int, **attrs) -> bytes:
 
 
 @pytest.mark.parametrize("op, w_shape, group, fused", [
-    ("Conv", (8, 8, 3, 3), 1, "QLinearConv"), ("Conv", (8, 1, 3, 3), 8, "QLinearConv"),
+    ("Conv", (8, 8, 3, 3), 1, "QLinearConv"), ("Conv", (8, 1, 3, 3), 8, "QLinearConv"), ("Conv", (8, 2, 3, 3), 4, "QLinearConv"),
     ("ConvTranspose", (8, 4, 2, 2), 1, "ConvTranspose"), ("ConvTranspose", (8, 1, 2, 2), 8, "ConvTranspose"),
 ])
 def test_onnxruntime_fuses_qdq_conv_with_groups_but_not_conv_transpose(op, w_shape, group, fused, tmp_path):

@@ -24,7 +24,7 @@ spirit of torch-pruning's DepGraph), from each layer's declarations (``structure
 A *family* (the channels of one plain layer, or of one residual stream) loses ``round(fraction * size)``
 channels, the ones whose producers' incoming weights together have the smallest norm. Channels that must
 stay (the model's input and outputs, channels read by a layer the planner cannot see through — LayerNorm,
-GroupNorm, attention, recurrent layers, a grouped convolution with several channels per group, a Dense reading
+attention, recurrent layers, a grouped convolution with several channels per group, a Dense reading
 a 4-D tensor without flatten — and anything combined with those) are kept; the record says why.
 """
 from __future__ import annotations
