@@ -175,7 +175,7 @@ class _Tracer:
                f"(connection {conn!r}); kept as a coupled whole")
         known = [f for f in flows if f.elems is not None and not f.flat]
         ndims = {f.ndim for f in flows}
-        if len(known) < len(flows):
+        if len(known) < len(flows) or (conn.kind == "cat" and not ndims <= {2, 4}):   # 3-D: features are last
             for f in flows:
                 self.g.fix(f, why)
             return Flow(None)
@@ -226,6 +226,8 @@ class _Tracer:
             if not sliced or flow.elems is None or flow.flat:
                 return flow
             pos = list(flow.elems)
+        elif flow.ndim not in (None, 2, 4):    # (N, len, features): per-channel arrays read axis 1, not features
+            return self.opaque(path, layer, flow)
         else:
             pos = self.positions(flow, int(getattr(layer, name).shape[axes[name]]), path, layer)
         if pos is None:
