@@ -229,7 +229,8 @@ def import_onnx(path: str | os.PathLike, *, max_bytes: int | None = None):
     where = os.fspath(path)
     try:
         return chain_from_proto(model, where=where)
-    except (IndexError, KeyError, TypeError, OverflowError, MemoryError, AttributeError) as err:
+    except (IndexError, KeyError, TypeError, OverflowError, MemoryError, AttributeError, ZeroDivisionError,
+            RecursionError) as err:   # RecursionError: branches nested deeper than Python's stack
         # a hostile graph (odd attribute types, indices out of range) must not escape as a raw traceback
         raise OnnxLoadError(f"{where}: cannot read the graph ({type(err).__name__}: {err})") from None
 

@@ -174,7 +174,7 @@ class LayerNorm(Layer):
         add = next(n for n in region if n.op_type == "Add")
         eps = [r.consts[i] for i in add.input if i in r.consts]
         rank = r.rank(x)
-        if first is None or len(eps) != 1 or rank is None:
+        if first is None or len(eps) != 1 or not rank:
             return None
         axes = r.attrs(first).get("axes")
         axes = sorted(int(a) % rank for a in (r.const(first, 1) if axes is None else axes))
