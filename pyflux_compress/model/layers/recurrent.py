@@ -234,6 +234,12 @@ class RecurrentCell(Layer):
     def keep_inputs(self, keep: np.ndarray) -> None:
         self.Wi = np.ascontiguousarray(self.Wi[:, np.asarray(keep, dtype=np.int64)])
 
+    def flux_state(self) -> dict[str, Any]:
+        """Flux fields in order; no bias is the Bool ``false`` Flux's ``create_bias(W, false, ...)`` stores, also
+        in GRUCell/GRUv3Cell whose field is ``b`` (Flux 0.15 src/layers/recurrent.jl), not ``nothing``."""
+        return {j: (False if a == "bias" and self.bias is None else getattr(self, a, None))
+                for j, a in self.flux_fields.items()}
+
     @classmethod
     def arrays_from_flux(cls, fields: dict[str, Any]) -> dict[str, Any]:
         """Flux field values -> constructor arrays; accepts Flux <= 0.14 field ``b`` for ``bias`` and
