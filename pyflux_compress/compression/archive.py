@@ -106,6 +106,7 @@ from ..model.walk import map_layers, modules
 from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, qrange
 from .schemes import SCHEMES
 from .sharing import SharedLayer
+from .wrapper import QUANTIZED_WRAPPERS
 
 __all__ = ["save_compressed", "load_compressed", "size_report", "encode_archive", "decode_archive", "archive_size",
            "archive_header",
@@ -573,6 +574,14 @@ def _write_archive(model: Any, fh: IO[bytes] | None, entropy: bool = True) -> in
 def _check_model(model: Any) -> None:
     if not hasattr(model, "layers"):
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
+    for path, layer in modules(model):   # refuse at save time what the archive could not rebuild at load
+        if type(layer) in QUANTIZED_WRAPPERS.values():
+            raise ValueError(f"{path}: {type(layer).__name__} (a quantized sequence layer) has no archive form; "
+                             "archive the float model, or export ONNX (export_onnx writes its int8 graph)")
+        try:   # the archive rebuilds layers from their Flux form: a layer without one (a PyTorch GRU's b_hn)
+            layer.flux_state()
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def encode_archive(model: Any, *, entropy_coding: bool = True) -> bytes:

@@ -74,7 +74,7 @@ from .calibrate import ACT_METHODS, PERCENTILE, WEIGHT_CLIPS, activation_range, 
 from .fold import fold_with_paths
 from .schemes import SCHEMES, get_scheme
 from ..model.walk import map_layers, modules
-from .wrapper import WrappedLayer, as_float_layer
+from .wrapper import QUANTIZED_WRAPPERS, WrappedLayer, as_float_layer
 
 __all__ = ["quantize", "QuantizedChain", "QuantizedLayer", "QuantizedDense", "QuantizedConv", "SCHEMES",
            "GRANULARITIES", "METHODS", "WEIGHT_CLIPS", "ROUNDINGS", "ACTIVATIONS", "SUPPORTED_BITS", "qrange",
@@ -408,6 +408,9 @@ def quantized_class(layer: Any) -> type[QuantizedLayer] | None:
     """The wrapper class for a float layer, from its declarations: a compressible ``weight`` whose output
     channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv).
     None (stays float) when the declared axis is not the one the array numerics assume (``channel_axis``)."""
+    role = getattr(layer, "quantize_as", None)
+    if role in QUANTIZED_WRAPPERS:   # recurrent gate matrices, embedding tables: compression/quantize_sequence.py
+        return QUANTIZED_WRAPPERS[role]
     if "weight" not in getattr(layer, "compressible", ()) or \
             layer.out_axes.get("weight") != channel_axis(layer.weight):
         return None
@@ -435,7 +438,8 @@ class QuantizedChain(Chain):
         """A float ``Chain`` (new object) whose weights are the dequantized integer weights."""
 
         def fn(path: str, layer: Any) -> Any:
-            return layer.dequantize() if isinstance(layer, QuantizedLayer) else layer.copy()
+            quantized = isinstance(layer, (QuantizedLayer, *QUANTIZED_WRAPPERS.values()))
+            return layer.dequantize() if quantized else layer.copy()
 
         out = map_layers(fn, self, as_type=Chain)
         out.records.append({"method": "dequantize", "settings": {}, "per_layer": {}})
@@ -579,6 +583,8 @@ def _quantize_leaf(base: Any, b: int, st: _Settings, xf: np.ndarray | None, xq: 
     """Quantize one float leaf; ``xf`` / ``xq`` are its calibration inputs in the float / quantized model."""
     clip = st.weight_clip if b > 1 else "minmax"
     q = quantized_class(base)(base, b, st.scheme, st.granularity, clip, st.activations)  # type: ignore[misc]
+    if not isinstance(q, QuantizedLayer):   # a sequence layer's wrapper (quantize_sequence.py) does the rest itself
+        return q, q.record()
     rec: dict[str, Any] = {"bits": b}
     if xf is not None and st.activations == "static":
         lo, hi = calibration_range(xf, st.scheme, st.method)

@@ -372,8 +372,10 @@ class _ChainReader:
         return None
 
     def consumers_of(self, tensor: str) -> list:
-        """The nodes of the current branch that read ``tensor``."""
-        return [n for n in self.consumers.get(tensor, []) if n.op_type != "Constant"
+        """The nodes of the current branch that read ``tensor``'s values. A Shape consumer reads only the
+        tensor's shape (PyTorch builds an RNN's zero initial state as Shape -> ... -> ConstantOfShape): not a
+        data path, and no fork; the layer using it checks what it built."""
+        return [n for n in self.consumers.get(tensor, []) if n.op_type not in ("Constant", "Shape")
                 and (self.allowed is None or id(n) in self.allowed)]
 
     def follow(self, tensor: str, op: str) -> Any:
@@ -431,7 +433,8 @@ class _ChainReader:
         region: list = []
         inside: set[int] = set()
         for n in self.nodes[start:]:
-            if (self.allowed is not None and id(n) not in self.allowed) or not any(i in live for i in n.input):
+            if (self.allowed is not None and id(n) not in self.allowed) or n.op_type == "Shape" \
+                    or not any(i in live for i in n.input):
                 continue
             region.append(n)
             inside.add(id(n))

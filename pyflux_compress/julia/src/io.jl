@@ -13,6 +13,7 @@ using Flux: Chain, Dense, Conv, CrossCor, MaxPool, MeanPool, GlobalMeanPool, Bat
 using Flux: relu, sigmoid, σ, leakyrelu, elu, gelu, swish, softmax, state, loadmodel!
 import Flux  # the module itself: the issue-12 rows of the layer/activation tables below read Flux.<name>
 import JLD2
+import Statistics  # EmbeddingBag's default reduction is Statistics.mean (Flux src/layers/basic.jl)
 
 """
     save_model(path, model) -> path
@@ -54,6 +55,15 @@ function load_model(path::AbstractString, template=nothing)
     return loadmodel!(model, st)
 end
 
+"""
+    laststep(x) -> x[:, end, :]
+
+The last time step of a sequence batch `(features, len, batch)`: what pyflux_compress prints as `laststep`
+(pyflux_compress/model/layers/laststep.py) and Flux users write as `x -> x[:, end, :]`. A named function so
+that `model_from_arch` can build it and `activation_name` print it back.
+"""
+laststep(x::AbstractArray{<:Any,3}) = x[:, end, :]
+
 const _ACTIVATIONS = Dict{Symbol,Any}(
     :relu => relu, :sigmoid => sigmoid, :σ => σ, :tanh => tanh, :softmax => softmax,
     :leakyrelu => leakyrelu, :elu => elu, :gelu => gelu, :swish => swish, :identity => identity,
@@ -67,7 +77,9 @@ const _ACTIVATIONS = Dict{Symbol,Any}(
     :hardswish => Flux.hardswish, :logsoftmax => Flux.logsoftmax, :gelu_tanh => Flux.gelu,
     :gelu_erf => x -> Flux.gelu_erf(x),   # resolved when called: NNlib defines it with SpecialFunctions loaded
     # SkipConnection / Parallel connections; `first` reads MultiHeadAttention's (y, α) in a Chain
-    :+ => +, :vcat => vcat, :hcat => hcat, :first => first)
+    :+ => +, :vcat => vcat, :hcat => hcat, :first => first,
+    # issue 13 (h13): `laststep` after a recurrent layer; EmbeddingBag's reductions (its second argument)
+    :laststep => laststep, :mean => Statistics.mean, :sum => sum, :maximum => maximum)
 
 """
     is_flatten(f) -> Bool
@@ -116,7 +128,7 @@ const _LAYERS = Dict{Symbol,Any}(
 # (pyflux_compress/model/layers/*.py); test/fixtures/archs.txt holds the strings both sides check.
 const _FLUX_LAYERS = (:ConvTranspose, :DepthwiseConv, :SamePad, :SkipConnection, :Parallel, :LayerNorm, :Scale,
                       :GroupNorm, :InstanceNorm, :AlphaDropout, :GlobalMaxPool, :AdaptiveMaxPool, :AdaptiveMeanPool,
-                      :Upsample, :PixelShuffle, :Embedding, :MultiHeadAttention,
+                      :Upsample, :PixelShuffle, :Embedding, :EmbeddingBag, :MultiHeadAttention,
                       :RNN, :LSTM, :GRU, :GRUv3, :RNNCell, :LSTMCell, :GRUCell, :GRUv3Cell)
 # Flux 0.15 replaced `Recur`-wrapped cells with sequence layers (src/layers/recurrent.jl): these names build
 # different structs (different Flux.state trees) before 0.15, so model strings with them need Flux >= 0.15.
@@ -347,6 +359,9 @@ arch_string(l::Flux.AdaptiveMeanPool) = string("AdaptiveMeanPool(", l.out, ")")
 arch_string(::Flux.GlobalMaxPool) = "GlobalMaxPool()"
 arch_string(l::Flux.PixelShuffle) = string("PixelShuffle(", l.r, ")")
 arch_string(l::Flux.Embedding) = string("Embedding(", size(l.weight, 2), " => ", size(l.weight, 1), ")")
+# Flux's show omits the reduction; Python prints it unless it is the default mean (model/layers/embeddingbag.py)
+arch_string(l::Flux.EmbeddingBag) = string("EmbeddingBag(", size(l.weight, 2), " => ", size(l.weight, 1),
+                                           l.reduction === Statistics.mean ? "" : ", " * activation_name(l.reduction), ")")
 # Upsample{mode,S,T}: the mode is a type parameter only; `scale` is stored as given (a number or a tuple).
 function arch_string(l::Flux.Upsample)
     s = string("Upsample(:", typeof(l).parameters[1])

@@ -51,6 +51,9 @@ class Layer(abc.ABC):
     #: role in structured pruning: "units" (produces/consumes units: sliced by slice_outputs/slice_inputs),
     #: "channelwise" (keeps channels apart; its out_axes arrays are sliced), "flatten", or None (blocks it)
     structured: str | None = None
+    #: quantization role for layers pfc.quantize wraps by role rather than as Dense/Conv: "recurrent" (gate
+    #: matrices), "table" (embedding lookups); None: by the weight's axes (compression/quantize.py)
+    quantize_as: str | None = None
     #: True for containers (Chain, ...): their children() are walked, they are not leaves
     container: bool = False
     #: backward accepts ``need_input_grad=False`` (skips dx: the first layer of a training step)
