@@ -154,7 +154,9 @@ def test_kernel_fixtures_cover_every_kernel():
     from pyflux_compress.backends import kernels
 
     _run_case(CASES[0])                                   # imports every kernel module
-    assert set(kernels()) <= {c["kernel"] for c in CASES}
+    # train_step takes a model (a Step), not arrays: its Julia twin is tested against Flux's own training loop in
+    # julia/test/runtests.jl, its bridge in tests/test_backend.py
+    assert set(kernels()) - {"train_step"} <= {c["kernel"] for c in CASES}
     assert len(CASES) >= 30
 
 

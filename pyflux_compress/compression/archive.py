@@ -101,6 +101,7 @@ from typing import IO, Any, Callable, Iterator
 import numpy as np
 
 from .._files import atomic_write, jsonable
+from .._validate import env_int
 from . import codecs as C
 from ..model.walk import map_layers, modules
 from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, qrange
@@ -625,18 +626,11 @@ def save_compressed(path: str | os.PathLike, model: Any) -> int:
 
 def max_bytes_limit(value: Any = None) -> int:
     """The decoded-bytes budget: ``value``, else ``$PYFLUX_ARCHIVE_MAX_BYTES``, else ``DEFAULT_MAX_BYTES`` (1 GiB)."""
-    source = "max_bytes"
     if value is None:
-        env = os.environ.get(MAX_BYTES_ENV, "").strip()
-        if not env:
-            return DEFAULT_MAX_BYTES
-        source = f"environment variable {MAX_BYTES_ENV}"
-        try:
-            value = int(env)
-        except ValueError:
-            raise ValueError(f"{source} must be a positive integer (bytes); got {env!r}") from None
+        env = env_int(MAX_BYTES_ENV, min=1)
+        return DEFAULT_MAX_BYTES if env is None else env
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{source} must be a positive integer (bytes); got {value!r}")
+        raise ValueError(f"max_bytes must be a positive integer (bytes); got {value!r}")
     return int(value)
 
 

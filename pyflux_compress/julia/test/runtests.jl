@@ -13,10 +13,11 @@ using FluxCompress: share_weights, lowrank, distill_loss, distill, save_model, l
 using FluxCompress: model_from_arch, arch_string, corder, rank_for_energy
 using FluxCompress: kernel_magnitude_masks, kernel_nm_mask, kernel_select_units, kernel_quantize_array
 using FluxCompress: kernel_dequantize_array, kernel_kmeans_1d, kernel_svd, kernel_singular_values
-using FluxCompress: kernel_distill_loss_grad
+using FluxCompress: kernel_distill_loss_grad, kernel_train_step, field_at
 import Flux
 using Flux: Chain, Dense, Conv, MaxPool, BatchNorm, flatten, relu, loadmodel!
-using Optimisers: Descent
+using Optimisers: Descent, setup, update!
+using Flux: withgradient, onehotbatch, logitcrossentropy
 using Random: Xoshiro
 
 check(cond::Bool) = @test cond
@@ -333,6 +334,31 @@ function test_fixed_defects()
     end
 end
 
+# The training step kernel against Flux's own loop on the same model (withgradient + Optimisers.update!).
+function test_train_step()
+    arch = "Chain(Dense(4 => 3, relu), BatchNorm(3), Dense(3 => 2))"
+    names = ("layers[1].weight", "layers[1].bias", "layers[2].β", "layers[2].γ", "layers[2].μ", "layers[2].σ²",
+             "layers[3].weight", "layers[3].bias")
+    ref = model_from_arch(arch)
+    arrays = Tuple(randn(RNG, Float32, size(field_at(ref, n))) .^ 2 for n in names)
+    # a C-ordered numpy array arrives as a strided view of the same shape (PyArray): mimic one
+    strided = Tuple(ndims(a) == 2 ? PermutedDimsArray(permutedims(a), (2, 1)) : a for a in arrays)
+    x, y = randn(RNG, Float32, 4, 5), [1, 2, 2, 1, 2]
+    rule = ("sgd", 0.1, 0.9, 0.999, 1e-8, 0.0, false, 0.0)
+    session, loss, out, new = kernel_train_step(nothing, arch, names, strided, x, y, "logitcrossentropy", rule)
+    for (n, a) in zip(names, arrays)
+        field_at(ref, n) .= a
+    end
+    r = withgradient(m -> logitcrossentropy(m(x), onehotbatch(y, 1:2)), ref)
+    update!(setup(Descent(0.1), ref), ref, r.grad[1])
+    check(loss ≈ r.val && size(out) == (2, 5))
+    check(all(new[i] ≈ field_at(ref, n) for (i, n) in enumerate(names)))     # μ, σ² updated too
+    again = kernel_train_step(session, arch, names, new, x, y, "logitcrossentropy", rule)
+    check(again[1] === session)                                             # model and state are reused
+    check_throws(ArgumentError, () -> kernel_train_step(nothing, arch, names, arrays, x, y, "hinge", rule))
+    check_throws(DimensionMismatch, () -> kernel_train_step(nothing, arch, names, reverse(arrays), x, y, "mse", rule))
+end
+
 # Issues 12 and 13: every model string of archs.txt (all layers Python prints) is built, printed back, saved
 # and loaded with the same arrays; the closures and version limits give ArgumentErrors, not MethodErrors.
 _arrays(x::AbstractArray{<:Number}) = Any[x]
@@ -381,6 +407,7 @@ function test_layer_zoo()
 end
 
 @testset "FluxCompress" begin
+    @testset "training step kernel" test_train_step()
     @testset "kernel fixtures (shared with Python)" test_kernel_fixtures()
     @testset "issue 14 defects" test_fixed_defects()
     @testset "walk and rebuild" test_walk()

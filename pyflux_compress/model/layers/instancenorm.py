@@ -9,13 +9,11 @@ group per channel. ONNX ``InstanceNormalization`` (exact: same formula).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..registry import register_layer
-from ..syntax import as_int
-from .base import activation_of
 from .batchnorm import f32
 from .groupnorm import PerSampleNorm
 
@@ -39,27 +37,10 @@ class InstanceNorm(PerSampleNorm):
     def _groups(self) -> int:
         return self.chs
 
-    def _repr_sizes(self) -> str:
-        return str(self.chs)
-
     def output_shape(self, in_shape: tuple) -> tuple:
         if len(tuple(in_shape)) < 2:
             raise self._err(f"needs spatial dims: per-sample input (C, spatial...); got {tuple(in_shape)}")
         return super().output_shape(in_shape)
-
-    @classmethod
-    def from_syntax(cls, call: Any) -> "InstanceNorm":
-        if len(call.args) not in (1, 2):
-            raise ValueError("expected InstanceNorm(chs[, λ])")
-        act = call.activation(call.args[1]) if len(call.args) > 1 else None
-        return cls(as_int(call.args[0], "chs"), act, **cls._kwargs(call))
-
-    @classmethod
-    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "InstanceNorm":
-        active = fields.get("active")
-        return cls(int(fields["chs"]), activation_of(fields.get("λ")), eps=f32(fields["ϵ"]),
-                   momentum=f32(fields["momentum"]), affine=bool(fields["affine"]),
-                   track_stats=bool(fields["track_stats"]), active=active if isinstance(active, bool) else None)
 
     def to_onnx(self, g: Any, x: str) -> str:
         scale = self.gamma if self.affine else np.ones(self.chs, np.float32)
