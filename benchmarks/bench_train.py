@@ -129,7 +129,8 @@ def run_workload(name: str, threads: int, rounds: int, batchsize: int, torch) ->
     make_torch_epoch(torch_twin(model, torch), X[:1024], y[:1024], batchsize, 1, torch)()
 
     load_before = os.getloadavg()
-    res: dict = {"workload": name, "threads": threads, "pfc_wall": [], "pfc_cpu": [], "pfc_main": [], "pfc_loss": [],
+    res: dict = {"workload": name, "threads": threads, "free_cores": free_cores(2),
+                 "pfc_wall": [], "pfc_cpu": [], "pfc_main": [], "pfc_loss": [],
                  "torch_wall": [], "torch_cpu": [], "torch_main": [], "torch_loss": [], "pfc_infer": [],
                  "torch_infer": []}
 
@@ -162,6 +163,37 @@ def run_workload(name: str, threads: int, rounds: int, batchsize: int, torch) ->
     return res
 
 
+def free_cores(threads: int, reps: int = 3) -> float:
+    """How many cores this process really gets now: ``threads`` Python threads each doing the same GIL-free
+    float32 GEMMs (one BLAS thread each), wall of one thread's share alone x ``threads`` / wall of all at once
+    (best of ``reps``). About ``threads`` on an idle machine; about 1 when other processes hold the other
+    cores, in which case no 2-thread wall-clock figure of this run can show a speed-up."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).random((300, 300), dtype=np.float32)
+
+    def work() -> None:
+        for _ in range(60):
+            a @ a
+
+    def timed(k: int) -> float:
+        best = float("inf")
+        for _ in range(reps):
+            ts = [threading.Thread(target=work) for _ in range(k)]
+            t0 = time.perf_counter()
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    with threadpool_limits(1, user_api="blas"):
+        return timed(1) * threads / timed(threads)
+
+
 def ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(a) / statistics.median(b)
 
@@ -170,7 +202,8 @@ def summarize(r: dict) -> list[str]:
     label = {"lenet5": "LeNet-5, 10k Fashion-MNIST images", "mlp": "article MLP, 60k Fashion-MNIST images"}
     lines = [f"### {label[r['workload']]}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}", "",
              f"load average (1/5/15 min) before: {' '.join(f'{v:.1f}' for v in r['load_before'])}, after: "
-             f"{' '.join(f'{v:.1f}' for v in r['load_after'])} (on {os.cpu_count()} cores)", "",
+             f"{' '.join(f'{v:.1f}' for v in r['load_after'])} (on {os.cpu_count()} cores); cores free to this "
+             f"process (2 GIL-free threads, 2.0 = idle): {r['free_cores']:.2f}", "",
              "| engine | median s/epoch | min | all rounds (s) | median CPU s/epoch | main-thread CPU | loss per round |",
              "|---|---|---|---|---|---|---|"]
     for eng, title in (("pfc", "pyflux-compress fit"), ("torch", "PyTorch CPU")):
