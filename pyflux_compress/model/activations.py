@@ -480,17 +480,9 @@ thresholdrelu = trelu
 identity = Activation("identity", lambda x: x, lambda x, y, dy: dy, lambda g, x: x)
 register_layer(Activation)
 
-#: every name (incl. NNlib's aliases) -> activation; the parser and checkpoint loader resolve names here
-ACTIVATIONS: dict[str, Activation] = {
-    "relu": relu, "σ": sigmoid, "sigmoid": sigmoid, "sigmoid_fast": sigmoid_fast, "hardσ": hardsigmoid,
-    "hardsigmoid": hardsigmoid, "logσ": logsigmoid, "logsigmoid": logsigmoid, "tanh": tanh,
-    "tanh_fast": tanh_fast, "hardtanh": hardtanh, "softmax": softmax, "logsoftmax": logsoftmax,
-    "leakyrelu": leakyrelu, "relu6": relu6, "rrelu": rrelu, "elu": elu, "selu": selu, "celu": celu,
-    "gelu": gelu, "gelu_tanh": gelu, "gelu_erf": gelu_erf, "swish": swish, "hardswish": hardswish,
-    "lisht": lisht, "mish": mish, "softplus": softplus, "softsign": softsign, "logcosh": logcosh,
-    "tanhshrink": tanhshrink, "softshrink": softshrink, "trelu": trelu, "thresholdrelu": trelu,
-    "identity": identity,
-}
+#: every name (incl. NNlib's aliases) -> activation; the parser and checkpoint loader resolve names here. The
+#: names are this module's: each activation and alias above is bound under exactly its NNlib name
+ACTIVATIONS: dict[str, Activation] = {k: v for k, v in globals().items() if isinstance(v, Activation)}
 _BASE.update({a.name: a for a in ACTIVATIONS.values()})
 
 
