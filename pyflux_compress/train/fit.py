@@ -56,13 +56,7 @@ class History:
     def __repr__(self) -> str:
         if not self.loss:
             return "History(0 epochs)"
-        parts = [f"loss {self.loss[-1]:.4f}"]
-        if self.accuracy:
-            parts.append(f"accuracy {self.accuracy[-1]:.4f}")
-        if self.val_loss:
-            parts.append(f"val_loss {self.val_loss[-1]:.4f}")
-        if self.val_accuracy:
-            parts.append(f"val_accuracy {self.val_accuracy[-1]:.4f}")
+        parts = [f"{k} {v[-1]:.4f}" for k, v in self.as_dict().items() if v and k != "seconds"]
         parts.append(f"{sum(self.seconds) / len(self.seconds):.2f} s/epoch")
         return f"History({self.epochs} epoch{'s' if self.epochs != 1 else ''}; last: {', '.join(parts)})"
 
