@@ -457,8 +457,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             info = {"file": str(p), "kind": "archive", **parameter_rows(read_model(str(p)))}
     if args.json:
         print(json.dumps(info, indent=2, default=str))
-        return 0
-    _print_info(info)
+    else:
+        _print_info(info)
     return 0
 
 
