@@ -98,7 +98,7 @@ class Activation:
     structured = "channelwise"
     compressible: tuple[str, ...] = ()
     onnx_ops = ("Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "LeakyRelu", "Elu", "Selu", "Celu", "Gelu",
-                "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Shrink")
+                "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Shrink", "Clip")
 
     def __init__(self, name: str, fn: ForwardFn, grad: GradFn, onnx: OnnxFn | None = None, *,
                  defaults: tuple = (), params: tuple = ()) -> None:
@@ -229,6 +229,12 @@ class Activation:
             raise r.error(node, "Shrink with bias != lambd is not NNlib's softshrink")
         with_param = {"LeakyRelu": (leakyrelu, attrs.get("alpha", 0.01)), "Elu": (elu, attrs.get("alpha", 1.0)),
                       "Celu": (celu, attrs.get("alpha", 1.0)), "Shrink": (softshrink, attrs.get("lambd", 0.5))}
+        if op == "Clip":        # relu6 = Clip(0, 6), hardtanh = Clip(-1, 1) (bounds as inputs, opset >= 11)
+            bounds = tuple(float(r.const(node, i).reshape(-1)[0]) if r.has_input(node, i) else None for i in (1, 2))
+            clips = {(0.0, 6.0): "relu6", (-1.0, 1.0): "hardtanh"}
+            if bounds not in clips:
+                raise r.error(node, f"Clip{bounds} is neither relu6 (0, 6) nor hardtanh (-1, 1)")
+            return ACTIVATIONS[clips[bounds]]
         if op in with_param:
             act, value = with_param[op]
             return act.with_params(float(str(np.float32(value))))   # ONNX floats are float32: 0.2, not 0.2000000030

@@ -33,6 +33,7 @@ class Chain(Layer):
     flux_name = "Chain"
     flux_fields = {"layers": "layers"}
     container = True
+    structured = "sequential"     # structured pruning traces data through the children in order
     input_grad_optional = True
 
     def __init__(self, *layers: Any, **named: Any) -> None:

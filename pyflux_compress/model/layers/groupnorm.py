@@ -137,8 +137,20 @@ class GroupNorm(PerSampleNorm):
     def _repr_sizes(self) -> str:
         return f"{self.chs}, {self.G}"
 
+    # structured pruning: channel c belongs to group c ÷ (chs ÷ G); a cut must keep as many channels in every
+    # group, so each kept channel stays in its group and G still divides chs
+    structured = "grouped"
+
+    def channel_blocks(self) -> int:
+        """Number of contiguous channel blocks structured pruning must cut evenly (the groups)."""
+        return self.G
+
     def slice_outputs(self, keep: np.ndarray) -> None:
-        raise ValueError(f"{self!r}: channels are tied to groups; structured pruning cannot slice it")
+        counts = np.bincount(np.asarray(keep, dtype=np.int64) // (self.chs // self.G), minlength=self.G)
+        if counts.size != self.G or counts.min() != counts.max() or counts[0] == 0:
+            raise ValueError(f"{self!r}: structured pruning must keep the same number (>= 1) of channels in each "
+                             f"of the {self.G} groups; got {counts.tolist()}")
+        super().slice_outputs(keep)
 
     @classmethod
     def from_syntax(cls, call: Any) -> "GroupNorm":
