@@ -52,12 +52,6 @@ import numpy as np
 
 from .registry import register_layer
 
-__all__ = ["Activation", "relu", "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish",
-           "identity", "hardsigmoid", "hardσ", "hardtanh", "relu6", "rrelu", "selu", "celu", "gelu_tanh",
-           "gelu_erf", "hardswish", "lisht", "mish", "softplus", "softsign", "logsigmoid", "logσ", "logcosh",
-           "tanhshrink", "softshrink", "trelu", "thresholdrelu", "tanh_fast", "sigmoid_fast", "logsoftmax",
-           "ACTIVATIONS", "get_activation"]
-
 # fn(x, *params) -> y ; grad(x, y, dy, *params) -> dx ; onnx(g, x, *params) -> output tensor name
 ForwardFn = Callable[..., np.ndarray]
 GradFn = Callable[..., np.ndarray]
@@ -69,11 +63,6 @@ def _as_float(x: Any) -> np.ndarray:
     if x.dtype.kind != "f":
         x = x.astype(np.float32)
     return x
-
-
-def _num(v: float) -> str:
-    """A parameter as a Julia Float64 literal (``0.2``, ``1.0``, ``1e-05``; Julia reads all of them)."""
-    return repr(float(v))
 
 
 class Activation:
@@ -206,7 +195,8 @@ class Activation:
 
     def __repr__(self) -> str:
         if self.params_:
-            return f"x -> {self.name}(x, {', '.join(_num(v) for v in self.params_)})"
+            # each parameter as a Julia Float64 literal (0.2, 1.0, 1e-05: Julia reads all of them)
+            return f"x -> {self.name}(x, {', '.join(repr(float(v)) for v in self.params_)})"
         return self.name
 
 
@@ -489,6 +479,7 @@ register_layer(Activation)
 #: every name (incl. NNlib's aliases) -> activation; the parser and checkpoint loader resolve names here. The
 #: names are this module's: each activation and alias above is bound under exactly its NNlib name
 ACTIVATIONS: dict[str, Activation] = {k: v for k, v in globals().items() if isinstance(v, Activation)}
+__all__ = ["Activation", "ACTIVATIONS", "get_activation", *ACTIVATIONS]
 _BASE.update({a.name: a for a in ACTIVATIONS.values()})
 
 
