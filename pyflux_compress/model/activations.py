@@ -342,11 +342,6 @@ def _swish_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return dy * (s + y * (1 - s))  # d(xσ)/dx = σ + xσ(1-σ) = σ + y(1-σ)
 
 
-def _softsign_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    d = 1 + np.abs(x)
-    return dy / (d * d)
-
-
 def _mish_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     t = np.tanh(_softplus(x))
     return dy * (t + x * (1 - t * t) * _sigmoid(x))
@@ -461,7 +456,8 @@ hardswish = Activation("hardswish", lambda x: x * _hardsigmoid(x),
 lisht = Activation("lisht", lambda x: x * np.tanh(x), _lisht_grad, _onnx_x_times("Tanh"))
 mish = Activation("mish", lambda x: x * np.tanh(_softplus(x)), _mish_grad, _onnx_x_times("Tanh", "Softplus"))
 softplus = Activation("softplus", _softplus, lambda x, y, dy: dy * _sigmoid(x), _op("Softplus"))
-softsign = Activation("softsign", lambda x: x / (1 + np.abs(x)), _softsign_grad, _op("Softsign"))
+softsign = Activation("softsign", lambda x: x / (1 + np.abs(x)), lambda x, y, dy: dy / np.square(1 + np.abs(x)),
+                      _op("Softsign"))
 logcosh = Activation("logcosh", lambda x: x + _softplus(-2 * x) - _f(x, math.log(2)),
                      lambda x, y, dy: dy * np.tanh(x), _onnx_logcosh)
 tanhshrink = Activation("tanhshrink", lambda x: x - np.tanh(x), _tanhshrink_grad,
