@@ -106,9 +106,6 @@ class Activation:
     def _fn(self, x: np.ndarray) -> np.ndarray:
         return self._fn_raw(x, *self.args)
 
-    def _grad(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        return self._grad_raw(x, y, dy, *self.args)
-
     # ---- function use -------------------------------------------------------------------------------
     def __call__(self, x: Any, *params: float) -> np.ndarray:
         """Apply to an array of any shape; NNlib's extra argument may follow (``leakyrelu(x, 0.2)``)."""
@@ -118,7 +115,7 @@ class Activation:
 
     def grad(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
         """Return ``dL/dx`` from the forward input ``x``, output ``y`` and upstream gradient ``dy``."""
-        return self._grad(x, y, dy)
+        return self._grad_raw(x, y, dy, *self.args)
 
     def with_params(self, *params: float) -> "Activation":
         """This activation with NNlib's extra argument(s) set, e.g. ``leakyrelu.with_params(0.2)``.
@@ -170,7 +167,7 @@ class Activation:
 
     def backward(self, cache: tuple, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         x, y = cache
-        return self._grad(x, y, dy), {}
+        return self.grad(x, y, dy), {}
 
     def params(self) -> dict[str, np.ndarray]:
         return {}
