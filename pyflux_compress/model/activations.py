@@ -263,6 +263,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
+def _sigmoid_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    return dy * y * (1 - y)
+
+
+def _tanh_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    return dy * (1 - y * y)
+
+
 def _softplus(x: np.ndarray) -> np.ndarray:
     return np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0)
 
@@ -396,14 +404,6 @@ def _onnx_clip(lo: float, hi: float) -> OnnxFn:
 def _onnx_alpha(op: str) -> OnnxFn:
     """An ONNX op whose attribute ``alpha`` carries NNlib's parameter (LeakyRelu, Elu, Celu)."""
     return lambda g, x, a: _n(g, op, x, alpha=float(a))
-
-
-def _sigmoid_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * y * (1 - y)
-
-
-def _tanh_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * (1 - y * y)
 
 
 relu = Activation("relu", lambda x: np.maximum(x, 0), lambda x, y, dy: dy * (x > 0), _op("Relu"))  # relu'(0) = 0
