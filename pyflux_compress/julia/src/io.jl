@@ -336,12 +336,14 @@ function arch_string(l::Flux.Scale)
     return s * (l.bias === false ? "; bias=false)" : ")")
 end
 # GroupNorm(chs, G, λ; ...) and InstanceNorm(chs, λ; ...): Python prints affine when it differs from the layer's
-# default (GroupNorm true, InstanceNorm false), then eps, momentum, active; it has no running statistics for
-# these two (track_stats=true is refused there), so neither has a form with them here.
+# default (GroupNorm true, InstanceNorm false), then track_stats=true (InstanceNorm only: Python refuses it for
+# GroupNorm, which has no running statistics from Flux 0.15 on), eps, momentum, active.
 function _norm_opts(l, affine_default::Bool)
-    l.track_stats && throw(ArgumentError("$(nameof(typeof(l))) with track_stats=true has no pyflux_compress form"))
+    l.track_stats && l isa Flux.GroupNorm &&
+        throw(ArgumentError("GroupNorm with track_stats=true has no pyflux_compress form"))
     s = _act_str(l.λ)
     l.affine == affine_default || (s *= ", affine=" * string(l.affine))
+    l.track_stats && (s *= ", track_stats=true")
     Float32(l.ϵ) == 1f-5 || (s *= ", eps=" * _float_str(l.ϵ))
     Float32(l.momentum) == 0.1f0 || (s *= ", momentum=" * _float_str(l.momentum))
     l.active === nothing || (s *= ", active=" * string(l.active))
