@@ -343,10 +343,6 @@ def zstd_decompress(data: bytes | memoryview, size: int) -> bytearray:
 V1_CODECS = ("packed", "packed+zlib", "packed+lzma", "bytes+zlib", "bytes+lzma", "huffman")
 
 
-def _v1_raw_len(n: int, width: int, codec: str) -> int:
-    return n if codec.startswith("bytes") or width == 8 else (n * width + 7) // 8
-
-
 def lzma_filters(raw_len: int) -> list[dict[str, Any]]:
     # raw LZMA2; both sides derive the dictionary size from the decoded length
     dict_size = 1 << max(12, min(26, (max(raw_len, 1) - 1).bit_length()))
@@ -374,18 +370,13 @@ def decode_v1(codec: str, data: bytes, n: int, width: int) -> np.ndarray:
     if not 1 <= width <= 32:
         raise CodecError(f"symbol width {width} out of range 1..32")
     try:
-        if codec == "packed":
-            return unpack_bits(data, n, width)
-        if codec == "packed+zlib":
-            return unpack_bits(_inflate(data, _v1_raw_len(n, width, codec)), n, width)
-        if codec == "packed+lzma":
-            return unpack_bits(_unlzma(data, _v1_raw_len(n, width, codec)), n, width)
-        if codec == "bytes+zlib":
-            return unpack_bits(_inflate(data, n), n, 8)
-        if codec == "bytes+lzma":
-            return unpack_bits(_unlzma(data, n), n, 8)
         if codec == "huffman":
             return huffman_decode(data, n)
+        if codec in V1_CODECS:  # "<packing>[+<deflate or lzma>]": packed at width bits, or one symbol a byte
+            packing, _, method = codec.partition("+")
+            raw_len = n if packing == "bytes" or width == 8 else (n * width + 7) // 8
+            raw = _inflate(data, raw_len) if method == "zlib" else _unlzma(data, raw_len) if method == "lzma" else data
+            return unpack_bits(raw, n, 8 if packing == "bytes" else width)
     except CodecError:
         raise
     except (zlib.error, lzma.LZMAError, ValueError, IndexError, struct.error) as err:

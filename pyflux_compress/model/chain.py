@@ -141,13 +141,6 @@ class Chain(Layer):
                 out[f"{path}.{name}"] = arr
         return out
 
-    def _dtype(self) -> np.dtype:
-        for _, layer in self.walk():
-            ps = layer.params()
-            if ps:
-                return next(iter(ps.values())).dtype
-        return np.dtype(np.float32)
-
     def output_shape(self, in_shape: tuple) -> tuple:
         """Per-sample output shape; a mismatch raises ``ValueError`` naming the layer by its Flux path."""
         shapes = self.shapes(in_shape)

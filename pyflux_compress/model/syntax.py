@@ -408,11 +408,9 @@ class _Parser:
     def layer(self, v: Any) -> Any:
         if hasattr(v, "forward"):
             return v
-        if isinstance(v, Lambda):
-            return _lambda_activation(v, self)
+        if isinstance(v, Lambda) or (isinstance(v, Name) and v.name in ACTIVATIONS):
+            return self.activation(v)
         if isinstance(v, Name):
-            if v.name in ACTIVATIONS:
-                return ACTIVATIONS[v.name]
             cls = registry.by_name(v.name)
             if cls is not None and getattr(cls, "flux_function", False):
                 return cls.from_syntax(Call(v.name, [], {}, self))

@@ -57,13 +57,7 @@ class History:
     def __repr__(self) -> str:
         if not self.loss:
             return "History(0 epochs)"
-        parts = [f"loss {self.loss[-1]:.4f}"]
-        if self.accuracy:
-            parts.append(f"accuracy {self.accuracy[-1]:.4f}")
-        if self.val_loss:
-            parts.append(f"val_loss {self.val_loss[-1]:.4f}")
-        if self.val_accuracy:
-            parts.append(f"val_accuracy {self.val_accuracy[-1]:.4f}")
+        parts = [f"{k} {v[-1]:.4f}" for k, v in self.as_dict().items() if v and k != "seconds"]
         parts.append(f"{sum(self.seconds) / len(self.seconds):.2f} s/epoch")
         return f"History({self.epochs} epoch{'s' if self.epochs != 1 else ''}; last: {', '.join(parts)})"
 
@@ -310,15 +304,9 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
             history.val_loss.append(float(loss_fn(vout, yv)))
             if _has_classes(yv):
                 history.val_accuracy.append(_accuracy_of(vout, yv))
-        if bar is not None:
-            post = {"loss": f"{history.loss[-1]:.4f}"}
-            if history.accuracy:
-                post["acc"] = f"{history.accuracy[-1]:.4f}"
-            if validation is not None:
-                post["val_loss"] = f"{history.val_loss[-1]:.4f}"
-                if history.val_accuracy:
-                    post["val_acc"] = f"{history.val_accuracy[-1]:.4f}"
-            bar.set_postfix(post)
+        if bar is not None:  # the epoch's figures: loss, acc, val_loss, val_acc (those measured)
+            short = {"loss": "loss", "accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
+            bar.set_postfix({short[k]: f"{v[-1]:.4f}" for k, v in history.as_dict().items() if k in short and v})
             bar.close()
         if any([cb(epoch, history) is False for cb in callbacks]):
             break

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..model.activations import logsoftmax
+
 __all__ = ["Loss", "CrossEntropy", "LogitCrossEntropy", "MSE", "KLDivergence", "BinaryCrossEntropy",
            "crossentropy", "logitcrossentropy", "mse", "kldivergence", "binarycrossentropy", "get", "NAMES"]
 
@@ -99,11 +101,6 @@ def _xlogx(x: np.ndarray) -> np.ndarray:
         return np.where(x == 0, 0, x * np.log(np.where(x == 0, 1, x)))
 
 
-def _logsoftmax(z: np.ndarray) -> np.ndarray:
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # losses
 
@@ -134,7 +131,7 @@ class LogitCrossEntropy(Loss):
 
     def _compute(self, yhat, target, need_grad):
         m = _rows(yhat)
-        logp = _logsoftmax(yhat)
+        logp = logsoftmax(yhat)
         if target.dtype.kind == "i":
             picked = np.take_along_axis(logp, target[..., None], axis=-1)
             value = -float(picked.sum(dtype=np.float64)) / m

@@ -148,6 +148,12 @@ class Layer(abc.ABC):
         ``build(value, path_fragment)`` builds a child (containers only). ValueError if the fields do not fit."""
         raise ValueError(f"{cls.flux_name} cannot be rebuilt from a Flux struct or state")
 
+    @classmethod
+    def yields_in_bare_state(cls, fields: dict[str, Any]) -> bool:
+        """Whether a bare ``Flux.state`` tree (no type names) whose ``fields`` another layer also explains should
+        go to that other layer: only where both compute the same at inference (default: never)."""
+        return False
+
     # ---- ONNX ----------------------------------------------------------------------------------------
     def to_onnx(self, g: Any, x: str) -> str:
         """Append this layer's nodes to graph builder ``g`` reading tensor ``x``; return the output tensor."""

@@ -46,6 +46,12 @@ class InstanceNorm(PerSampleNorm):
     def _groups(self) -> int:
         return self.chs
 
+    @classmethod
+    def yields_in_bare_state(cls, fields: dict[str, Any]) -> bool:
+        # BatchNorm has the same Flux.state fields; with running statistics both normalise every sample by them
+        # at inference, so a bare state tree goes to (the far more common) BatchNorm
+        return bool(fields.get("track_stats"))
+
     def state(self) -> dict[str, np.ndarray]:
         """Non-trainable running statistics (Flux ``μ``, ``σ²``) when ``track_stats``."""
         return {"mu": self.mu, "sigma2": self.sigma2} if self.track_stats else {}
