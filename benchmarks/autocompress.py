@@ -30,6 +30,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # 2 shared cores: BLAS threads oversubscribe
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -94,7 +95,8 @@ def size_case(args, arch: str, conv: bool, target: float) -> None:
                          test=(Xte, yte), storage=args.storage, progress=args.progress,
                          techniques=tuple(args.techniques.split(",")), schedule=args.schedule,
                          prune_epochs=args.prune_epochs, share_epochs=args.share_epochs,
-                         weight_decay=args.weight_decay, prune_margin=args.prune_margin, warm_start=args.warm_start)
+                         weight_decay=args.weight_decay, prune_margin=args.prune_margin, warm_start=args.warm_start,
+                         enqueue=[json.loads(e) for e in args.enqueue])
     print(r)
     report_trials(r)
     if r.best is None:
@@ -183,6 +185,9 @@ def main() -> None:
                     help="size cases: stop a trial whose validation drop after a phase exceeds budget + this")
     ap.add_argument("--warm-start", type=int, default=3, help="size cases: first trials from the sensitivity table")
     ap.add_argument("--progress", action="store_true", help="progress bar of trials")
+    ap.add_argument("--enqueue", action="append", default=[], metavar="JSON",
+                    help="size cases: a trial to run first, Optuna parameters as JSON (repeatable), e.g. "
+                         "'{\"coding\": \"share\", \"layers[1].sparsity\": 0.94, \"layers[1].sbits\": 5}'")
     ap.add_argument("--max-drop", type=float, default=None, help="validation budget, points (default per case)")
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--storage", default=None, help="journal file: resume an interrupted run")

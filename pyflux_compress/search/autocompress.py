@@ -404,8 +404,8 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
         trial to the end. Single objective only.
     warm_start : number of first trials read off the sensitivity table (budgets ``max_drop`` ... the cap,
         geometric); enqueue : more first trials, as dicts of Optuna parameters (``{"layers[1].sparsity": 0.95,
-        "coding": "share", "layers[1].sbits": 5, ...}``; missing parameters are sampled). Both only when the
-        study is created.
+        "coding": "share", "layers[1].sbits": 5, ...}``; missing parameters are sampled). Warm starts are added when
+        the study is created, enqueued trials also when it is resumed (never twice with the same parameters).
 
     Returns
     -------
@@ -475,16 +475,18 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     if space is None:
         with _threads(threads):
             space = build_space(model, data[2], data[3], techniques, max_drop, objective, warm_start)
-        names = param_names(space)
-        for i, params in enumerate(enqueue):
-            _check_params(f"enqueue[{i}]", params, names)
         study.set_user_attr("space", space)
         study.set_user_attr("model", str(model))
-        for params in [*space.get("warm_params", [space["seed_params"]]), *enqueue]:
+        for params in space.get("warm_params", [space["seed_params"]]):
             study.enqueue_trial(params, skip_if_exists=True)
     elif study.user_attrs.get("model") != str(model):
         raise ValueError(f"storage {storage!r} holds study {name!r} for another model "
                          f"({study.user_attrs.get('model')}); pass another study_name or storage")
+    names = param_names(space)
+    for i, params in enumerate(enqueue):
+        _check_params(f"enqueue[{i}]", params, names)
+    for params in enqueue:  # also when resuming; a trial with the same parameters is not added twice
+        study.enqueue_trial(params, skip_if_exists=True)
     runner = TrialRunner(model, data, space, config)
     done = sum(t.state.name == "COMPLETE" for t in study.trials)
     todo = max(0, trials - done)
