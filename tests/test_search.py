@@ -124,6 +124,19 @@ def test_gradual_schedule_warm_starts_and_enqueued_trials(digits):
     assert pfc.size_report(r.best_model)["archive"] == r.best["archive_bytes"]
 
 
+def test_enqueued_trial_added_when_a_study_resumes(digits, tmp_path):
+    model, X, y, _, _ = digits
+    kw = {**FAST, "techniques": ("prune", "share"), "storage": str(tmp_path / "study.log")}
+    first = pfc.autocompress(model, X, y, trials=1, **kw)
+    mine = {"coding": "share", "layers[1].sparsity": 0.6, "layers[1].sbits": 4}
+    again = pfc.autocompress(model, X, y, trials=2, enqueue=[mine], **kw)
+    assert again.study_name == first.study_name and again.trials[0] == first.trials[0]
+    assert again.trials[1]["params"] == {**again.trials[1]["params"], **mine}
+    # resuming with the same enqueue adds nothing: the trial exists
+    third = pfc.autocompress(model, X, y, trials=2, enqueue=[mine], **kw)
+    assert len(third.trials) == 2
+
+
 def test_prune_margin_stops_hopeless_trials_early(digits):
     model, X, y, _, _ = digits
     kw = {**FAST, "techniques": ("prune", "share"), "max_drop": 1.0}
