@@ -10,9 +10,10 @@ model expressible in plain Flux syntax (``x -> x[:, end, :]`` would need a Julia
 
 Steps, each printing its measurement: train (Adam); structured pruning of 50% of the hidden units, coupled
 across the LSTM's four gates / the GRU's three (``pfc.prune_hidden_units``), before and after fine-tuning;
-ONNX fp32 export to the ONNX ``LSTM``/``GRU`` op (onnxruntime vs NumPy max |diff|); int8 with onnxruntime's
-dynamic quantizer (``quantize_dynamic``: ``LSTM`` -> ``DynamicQuantizeLSTM``, ``MatMul`` -> integer kernels),
-its accuracy in onnxruntime and the fp32 / int8 latency at batch 256; JLD2 round trip.
+ONNX fp32 export to the ONNX ``LSTM``/``GRU`` op (onnxruntime vs NumPy max |diff|); four ONNX forms compared
+in onnxruntime (accuracy; latency at batch 256 and 1, 1 and 2 threads, see :func:`int8_comparison`): fp32 op,
+fp32 unrolled, int8 from ``pfc.quantize(..., activations="dynamic")`` (integer products for every step) and
+onnxruntime's ``quantize_dynamic`` (the anchor); JLD2 round trip.
 
 Measured (defaults: 6 epochs on all 60,000 images, batch 64, Adam(2e-3); 1 fine-tuning epoch; 2 shared cores,
 one thread each)::
@@ -22,11 +23,15 @@ one thread each)::
     50% hidden units         41,738 -> 16,778 params     35,786 -> 14,826 params
       before / after FT      82.66% / 88.11% (-0.75)     79.58% / 88.53% (+0.16)
     ONNX fp32 vs NumPy       9.5e-06 abs                 1.1e-05 abs (logits up to ~20)
-    int8 (quantize_dynamic)  88.91% (+0.05); ops         88.41% (+0.04); ops DynamicQuantizeLinear,
-                             DynamicQuantizeLSTM,        MatMulInteger (the Dense only: onnxruntime has
-                             MatMulInteger               no integer GRU kernel)
-    batch 256 latency        fp32 42.3 ms, int8 30.0 ms  fp32 66.5 ms, int8 82.8 ms (slower: GRU stays
-                                                         float, the Dense pays quantize/dequantize)
+
+    int8 forms, 2026-11-29 run (load average ~10 on the shared 2-core machine: latencies are noisy; an idle
+    re-run of benchmarks/bench_recurrent_int8.py is in benchmarks/results/sequence.md). Accuracy in
+    onnxruntime; latency at batch 256, 1 / 2 threads:
+      fp32 op                88.86%  20.5 / 28.1 ms      88.37%  14.3 / 49.6 ms
+      fp32 unrolled          88.86%  27.2 / 59.6 ms      88.37%  13.9 / 29.7 ms
+      int8 pfc               88.91%  17.6 / 29.3 ms      88.37%   7.7 / 20.4 ms
+      int8 ORT (anchor)      88.91%  12.2 / 24.1 ms      88.41%  15.2 / 40.0 ms (GRU op stays float)
+    batch 1 (1 thread): op forms 0.03-0.04 ms, unrolled forms 0.18-0.20 ms (per-node overhead of 28 steps).
 """
 from __future__ import annotations
 
@@ -68,10 +73,10 @@ def load_sequences(n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return Xtr[:n_train], ytr[:n_train], Xte, yte
 
 
-def ort_session(path: Path):
+def ort_session(path: Path, threads: int = 1):
     import onnxruntime as ort
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1                         # the shared 2-core machine: timings on one thread
+    so.intra_op_num_threads = threads                   # the shared 2-core machine: 1 thread unless measuring 2
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -79,8 +84,8 @@ def ort_predict(sess, X: np.ndarray, batch: int = 1000) -> np.ndarray:
     return np.concatenate([sess.run(None, {"input": X[i:i + batch]})[0] for i in range(0, len(X), batch)])
 
 
-def latency_ms(sess, X: np.ndarray, repeats: int = 15) -> float:
-    x = X[:256]
+def latency_ms(sess, X: np.ndarray, repeats: int = 15, batch: int = 256) -> float:
+    x = X[:batch]
     sess.run(None, {"input": x})
     times = []
     for _ in range(repeats):
@@ -88,6 +93,50 @@ def latency_ms(sess, X: np.ndarray, repeats: int = 15) -> float:
         sess.run(None, {"input": x})
         times.append(time.perf_counter() - t)
     return 1e3 * float(np.median(times))
+
+
+def int8_comparison(model, kind: str, out: Path, fp32: Path, Xte: np.ndarray, yte: np.ndarray) -> None:
+    """Four ONNX forms of the trained model in onnxruntime: accuracy, and latency at batch 256 / 1, 1 / 2 threads.
+
+    * fp32 op: the ONNX ``LSTM``/``GRU`` operator (the default export);
+    * fp32 unrolled: the same model as one input-projection MatMul + per-step MatMul and gate nodes
+      (``onnx_form = "unrolled"``), the fair float baseline of the int8 graph below;
+    * int8 pfc: ``pfc.quantize(model, 8, granularity="per_channel", activations="dynamic")`` exported: integer
+      products (DynamicQuantizeLinear + MatMulInteger) for the input projection, each step's recurrence and
+      the Dense (compression/quantize_sequence.py);
+    * int8 ORT (anchor): onnxruntime's ``quantize_dynamic`` of the fp32 op file (LSTM -> DynamicQuantizeLSTM;
+      GRU stays float: onnxruntime has no integer GRU kernel).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    import onnx
+
+    unrolled_model = model.copy()
+    unrolled_model[0].onnx_form = "unrolled"
+    files = {"fp32 op": fp32,
+             "fp32 unrolled": Path(pfc.export_onnx(unrolled_model, out / f"{kind.lower()}_unrolled.onnx",
+                                                   input_shape=(28, 28)))}
+    q = pfc.quantize(model, 8, granularity="per_channel", activations="dynamic")
+    files["int8 pfc"] = Path(pfc.export_onnx(q, out / f"{kind.lower()}_int8_pfc.onnx", input_shape=(28, 28)))
+    files["int8 ORT"] = out / f"{kind.lower()}_int8_ort.onnx"
+    quantize_dynamic(str(fp32), str(files["int8 ORT"]), weight_type=QuantType.QInt8)
+    accs = {}
+    print(f"int8 forms of {kind} in onnxruntime (latency: median of 15 runs; load average "
+          f"{open('/proc/loadavg').read().split()[0] if os.path.exists('/proc/loadavg') else '?'}):")
+    print(f"  {'form':<14} {'accuracy':>9} {'b256 1thr':>10} {'b256 2thr':>10} {'b1 1thr':>8} {'b1 2thr':>8}  "
+          f"integer ops")
+    for name, path in files.items():
+        ops = sorted({n.op_type for n in onnx.load(str(path)).graph.node})
+        integer_ops = [o for o in ops if "Integer" in o or o.startswith("DynamicQuantize")]
+        s1 = ort_session(path, 1)
+        accs[name] = float(np.mean(ort_predict(s1, Xte).argmax(axis=1) == yte))
+        lat = [latency_ms(s1, Xte), latency_ms(ort_session(path, 2), Xte), latency_ms(s1, Xte, 200, 1),
+               latency_ms(ort_session(path, 2), Xte, 200, 1)]
+        print(f"  {name:<14} {100 * accs[name]:8.2f}% {lat[0]:8.2f}ms {lat[1]:8.2f}ms {lat[2]:6.3f}ms "
+              f"{lat[3]:6.3f}ms  {', '.join(integer_ops) or '-'}")
+    sim = pfc.accuracy(q, Xte, yte)
+    print(f"int8 pfc: test accuracy {100 * accs['int8 pfc']:.2f}% in onnxruntime ({100 * sim:.2f}% simulated by "
+          f"pfc.predict), change vs fp32 {100 * (accs['int8 pfc'] - accs['fp32 op']):+.2f} points; ORT max |diff| "
+          f"vs simulation {np.abs(ort_predict(ort_session(files['int8 pfc']), Xte[:512]) - pfc.predict(q, Xte[:512])).max():.2e}")
 
 
 def run(kind: str, args: argparse.Namespace) -> None:
@@ -120,19 +169,7 @@ def run(kind: str, args: argparse.Namespace) -> None:
     rel = float(np.abs(got - ref).max() / np.abs(ref).max())
     print(f"ONNX fp32 ({kind} op): ORT vs NumPy max relative |diff| {rel:.2e} (<= 1e-5: {rel <= 1e-5})")
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    import onnx
-    int8 = out / f"{kind.lower()}_int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    ops = sorted({n.op_type for n in onnx.load(str(int8)).graph.node})
-    integer_ops = [o for o in ops if "Integer" in o or o.startswith("DynamicQuantize")]
-    s8 = ort_session(int8)
-    acc8 = float(np.mean(ort_predict(s8, Xte).argmax(axis=1) == yte))
-    acc32 = float(np.mean(ort_predict(s32, Xte).argmax(axis=1) == yte))
-    t32, t8 = latency_ms(s32, Xte), latency_ms(s8, Xte)
-    print(f"int8 (onnxruntime quantize_dynamic): integer ops {integer_ops or 'none'}; test accuracy fp32 "
-          f"{100 * acc32:.2f}%, int8 {100 * acc8:.2f}% (change {100 * (acc8 - acc32):+.2f} points)")
-    print(f"latency at batch 256, 1 thread: fp32 {t32:.2f} ms, int8 {t8:.2f} ms (int8/fp32 {t8 / t32:.2f})")
+    int8_comparison(model, kind, out, Path(fp32), Xte, yte)
 
     pfc.save(out / f"{kind.lower()}.jld2", model)
     back = pfc.load(out / f"{kind.lower()}.jld2")

@@ -33,7 +33,7 @@ _export(".model.layers", "Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanP
         "Flatten", "flatten", "BatchNorm", "Dropout", "ConvTranspose", "DepthwiseConv", "SkipConnection", "Parallel",
         "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool", "AdaptiveMeanPool", "Upsample", "PixelShuffle",
         "GroupNorm", "InstanceNorm", "AlphaDropout", "Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3",
-        "MultiHeadAttention", "First", "first", "make_causal_mask")
+        "LastStep", "laststep", "EmbeddingBag", "MultiHeadAttention", "First", "first", "make_causal_mask")
 _export(".model.activations", "Activation", "relu", "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu",
         "gelu", "swish", "identity", "hardsigmoid", "hardσ", "hardtanh", "relu6", "rrelu", "selu", "celu",
         "gelu_tanh", "gelu_erf", "hardswish", "lisht", "mish", "softplus", "softsign", "logsigmoid", "logσ",

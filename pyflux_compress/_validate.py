@@ -10,11 +10,13 @@ allowed, so public functions can validate everything up front in a few readable 
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 __all__ = [
+    "env_int",
     "check_in",
     "check_fraction",
     "check_int",
@@ -79,6 +81,21 @@ def check_int(name: str, value: Any, min: int | None = None, max: int | None = N
     if max is not None and v > max:
         raise ValueError(f"{name} must be <= {max}; got {v}")
     return v
+
+
+def env_int(name: str, min: int = 0) -> int | None:
+    """The integer in environment variable ``name`` (None when unset or blank); a ValueError naming the
+    variable when it is not an integer >= ``min``."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = min - 1
+    if value < min:
+        raise ValueError(f"environment variable {name} must be an integer >= {min}; got {text!r}")
+    return value
 
 
 def check_positive(name: str, value: Any, strict: bool = True) -> float:

@@ -142,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, parents=[_common(top=True)],
                      description="Compress Flux.jl-style Chains: pruning, quantization, distillation, low-rank; "
                                  "JLD2 checkpoints; ONNX deployment. Start with: pyflux-compress demo")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -315,11 +317,6 @@ def _report_args(p: argparse.ArgumentParser, default_seconds: float = 1.0) -> No
     g.add_argument("--no-latency", action="store_true", help="skip the onnxruntime latency measurement")
 
 
-def _version() -> str:
-    from . import __version__
-    return __version__
-
-
 # ----------------------------------------------------------------------------------------------- helpers
 def _say(*parts: Any) -> None:
     print(*parts, flush=True)
@@ -386,17 +383,13 @@ def write_model(model: Any, path: str, *, onnx_format: str | None = None) -> str
     if ext == ".onnx":
         pfc.export_onnx(model, str(p), format=onnx_format)
     elif ext == ".jld2":
-        if _is_quantized(model):
+        if hasattr(model, "dequantize"):
             model = model.dequantize()
             note = " (dequantized float weights: use .pfcz or .onnx to keep the integers)"
         pfc.save(str(p), model)
     else:
         pfc.save_compressed(str(p), model)
     return f"wrote {p} ({os.path.getsize(p):,} bytes){note}"
-
-
-def _is_quantized(model: Any) -> bool:
-    return hasattr(model, "dequantize")
 
 
 def load_data(args: argparse.Namespace) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -437,13 +430,10 @@ def _fit(model: Any, X: np.ndarray, y: np.ndarray, args: argparse.Namespace, epo
             progress=not args.quiet, seed=args.seed)
 
 
-def _params(model: Any) -> tuple[int, int]:
-    from .deploy.report import count_weights
-    return count_weights(model)
-
-
 def _describe(model: Any, label: str, data: Any) -> str:
-    total, nz = _params(model)
+    from .deploy.report import count_weights
+
+    total, nz = count_weights(model)
     line = f"{label}: {total:,} parameters, {nz:,} nonzero ({100 * (1 - nz / total if total else 0):.1f}% sparse)"
     if data is not None:
         line += f", test accuracy {100 * _accuracy(model, data[3], data[4]):.2f}% on {data[0]}"
@@ -467,8 +457,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             info = {"file": str(p), "kind": "archive", **parameter_rows(read_model(str(p)))}
     if args.json:
         print(json.dumps(info, indent=2, default=str))
-        return 0
-    _print_info(info)
+    else:
+        _print_info(info)
     return 0
 
 
@@ -530,32 +520,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_finetune_data(args: argparse.Namespace, data: Any) -> None:
-    if args.epochs and data is None:
-        raise UsageError("fine-tuning (--epochs > 0) needs a dataset (not --dataset none)")
-
-
-def _finetune(model: Any, data: Any, args: argparse.Namespace) -> None:
-    """Fine-tune a compressed model in place for ``--epochs`` (masks hold) and report its accuracy."""
-    if args.epochs:
-        _fit(model, data[1], data[2], args, args.epochs)
-        _say(_describe(model, f"fine-tuned {args.epochs} epoch(s)", data))
-
-
 def _compress_command(args: argparse.Namespace, compress: Callable[[Any, Any], tuple[Any, str]], *,
                       before: str = "before", finetune: bool = True) -> int:
     """The skeleton of every load -> compress -> fine-tune -> write subcommand: ``compress(model, data)``
-    returns ``(compressed model, label)``; accuracy is reported before and after each step."""
+    returns ``(compressed model, label)``; accuracy is reported before and after each step. With ``finetune``
+    the compressed model is fine-tuned in place for ``--epochs`` (masks hold)."""
     _check_output(args.output, MODEL_OUTPUTS)  # a bad output name is refused before any work
     model = read_model(args.input)
     data = load_data(args)
-    if finetune:
-        _check_finetune_data(args, data)
+    if finetune and args.epochs and data is None:
+        raise UsageError("fine-tuning (--epochs > 0) needs a dataset (not --dataset none)")
     _say(_describe(model, before, data))
     out, label = compress(model, data)
     _say(_describe(out, label, data))
-    if finetune:
-        _finetune(out, data, args)
+    if finetune and args.epochs:
+        _fit(out, data[1], data[2], args, args.epochs)
+        _say(_describe(out, f"fine-tuned {args.epochs} epoch(s)", data))
     _say(write_model(out, args.output))
     return 0
 

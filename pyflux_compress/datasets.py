@@ -88,7 +88,9 @@ def load(name: str, path: str | os.PathLike | None = None) -> tuple[np.ndarray, 
         DatasetNotFoundError: (a ``FileNotFoundError``) the data is not installed; says how to get it.
         DatasetFormatError: (a ``ValueError``) a file is corrupt; names the file.
     """
-    name = _check_name(name)
+    if not isinstance(name, str) or name.lower() not in NAMES:
+        raise ValueError(f"name must be one of {list(NAMES)}; got {name!r}")
+    name = name.lower()
     source = _resolve(name, path)
     if source is None:
         where = f" in {os.fspath(path)!r}" if path is not None else ""
@@ -116,12 +118,6 @@ def best_available() -> str:
 
 # ----------------------------------------------------------------------------------------------------------
 # locating data (returns a hashable "source" key, or None when absent)
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or name.lower() not in NAMES:
-        raise ValueError(f"name must be one of {list(NAMES)}; got {name!r}")
-    return name.lower()
 
 
 def _resolve(name: str, path: str | os.PathLike | None) -> tuple[str, str] | None:

@@ -79,6 +79,7 @@ class AnyValue:
 
     def __init__(self, nt: NamedTuple) -> None:
         object.__setattr__(self, "_fields", nt.fields)
+        object.__setattr__(self, "_jl", nt)      # passed back to Julia, it is the same Julia value again
 
     def __getattr__(self, name: str) -> Any:
         fields = object.__getattribute__(self, "_fields")
@@ -95,6 +96,8 @@ class PyList:
 
 
 def to_julia(x: Any) -> Any:
+    if isinstance(x, AnyValue):
+        return object.__getattribute__(x, "_jl")
     if isinstance(x, np.ndarray):
         return PyArray(x)
     if isinstance(x, tuple):
@@ -191,6 +194,28 @@ class FakeFluxCompress:
         value, grad = _numpy("distill_loss_grad")(np.ascontiguousarray(z.T), np.ascontiguousarray(p.T), labels,
                                                   T, alpha, kind)
         return (float(value), JlArray(grad.T))
+
+    def _kernel_train_step(self, session: Any, arch: str, names: tuple, arrays: tuple, x: Any, y: Any,
+                           loss: str, rule: tuple) -> tuple:
+        """Julia's steps with numpy: ``model_from_arch`` (pfc.parse), arrays copied in by Flux path, one step
+        of the named loss and an optimiser built from ``rule``; the session is an opaque Julia struct."""
+        import pyflux_compress as pfc
+        from pyflux_compress.train.step import Step
+
+        if session is None or session.fields["key"] != (arch, names, rule):
+            kind, lr, b1, b2, eps, momentum, nesterov, wd = rule
+            opt = (pfc.Adam(lr, (b1, b2), eps, wd) if kind == "adam" else pfc.SGD(lr, momentum, nesterov, wd))
+            session = NamedTuple(key=(arch, names, rule), model=pfc.parse(arch), opt=opt)
+        step = Step(session.fields["model"], pfc.losses.get(loss), session.fields["opt"])
+        fields = step.arrays                            # the Julia model's fields by path
+        for name, a in zip(names, arrays):
+            np.copyto(fields[name], _arr(a))            # same shape and indexing on both sides
+        xb = np.ascontiguousarray(_arr(x).T)            # Julia's features x batch -> batch-first
+        yb = _arr(y)
+        yb = yb - 1 if yb.dtype.kind in "iu" else np.ascontiguousarray(yb.T)
+        out, value = _numpy("train_step")(step, xb, yb, np.random.default_rng(0))
+        fields = Step(step.model, step.loss, step.opt).arrays   # BatchNorm's step rebinds its statistics
+        return (session, float(value), JlArray(out.T), tuple(JlArray(fields[n]) for n in names))
 
 
 class FakeMain:

@@ -332,6 +332,46 @@ def test_non_finite_weights_named_on_both_backends(fake_julia):
     assert msgs[0] == msgs[1] and "layers[3]" in msgs[0]
 
 
+def _fit_run(seed: int = 0, prune: bool = False, opt=None):
+    """A BatchNorm CNN (running statistics travel with the parameters) trained twice with one optimiser."""
+    model = _cnn(seed).layers
+    model = pfc.Chain(*[l for l in model if type(l).__name__ != "Dropout"])  # Dropout draws Julia's RNG
+    model = pfc.prune(model, 0.5) if prune else model
+    opt = opt or pfc.SGD(0.05, momentum=0.9, weight_decay=1e-3)
+    hist = [pfc.fit(model, X8, np.arange(10) % 3, epochs=2, batchsize=4, opt=opt, progress=False, seed=seed,
+                    threads=1) for _ in range(2)]                  # the second call continues the optimiser
+    return model, [h.loss + h.accuracy for h in hist]
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_training_step_is_a_kernel(fake_julia, prune):
+    """Issue 11 Build 3: fit's step (forward, loss, backward, update) is the kernel train_step. Through the
+    bridge (the model rebuilt from its Flux syntax, arrays by Flux path, data with the dims reversed, labels
+    1-based, the optimiser state kept in a session across steps and fit calls) the result is the numpy one."""
+    expected, ehist = _on("numpy", _fit_run, prune=prune)
+    got, hist = _fit_run(prune=prune)
+    assert fake_julia.calls.count("kernel_train_step") == 2 * 2 * 3      # 2 calls x 2 epochs x 3 batches
+    assert hist == ehist
+    _same(expected, got, "fit")
+    np.testing.assert_array_equal(expected[1].mu, got[1].mu)            # BatchNorm statistics came back too
+    assert not (expected[1].mu == 0).all()
+    if prune:
+        assert (got[-1].weight[~got[-1].masks["weight"]] == 0).all()
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda m: {"opt": type("MyOpt", (), {"step": lambda self, p, g: None})()}, "pfc.Adam or pfc.SGD"),
+    (lambda m: {"loss": type("L", (), {"name": "mse", "value_and_grad": lambda s, a, b: (0.0, a)})()}, "named"),
+    (lambda m: {"model": m.astype(np.float64)}, "float32"),
+])
+def test_training_step_on_julia_refuses_what_flux_cannot_mirror(fake_julia, change, match):
+    model = _mlp()
+    kwargs = {"model": model, "opt": None, "loss": "logitcrossentropy", **change(model)}
+    with pytest.raises(ValueError, match=match):
+        pfc.fit(kwargs.pop("model"), X12, np.arange(16) % 4, progress=False, **kwargs)
+    assert fake_julia.calls == []
+
+
 def test_pythoncall_fake_follows_the_documented_rules():
     """The fake itself: Pair -> tuple (no .first), NamedTuple -> attribute access only, Julia arrays
     column-major through __array_interface__, BitArrays copied through __array__."""

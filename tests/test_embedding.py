@@ -152,7 +152,9 @@ def test_import_bare_gather_on_integer_ids(tmp_path):
     np.testing.assert_array_equal(back[0].weight, table.T)
 
 
-def test_quantize_leaves_the_table_float(model, ids):
-    q = pfc.quantize(model, bits=8)
-    assert type(q[0]).__name__ == "Embedding" and "layers[3]" in q.records[-1]["per_layer"]
+def test_quantize_quantizes_the_table_per_token(model, ids):
+    # (tests/test_sequence_quant.py checks the int8 ONNX form and QAT of the table)
+    q = pfc.quantize(model, bits=8, granularity="per_channel")
+    assert type(q[0]).__name__ == "QuantizedEmbedding" and {"layers[1]", "layers[3]"} <= set(q.records[-1]["per_layer"])
+    assert q[0].w_scale.shape == (model[0].vocab,)
     np.testing.assert_allclose(q(ids), model(ids), atol=0.05)

@@ -13,12 +13,16 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 COMMON = [r"trained 1 epoch\(s\) on 2,000 images in \d+ s: test accuracy \d+\.\d+%",
           r"ONNX fp32 \((LSTM|GRU) op\): ORT vs NumPy max relative \|diff\| \S+ \(<= 1e-5: True\)",
-          r"latency at batch 256, 1 thread: fp32 \d+\.\d+ ms, int8 \d+\.\d+ ms",
+          r"fp32 op\s+\d+\.\d+%\s+\d+\.\d+ms\s+\d+\.\d+ms\s+\d+\.\d+ms\s+\d+\.\d+ms",
+          r"fp32 unrolled\s+\d+\.\d+%",
+          r"int8 pfc\s+\d+\.\d+%\s+\d+\.\d+ms.*DynamicQuantizeLinear, MatMulInteger",
+          r"int8 pfc: test accuracy \d+\.\d+% in onnxruntime \(\d+\.\d+% simulated by pfc.predict\)",
           r"JLD2 round trip: architecture True, weights bit-exact True"]
 EXPECT = {
     "lstm_fashion_mnist.py": [r"Chain\(LSTM\(28 => 32\), flatten, Dense\(896 => 10\)\), 41,738 -> 16,778",
-                                 r"integer ops \[.*'DynamicQuantizeLSTM'"],
-    "gru_fashion_mnist.py": [r"Chain\(GRU\(28 => 32\), flatten, Dense\(896 => 10\)\), 35,786 -> 14,826"],
+                                 r"int8 ORT\s+\d+\.\d+%.*DynamicQuantizeLSTM"],
+    "gru_fashion_mnist.py": [r"Chain\(GRU\(28 => 32\), flatten, Dense\(896 => 10\)\), 35,786 -> 14,826",
+                             r"(?m)int8 ORT\s+\d+\.\d+%.*ms  DynamicQuantizeLinear, MatMulInteger$"],
 }
 
 

@@ -256,7 +256,47 @@ def test_groupnorm_and_instancenorm_match_pytorch_and_gradients(rng):
     with pytest.raises(ValueError, match="divisible by the number of groups"):
         GroupNorm(6, 4)
     with pytest.raises(ValueError, match="track_stats=true is not supported"):
-        InstanceNorm(3, track_stats=True)
+        GroupNorm(4, 2, track_stats=True)          # Flux 0.15+'s GroupNorm has no running statistics
+
+
+def test_instancenorm_track_stats_follows_flux_and_pytorch(rng, tmp_path):
+    """InstanceNorm(track_stats=true): per-sample normalisation in training, running μ/σ² (batch mean of the
+    per-sample statistics, variance times m/(m-1)) in test mode -- Flux's _track_stats!; torch's
+    instance_norm with running buffers computes the same update, so it is the reference."""
+    from pyflux_compress.model.layers import InstanceNorm
+
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    from pyflux_compress.io.onnx import to_onnx_model
+
+    x = rng.standard_normal((4, 3, 5, 6)) * 2 + 1
+    inn = InstanceNorm(3, "relu", affine=True, track_stats=True, momentum=0.3).astype(np.float64)
+    inn.gamma[...], inn.beta[...] = rng.standard_normal(3), rng.standard_normal(3)
+    rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    for _ in range(3):                                   # training: batch statistics, running stats move
+        y, _ = inn.forward(x, train=True)
+        ref = torch.nn.functional.instance_norm(torch.tensor(x), rm, rv, torch.tensor(inn.gamma),
+                                                torch.tensor(inn.beta), use_input_stats=True, momentum=0.3)
+        np.testing.assert_allclose(y, torch.relu(ref).numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(inn.mu, rm.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(inn.sigma2, rv.numpy(), rtol=1e-12)
+    ref = torch.nn.functional.instance_norm(torch.tensor(x), rm, rv, torch.tensor(inn.gamma),
+                                            torch.tensor(inn.beta), use_input_stats=False)
+    np.testing.assert_allclose(inn(x), torch.relu(ref).numpy(), rtol=1e-10, atol=1e-12)   # test mode
+    fd_check(inn, x, rng)                                # running statistics path
+    fd_check(InstanceNorm(3, "tanh", track_stats=True, active=True), x, rng)   # batch statistics path
+    assert repr(inn) == "InstanceNorm(3, relu, affine=true, track_stats=true, momentum=0.3)"
+    m = pfc.Chain(inn.astype(np.float32))
+    assert str(pfc.parse(str(m))) == str(m)
+    pfc.save(tmp_path / "in.jld2", m)
+    m2 = pfc.load(tmp_path / "in.jld2")
+    assert np.array_equal(m2.layers[0].mu, m.layers[0].mu) and np.array_equal(m2.layers[0].sigma2, m.layers[0].sigma2)
+    xf = x.astype(np.float32)
+    np.testing.assert_array_equal(m2(xf), m(xf))
+    proto = to_onnx_model(m, input_shape=(3, 5, 6))
+    assert [n.op_type for n in proto.graph.node][0] == "BatchNormalization"   # running statistics
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(["output"], {"input": xf})[0], m(xf), rtol=1e-5, atol=1e-5)
 
 
 def test_alphadropout_keeps_selu_statistics_and_gradient(rng):

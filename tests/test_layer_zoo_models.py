@@ -95,28 +95,31 @@ def test_structured_pruning_keeps_residual_channels_coupled(rng):
             layer.mu[...] = rng.standard_normal(8)
     p = pfc.prune_structured(m, 0.5)
     inner = p.layers[1].layers
-    assert str(inner) == "Chain(Conv((3, 3), 8 => 4, relu, pad=1), BatchNorm(4), Conv((3, 3), 4 => 8, pad=1))"
-    assert str(p.layers[0]) == str(m.layers[0]) and str(p.layers[2]) == str(m.layers[2])   # stream kept whole
-    assert str(p.layers[3]) == "ConvTranspose((2, 2), 8 => 3, stride=2)"                  # ConvTranspose pruned
-    skipped = p.records[-1]["skipped"]
-    assert "coupled" in skipped["layers[1]"] and "coupled" in skipped["layers[2].layers.layers[3]"]
-    assert "layers[3]" not in skipped and "layers[3]" not in p.records[-1]["kept"]       # depthwise: channel-wise
+    # the residual stream (stem + the block's last conv, added by +) shrinks as one group, on both sides
+    assert str(inner) == "Chain(Conv((3, 3), 4 => 4, relu, pad=1), BatchNorm(4), Conv((3, 3), 4 => 4, pad=1))"
+    assert str(p.layers[0]) == "Conv((3, 3), 1 => 4, relu, pad=1)"
+    assert str(p.layers[2]) == "Conv((3, 3), 4 => 4, pad=1, groups=4)"                   # depthwise follows
+    assert str(p.layers[3]) == "ConvTranspose((2, 2), 4 => 3, stride=2)"                  # ConvTranspose pruned
+    kept = p.records[-1]["kept"]
+    stream = np.array(kept["layers[1]"])
+    assert kept["layers[2].layers.layers[3]"] == stream.tolist() and "layers[3]" not in kept
     x = _input(m, rng)
-    # the kept internal channels compute what they computed before: block output changes only by the
-    # contribution of the removed channels, so zeroing them in the original gives the pruned model exactly
-    keep = np.array(p.records[-1]["kept"]["layers[2].layers.layers[1]"])
+    # zeroing the removed channels in the original gives the pruned model exactly
     ref = m.copy()
+    drop = np.setdiff1d(np.arange(8), stream)
+    for conv in (ref.layers[0], ref.layers[1].layers.layers[2]):
+        conv.weight[..., drop], conv.bias[drop] = 0, 0
+    ref.layers[2].bias[drop] = 0
     conv1 = ref.layers[1].layers.layers[0]
-    drop = np.setdiff1d(np.arange(8), keep)
-    conv1.weight[..., drop] = 0
-    conv1.bias[drop] = 0
-    ref.layers[1].layers.layers[1].beta[drop] = 0
-    ref.layers[1].layers.layers[1].gamma[drop] = 0
-    keep3 = np.array(p.records[-1]["kept"]["layers[4]"])
+    dropi = np.setdiff1d(np.arange(8), kept["layers[2].layers.layers[1]"])
+    conv1.weight[..., dropi], conv1.bias[dropi] = 0, 0
+    ref.layers[1].layers.layers[1].beta[dropi] = 0
+    ref.layers[1].layers.layers[1].gamma[dropi] = 0
+    keep3 = np.array(kept["layers[4]"])
     ct = ref.layers[3]
     ct.weight[:, :, np.setdiff1d(np.arange(6), keep3), :] = 0
     ct.bias[np.setdiff1d(np.arange(6), keep3)] = 0
-    keep5 = np.array(p.records[-1]["kept"]["layers[5]"])    # Conv(6 => 4) -> GlobalMeanPool -> flatten -> Dense
+    keep5 = np.array(kept["layers[5]"])    # Conv(6 => 4) -> GlobalMeanPool -> flatten -> Dense
     assert str(p.layers[4]) == "Conv((3, 3), 3 => 2, pad=1)"
     ref.layers[4].weight[..., np.setdiff1d(np.arange(4), keep5)] = 0
     ref.layers[4].bias[np.setdiff1d(np.arange(4), keep5)] = 0

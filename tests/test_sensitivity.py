@@ -73,6 +73,15 @@ def test_suggest_bits_budgets_are_measured_on_the_combined_model(trained_mlp, fm
     q = pfc.quantize(trained_mlp, bits=dict(policy), **table.quantize_options)
     acc = pfc.accuracy(q, Xval, yval)
     assert acc == pytest.approx(policy.accuracy) and policy.baseline - acc <= 0.005
+    # checked on the half of the split the search never saw, with room for the sampling error of that half
+    # and of a held-out split as large as the whole validation split:
+    # margin = z(0.95) * sd(paired differences) * sqrt(1/750 + 1/1500)
+    d = (pfc.predict(trained_mlp, Xval).argmax(1) == yval).astype(float) - (pfc.predict(q, Xval).argmax(1) == yval)
+    part = d[np.random.default_rng(0).permutation(1500)[:750]]
+    assert policy.confirm_drop == pytest.approx(part.mean())
+    assert policy.margin == pytest.approx(1.6448536 * part.std() * np.sqrt(1 / 750 + 1 / 1500), rel=1e-6)
+    assert policy.confirm_drop + policy.margin <= 0.005
+    assert policy.drop == pytest.approx(d.mean())
     assert policy.size_bytes < 0.3 * policy.float_bytes  # at most int8 everywhere: about a quarter
     assert "bytes" in repr(policy) and "measured" in repr(policy)
     budget = int(0.6 * policy.size_bytes)
@@ -81,5 +90,37 @@ def test_suggest_bits_budgets_are_measured_on_the_combined_model(trained_mlp, fm
     assert table.size_bytes(dict(small)) == small.size_bytes
     with pytest.raises(ValueError, match="max_drop"):
         table.suggest_bits(max_drop=5)
+    with pytest.raises(ValueError, match="holdout"):
+        table.suggest_bits(max_drop=0.005, holdout=-1)
+    with pytest.raises(ValueError, match="confirm"):
+        table.suggest_bits(max_drop=0.005, confirm=1.0)
     with pytest.raises(ValueError, match="budget"):
         table.suggest_bits(max_drop=None)
+
+
+def test_suggest_bits_backs_off_what_the_confirmation_half_refutes(fmnist_flat):
+    """A validation split arranged so that int2 costs nothing on the search half and everything on the
+    confirmation half: the search accepts int2, the check on the untouched half undoes that step (int4 stays)."""
+    Xtr, ytr, Xte, _ = fmnist_flat
+    model = pfc.parse("Chain(Dense(784 => 10))", seed=0)
+    pfc.fit(model, Xtr[:3000], ytr[:3000], epochs=1, batchsize=64, opt=pfc.Adam(1e-3), progress=False, seed=0)
+    opts = {"scheme": "symmetric", "granularity": "per_channel"}
+    pred = {b: pfc.predict(pfc.quantize(model, bits={"layers[1]": b}, **opts), Xte).argmax(1) for b in (8, 4, 2)}
+    pf = pfc.predict(model, Xte).argmax(1)
+    agree = np.flatnonzero((pred[8] == pf) & (pred[4] == pf) & (pred[2] == pf))  # int2 harmless here
+    refute = np.flatnonzero((pred[8] == pf) & (pred[4] == pf) & (pred[2] != pf))  # int2 wrong, int4 right
+    n = 200
+    assert len(agree) >= n // 2 and len(refute) >= n // 2
+    confirm = np.random.default_rng(0).permutation(n)[:n // 2]  # suggest_bits' fixed split
+    idx = np.empty(n, int)
+    idx[confirm] = refute[:n // 2]
+    idx[np.setdiff1d(np.arange(n), confirm)] = agree[:n // 2]
+    X, y = Xte[idx], pf[idx]  # labels = the float model's predictions: baseline 100 %
+    table = pfc.sensitivity(model, X, y, bits=(8, 4, 2), sparsities=(), quantize_options=opts)
+    policy = table.suggest_bits(max_drop=0.005)
+    assert dict(policy) == {"layers[1]": 4}
+    assert any(s.startswith("layers[1]: int2 (") for s in policy.steps)  # accepted by the search ...
+    assert any(s.startswith("back off the last step") for s in policy.steps)  # ... refuted by the check
+    assert policy.confirm_drop == 0.0 and policy.margin == 0.0
+    whole = table.suggest_bits(max_drop=0.005, confirm=0.0)  # the search sees every image: rejects int2 itself
+    assert dict(whole) == {"layers[1]": 4} and not any(s.startswith("back off") for s in whole.steps)

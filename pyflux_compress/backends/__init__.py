@@ -10,9 +10,9 @@ Two backends implement the same public API:
 The choice comes from :func:`set_backend` or the environment variable ``PYFLUX_COMPRESS_BACKEND``.
 
 The seam is at the kernels (:func:`kernel`): only array-level work is dispatched — threshold/mask selection,
-N:M masks, quantize/dequantize of an array, 1-D k-means, the SVD, structured-pruning unit selection and the
-distillation loss gradient. The compression functions themselves (argument checks, model building, records)
-are Python and run the same on both backends.
+N:M masks, quantize/dequantize of an array, 1-D k-means, the SVD, structured-pruning unit selection, the
+distillation loss gradient and the training step. The compression functions and ``fit`` themselves (argument
+checks, model building, records, batching, masks) are Python and run the same on both backends.
 """
 from __future__ import annotations
 
@@ -131,7 +131,8 @@ def kernel(name: str) -> Callable[[F], F]:
     """Route one array-level kernel to the active backend.
 
     The decorated function is the numpy implementation of the kernel: it takes and returns arrays and plain
-    numbers only (no layers, no models). Under the julia backend the call goes to
+    numbers only (no layers, no models), except ``train_step``, whose ``Step`` also carries the model for the
+    numpy step and gives the twin plain values (Flux syntax, arrays by path, loss name, optimiser rule). Under the julia backend the call goes to
     ``pyflux_compress.backends.julia.KERNELS[name]`` with the same arguments, which must return the same
     types. Everything around the kernels — argument validation, building models, records — is Python code that
     runs once for both backends, so results and records cannot differ by backend except through a kernel.

@@ -26,6 +26,7 @@ How values cross the bridge (PythonCall 0.9 conversion rules; checked in JuliaPy
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -141,8 +142,39 @@ def distill_loss_grad(s: np.ndarray, p: np.ndarray, yb: np.ndarray | None, T: fl
     return float(value), _np(grad, s.dtype).T
 
 
+# optimiser object -> its Julia training session (the rebuilt Flux model and the Optimisers.jl state), so that
+# the optimiser's moments persist across steps and `fit` calls as the numpy optimiser's do; freed with it
+_SESSIONS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def train_step(step: Any, xb: np.ndarray, yb: np.ndarray, rng: Any) -> tuple[np.ndarray, float]:
+    """Twin of ``train.step`` kernel ``train_step``: Flux rebuilds the model from ``step.arch`` (once per
+    session), takes ``step.arrays`` by Flux path (same shapes on both sides), runs ``Flux.withgradient`` and
+    ``Optimisers.update!``; the new arrays are copied back into the Python layers. Data goes with the dims
+    reversed (``.T``: Flux's features x batch), labels 1-based. Dropout draws from Julia's RNG, not ``rng``."""
+    rule = step.rule
+    if rule is None:
+        raise ValueError(f"fit: the julia backend trains with pfc.Adam or pfc.SGD only; got {step.opt!r} "
+                         "(pfc.set_backend('numpy') for other optimisers)")
+    if step.loss_name is None:
+        raise ValueError(f"fit: the julia backend trains with the named losses of pfc.losses.NAMES only; got "
+                         f"{step.loss!r}")
+    arrays = step.arrays
+    if any(a.dtype != np.float32 for a in arrays.values()) or xb.dtype != np.float32:
+        raise ValueError("fit: the julia backend trains float32 models only (Flux's default eltype); "
+                         "model.astype(np.float32) or pfc.set_backend('numpy')")
+    target = np.asarray(yb) + 1 if yb.dtype.kind in "iu" else yb.T
+    session, value, out, new = _fc().kernel_train_step(_SESSIONS.get(step.opt), step.arch, tuple(arrays),
+                                                      tuple(arrays.values()), xb.T, target, step.loss_name, rule)
+    _SESSIONS[step.opt] = session
+    for a, b in zip(arrays.values(), new):
+        np.copyto(a, _np(b))
+    return np.array(_np(out).T), float(value)
+
+
 KERNELS: dict[str, Callable[..., Any]] = {
     "magnitude_prune": magnitude_prune, "nm_mask": nm_mask, "select_units": select_units,
     "quantize_weight": quantize_weight, "dequantize_weight": dequantize_weight, "kmeans_1d": kmeans_1d,
     "svd": svd, "singular_values": singular_values, "distill_loss_grad": distill_loss_grad,
+    "train_step": train_step,
 }

@@ -101,11 +101,13 @@ from typing import IO, Any, Callable, Iterator
 import numpy as np
 
 from .._files import atomic_write, jsonable
+from .._validate import env_int
 from . import codecs as C
 from ..model.walk import map_layers, modules
 from .quantize import QuantizedChain, QuantizedLayer, as_float_layer, qrange
 from .schemes import SCHEMES
 from .sharing import SharedLayer
+from .wrapper import QUANTIZED_WRAPPERS
 
 __all__ = ["save_compressed", "load_compressed", "size_report", "encode_archive", "decode_archive", "archive_size",
            "archive_header",
@@ -573,6 +575,14 @@ def _write_archive(model: Any, fh: IO[bytes] | None, entropy: bool = True) -> in
 def _check_model(model: Any) -> None:
     if not hasattr(model, "layers"):
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
+    for path, layer in modules(model):   # refuse at save time what the archive could not rebuild at load
+        if type(layer) in QUANTIZED_WRAPPERS.values():
+            raise ValueError(f"{path}: {type(layer).__name__} (a quantized sequence layer) has no archive form; "
+                             "archive the float model, or export ONNX (export_onnx writes its int8 graph)")
+        try:   # the archive rebuilds layers from their Flux form: a layer without one (a PyTorch GRU's b_hn)
+            layer.flux_state()
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def encode_archive(model: Any, *, entropy_coding: bool = True) -> bytes:
@@ -616,18 +626,11 @@ def save_compressed(path: str | os.PathLike, model: Any) -> int:
 
 def max_bytes_limit(value: Any = None) -> int:
     """The decoded-bytes budget: ``value``, else ``$PYFLUX_ARCHIVE_MAX_BYTES``, else ``DEFAULT_MAX_BYTES`` (1 GiB)."""
-    source = "max_bytes"
     if value is None:
-        env = os.environ.get(MAX_BYTES_ENV, "").strip()
-        if not env:
-            return DEFAULT_MAX_BYTES
-        source = f"environment variable {MAX_BYTES_ENV}"
-        try:
-            value = int(env)
-        except ValueError:
-            raise ValueError(f"{source} must be a positive integer (bytes); got {env!r}") from None
+        env = env_int(MAX_BYTES_ENV, min=1)
+        return DEFAULT_MAX_BYTES if env is None else env
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{source} must be a positive integer (bytes); got {value!r}")
+        raise ValueError(f"max_bytes must be a positive integer (bytes); got {value!r}")
     return int(value)
 
 

@@ -11,8 +11,8 @@
   so a float32 stream's sign/exponent bytes (low entropy) are coded apart from its mantissa bytes.
 * **delta-coded positions** (:func:`gap_symbols`): sorted flat positions as gaps with a *skip* symbol for long
   gaps; with 8-bit gaps this is one byte per kept entry (plus one per 255 skipped positions).
-* Version-1 codecs, kept to read old archives: raw deflate, raw LZMA2, canonical Huffman (:func:`huffman_encode`
-  / :func:`huffman_decode`) and :func:`decode_v1`.
+* Version-1 codecs, kept to read old archives: raw deflate, raw LZMA2, canonical Huffman (:func:`huffman_decode`)
+  and :func:`decode_v1` (their encoders, needed only to test these readers, live in tests/_v1_codecs.py).
 
 Every decoder is bounded: the caller states how many bytes/symbols it expects, and no decoder produces more
 (a decompression bomb raises :class:`CodecError` instead of allocating). Errors are :class:`CodecError`
@@ -30,8 +30,8 @@ import numpy as np
 
 __all__ = ["CodecError", "container_bits", "pack_bits", "unpack_bits", "shuffle_bytes", "unshuffle_bytes",
            "unshuffle_blocks", "gap_symbols", "gap_positions", "gap_histogram", "huffman_lengths", "huffman_bytes",
-           "huffman_encode", "huffman_decode", "zstd_level", "zstd_compressor", "zstd_decompress", "V1_CODECS",
-           "encode_v1", "decode_v1", "ZSTD_FAST_LEVEL", "ZSTD_SMALL_LEVEL", "ZSTD_SMALL_BYTES",
+           "canonical_codes", "huffman_decode", "zstd_level", "zstd_compressor", "zstd_decompress", "V1_CODECS",
+           "lzma_filters", "decode_v1", "ZSTD_FAST_LEVEL", "ZSTD_SMALL_LEVEL", "ZSTD_SMALL_BYTES",
            "ZSTD_HUFFMAN_MAX_LEN"]
 
 ZSTD_FAST_LEVEL = 1  # measured on 90%-pruned int8 codes/gaps/bitmaps: levels 3-9 were *larger* (spurious matches)
@@ -225,7 +225,7 @@ def huffman_bytes(hist: np.ndarray, max_len: int = ZSTD_HUFFMAN_MAX_LEN) -> int:
     return int((hist * huffman_lengths(hist, max_len)).sum() + 7) // 8
 
 
-def _canonical_codes(lengths: np.ndarray) -> np.ndarray:
+def canonical_codes(lengths: np.ndarray) -> np.ndarray:
     """Canonical Huffman codes from code lengths (symbols ordered by (length, symbol))."""
     codes = np.zeros(lengths.size, dtype=np.int64)
     order = sorted((int(l), s) for s, l in enumerate(lengths) if l > 0)
@@ -236,22 +236,6 @@ def _canonical_codes(lengths: np.ndarray) -> np.ndarray:
         prev = l
         codes[s] = code
     return codes
-
-
-def huffman_encode(symbols: np.ndarray) -> bytes:
-    """Canonical Huffman over byte symbols (version 1). Layout: uint16 count U, U x (symbol, length), the bits."""
-    s = np.asarray(symbols, dtype=np.int64).ravel()
-    lengths = huffman_lengths(np.bincount(s, minlength=256))
-    codes = _canonical_codes(lengths)
-    used = np.flatnonzero(lengths)
-    head = struct.pack("<H", used.size) + np.stack([used, lengths[used]], axis=1).astype(np.uint8).tobytes()
-    ls, cs = lengths[s], codes[s]
-    shifts = np.arange(HUFFMAN_MAX_LEN - 1, -1, -1)
-    # bit j of a code sits at column HUFFMAN_MAX_LEN - len + j of the left-aligned code
-    aligned = cs << (HUFFMAN_MAX_LEN - ls)
-    bits = ((aligned[:, None] >> shifts) & 1).astype(np.uint8)
-    keep = np.arange(HUFFMAN_MAX_LEN)[None, :] < ls[:, None]
-    return head + np.packbits(bits[keep]).tobytes()
 
 
 def huffman_decode(data: bytes, n: int) -> np.ndarray:
@@ -276,7 +260,7 @@ def huffman_decode(data: bytes, n: int) -> np.ndarray:
         raise CodecError("bad huffman table")
     if n > 8 * (len(data) - 2 - 2 * u):
         raise CodecError(f"huffman stream too short for {n} symbols")
-    codes = _canonical_codes(lengths)
+    codes = canonical_codes(lengths)
     L = HUFFMAN_MAX_LEN
     sym_of = np.zeros(1 << L, dtype=np.int64)
     len_of = np.zeros(1 << L, dtype=np.int64)
@@ -359,11 +343,7 @@ def zstd_decompress(data: bytes | memoryview, size: int) -> bytearray:
 V1_CODECS = ("packed", "packed+zlib", "packed+lzma", "bytes+zlib", "bytes+lzma", "huffman")
 
 
-def _v1_raw_len(n: int, width: int, codec: str) -> int:
-    return n if codec.startswith("bytes") or width == 8 else (n * width + 7) // 8
-
-
-def _lzma_filters(raw_len: int) -> list[dict[str, Any]]:
+def lzma_filters(raw_len: int) -> list[dict[str, Any]]:
     # raw LZMA2; both sides derive the dictionary size from the decoded length
     dict_size = 1 << max(12, min(26, (max(raw_len, 1) - 1).bit_length()))
     return [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": dict_size}]
@@ -378,25 +358,11 @@ def _inflate(data: bytes, limit: int) -> bytes:
 
 
 def _unlzma(data: bytes, raw_len: int) -> bytes:
-    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(raw_len))
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=lzma_filters(raw_len))
     out = d.decompress(data, max_length=raw_len)
     if not d.needs_input and not d.eof and len(out) >= raw_len and d.decompress(b"", max_length=1):
         raise CodecError(f"lzma stream expands past its stated {raw_len:,} bytes")
     return out
-
-
-def encode_v1(symbols: np.ndarray, width: int, codec: str) -> bytes:
-    """Encode with one version-1 codec (tests and fixtures; version 2 writers never produce these)."""
-    s = np.asarray(symbols).ravel()
-    if codec == "huffman":
-        return huffman_encode(s)
-    data = s.astype(np.uint8).tobytes() if codec.startswith("bytes") else pack_bits(s, width)
-    if codec.endswith("zlib"):
-        c = zlib.compressobj(9, zlib.DEFLATED, -15)
-        return c.compress(data) + c.flush()
-    if codec.endswith("lzma"):
-        return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma_filters(len(data)))
-    return data
 
 
 def decode_v1(codec: str, data: bytes, n: int, width: int) -> np.ndarray:
@@ -404,18 +370,13 @@ def decode_v1(codec: str, data: bytes, n: int, width: int) -> np.ndarray:
     if not 1 <= width <= 32:
         raise CodecError(f"symbol width {width} out of range 1..32")
     try:
-        if codec == "packed":
-            return unpack_bits(data, n, width)
-        if codec == "packed+zlib":
-            return unpack_bits(_inflate(data, _v1_raw_len(n, width, codec)), n, width)
-        if codec == "packed+lzma":
-            return unpack_bits(_unlzma(data, _v1_raw_len(n, width, codec)), n, width)
-        if codec == "bytes+zlib":
-            return unpack_bits(_inflate(data, n), n, 8)
-        if codec == "bytes+lzma":
-            return unpack_bits(_unlzma(data, n), n, 8)
         if codec == "huffman":
             return huffman_decode(data, n)
+        if codec in V1_CODECS:  # "<packing>[+<deflate or lzma>]": packed at width bits, or one symbol a byte
+            packing, _, method = codec.partition("+")
+            raw_len = n if packing == "bytes" or width == 8 else (n * width + 7) // 8
+            raw = _inflate(data, raw_len) if method == "zlib" else _unlzma(data, raw_len) if method == "lzma" else data
+            return unpack_bits(raw, n, 8 if packing == "bytes" else width)
     except CodecError:
         raise
     except (zlib.error, lzma.LZMAError, ValueError, IndexError, struct.error) as err:

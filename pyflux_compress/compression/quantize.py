@@ -74,7 +74,7 @@ from .calibrate import ACT_METHODS, PERCENTILE, WEIGHT_CLIPS, activation_range, 
 from .fold import fold_with_paths
 from .schemes import SCHEMES, get_scheme
 from ..model.walk import map_layers, modules
-from .wrapper import WrappedLayer, as_float_layer
+from .wrapper import QUANTIZED_WRAPPERS, WrappedLayer, as_float_layer
 
 __all__ = ["quantize", "QuantizedChain", "QuantizedLayer", "QuantizedDense", "QuantizedConv", "SCHEMES",
            "GRANULARITIES", "METHODS", "WEIGHT_CLIPS", "ROUNDINGS", "ACTIVATIONS", "SUPPORTED_BITS", "qrange",
@@ -408,6 +408,9 @@ def quantized_class(layer: Any) -> type[QuantizedLayer] | None:
     """The wrapper class for a float layer, from its declarations: a compressible ``weight`` whose output
     channels are axis 0 (matrix, Dense-like: QuantizedDense) or another axis (kernel, Conv-like: QuantizedConv).
     None (stays float) when the declared axis is not the one the array numerics assume (``channel_axis``)."""
+    role = getattr(layer, "quantize_as", None)
+    if role in QUANTIZED_WRAPPERS:   # recurrent gate matrices, embedding tables: compression/quantize_sequence.py
+        return QUANTIZED_WRAPPERS[role]
     if "weight" not in getattr(layer, "compressible", ()) or \
             layer.out_axes.get("weight") != channel_axis(layer.weight):
         return None
@@ -435,7 +438,8 @@ class QuantizedChain(Chain):
         """A float ``Chain`` (new object) whose weights are the dequantized integer weights."""
 
         def fn(path: str, layer: Any) -> Any:
-            return layer.dequantize() if isinstance(layer, QuantizedLayer) else layer.copy()
+            quantized = isinstance(layer, (QuantizedLayer, *QUANTIZED_WRAPPERS.values()))
+            return layer.dequantize() if quantized else layer.copy()
 
         out = map_layers(fn, self, as_type=Chain)
         out.records.append({"method": "dequantize", "settings": {}, "per_layer": {}})
@@ -498,7 +502,8 @@ def _check_choice(value: Any, name: str, allowed: Any) -> str:
 def validate_quantize(model: Any, bits: Any = 8, scheme: Any = "symmetric", granularity: Any = "per_tensor",
                       calibration: Any = None, method: Any = "minmax", *, weight_clip: Any = "minmax",
                       rounding: Any = "nearest", bias_correction: Any = False, activations: Any = None,
-                      fold: Any = True, seed: Any = 0) -> tuple[dict[str, int | None], np.ndarray | None, str]:
+                      fold: Any = True, seed: Any = 0, adaround_iters: Any = None
+                      ) -> tuple[dict[str, int | None], np.ndarray | None, str]:
     """Check every argument of :func:`quantize` (both backends run it first); returns
     ``(bits per weighted leaf path, calibration array or None, activations mode)``."""
     if not isinstance(fold, (bool, np.bool_)):
@@ -512,6 +517,10 @@ def validate_quantize(model: Any, bits: Any = 8, scheme: Any = "symmetric", gran
     _check_choice(method, "method", METHODS)
     _check_choice(weight_clip, "weight_clip", WEIGHT_CLIPS)
     _check_choice(rounding, "rounding", ROUNDINGS)
+    if adaround_iters is not None and (isinstance(adaround_iters, bool) or not isinstance(adaround_iters, (
+            int, np.integer)) or not 1 <= adaround_iters <= 1_000_000):
+        raise ValueError(f"adaround_iters must be None (default {AR.ITERS}) or an int in [1, 1000000], "
+                         f"got {adaround_iters!r}")
     if not isinstance(bias_correction, (bool, np.bool_)):
         raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}")
     if activations is None:
@@ -557,21 +566,14 @@ def validate_quantize(model: Any, bits: Any = 8, scheme: Any = "symmetric", gran
     return per_layer, X, activations
 
 
-def _pre_activation(layer: Any, x: np.ndarray) -> np.ndarray:
-    """A Dense/Conv layer's output without bias and activation (float64)."""
-    probe = layer.copy()
-    probe.bias, probe.activation, probe.masks = None, A.identity, {}
-    return np.asarray(probe(x), np.float64)
-
-
 class _Settings:
     """The validated options of one ``quantize`` call (what ``_quantize_leaf`` needs)."""
 
     def __init__(self, scheme: str, granularity: str, method: str, weight_clip: str, rounding: str,
-                 bias_correction: bool, activations: str, seed: int) -> None:
+                 bias_correction: bool, activations: str, seed: int, adaround_iters: int | None = None) -> None:
         self.scheme, self.granularity, self.method = scheme, granularity, method
         self.weight_clip, self.rounding, self.bias_correction = weight_clip, rounding, bias_correction
-        self.activations, self.seed = activations, seed
+        self.activations, self.seed, self.adaround_iters = activations, seed, adaround_iters
 
 
 def _quantize_leaf(base: Any, b: int, st: _Settings, xf: np.ndarray | None, xq: np.ndarray | None
@@ -579,6 +581,8 @@ def _quantize_leaf(base: Any, b: int, st: _Settings, xf: np.ndarray | None, xq: 
     """Quantize one float leaf; ``xf`` / ``xq`` are its calibration inputs in the float / quantized model."""
     clip = st.weight_clip if b > 1 else "minmax"
     q = quantized_class(base)(base, b, st.scheme, st.granularity, clip, st.activations)  # type: ignore[misc]
+    if not isinstance(q, QuantizedLayer):   # a sequence layer's wrapper (quantize_sequence.py) does the rest itself
+        return q, q.record()
     rec: dict[str, Any] = {"bits": b}
     if xf is not None and st.activations == "static":
         lo, hi = calibration_range(xf, st.scheme, st.method)
@@ -593,8 +597,8 @@ def _quantize_leaf(base: Any, b: int, st: _Settings, xf: np.ndarray | None, xq: 
         s = broadcast_channel(q.w_scale, q.qweight.ndim, axis)
         zp = broadcast_channel(q.w_zero_point, q.qweight.ndim, axis)
         mask = base.masks.get("weight") if getattr(base, "masks", None) else None
-        qw = AR.adaround_weight(base, s, zp, (q.qmin, q.qmax), xin, _pre_activation(base, xf), seed=st.seed,
-                                mask=mask)
+        qw = AR.adaround_weight(base, s, zp, (q.qmin, q.qmax), xin, np.asarray(base(xf), np.float64),
+                                seed=st.seed, mask=mask, iters=st.adaround_iters)
         q.set_integer_weights(qw, q.w_scale, q.w_zero_point)
     if xq is not None and st.bias_correction:
         shift = bias_correction(base, q.weight_dequantized(), xf, xq)
@@ -610,7 +614,7 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
              granularity: str = "per_tensor", calibration: np.ndarray | None = None,
              method: str = "minmax", *, weight_clip: str = "minmax", rounding: str = "nearest",
              bias_correction: bool = False, activations: str | None = None, fold: bool = True,
-             seed: int = 0) -> Any:
+             seed: int = 0, adaround_iters: int | None = None) -> Any:
     """Quantize a Chain's Dense/Conv weights to integers (and calibrate input activations).
 
     Parameters
@@ -640,6 +644,8 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
         (:func:`pyflux_compress.compression.fold.fold_batchnorm`), so every Conv/Dense becomes one integer
         kernel in the ONNX export. Keys of ``bits`` always name layers of ``model`` itself.
     seed : seed of AdaRound's mini-batch sampling.
+    adaround_iters : Adam steps per layer of ``rounding="adaround"`` (None: ``adaround.ITERS`` = 400); more
+        steps fit the rounding closer at 2-3 bits (cost linear in the steps).
 
     Returns
     -------
@@ -652,12 +658,13 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
     """
     per_layer, X, activations = validate_quantize(
         model, bits, scheme, granularity, calibration, method, weight_clip=weight_clip, rounding=rounding,
-        bias_correction=bias_correction, activations=activations, fold=fold, seed=seed)
+        bias_correction=bias_correction, activations=activations, fold=fold, seed=seed,
+        adaround_iters=adaround_iters)
     if fold:
         model, paths = fold_with_paths(model)
         per_layer = {paths[p]: b for p, b in per_layer.items() if p in paths}
     st = _Settings(scheme, granularity, method, weight_clip, rounding, bool(bias_correction), activations,
-                   int(seed))
+                   int(seed), None if adaround_iters is None else int(adaround_iters))
     summary: dict[str, dict[str, Any]] = {}
     replaced: dict[str, Any] = {}
     xf = xq = X  # calibration inputs of the current leaf in the float and in the quantized model
@@ -679,6 +686,7 @@ def quantize(model: Any, bits: int | Mapping[Any, int | None] = 8, scheme: str =
                                      "scheme": scheme, "granularity": granularity,
                                      "calibrated": X is not None, "method": method if X is not None else None,
                                      "weight_clip": weight_clip, "rounding": rounding,
+                                     "adaround_iters": adaround_iters,
                                      "bias_correction": bool(bias_correction), "activations": activations},
                         "per_layer": summary})
     return out

@@ -1,30 +1,31 @@
 """Structured pruning that physically shrinks the model: ``prune_structured``.
 
-Whole units are removed — Dense neurons (rows of ``weight``, entries of ``bias``) and Conv filters
-(``weight[:, :, :, o]``) — together with the inputs of the next weight layer that read them, so
-``Dense(128 => 64)`` followed by ``Dense(64 => 10)`` becomes ``Dense(128 => 32)`` and ``Dense(32 => 10)``.
-The smaller arrays are dense: fewer parameters, fewer FLOPs, a smaller file, a faster CPU forward pass.
+Whole units are removed — Dense neurons (rows of ``weight``, entries of ``bias``), Conv filters
+(``weight[:, :, :, o]``), ConvTranspose output channels (``weight[:, :, o, :]``) — together with the inputs of
+every layer that reads them, so ``Dense(128 => 64)`` followed by ``Dense(64 => 10)`` becomes
+``Dense(128 => 32)`` and ``Dense(32 => 10)``. The smaller arrays are dense: fewer parameters, fewer FLOPs, a
+smaller file, a faster CPU forward pass.
 
-Dependency tracking along the Chain (leaves in ``pfc.modules`` order), from each layer's declared ``structured``
-role (docs/ARCHITECTURE.md). Between a unit-producing layer (role "units": Dense/Conv/CrossCor; sliced by its
-``slice_outputs`` / ``slice_inputs``) and the next one, only these layers may appear:
+Which channels go together is decided by the dependency-group planner (compression/channel_groups.py, in the
+spirit of torch-pruning's DepGraph), from each layer's declarations (``structured`` role, ``out_axes``,
+``in_axes``, ``slice_outputs`` / ``slice_inputs``):
 
-* role "channelwise" (activations, ``Dropout``, pooling, ``BatchNorm``) — they keep channels apart; their
-  per-channel arrays (``out_axes``: BatchNorm's ``beta``/``gamma``/``mu``/``sigma2``) are sliced to the kept channels;
-* role "flatten" — channel ``c`` of an ``(N, C, H, W)`` tensor becomes the Dense input columns
-  ``c*H*W : (c+1)*H*W`` (our C-order flatten of NCHW is Flux's column-major flatten of WHCN), so a removed
-  filter removes that block of columns. ``H*W`` is inferred as ``in_features / C`` of the consuming Dense.
+* through channel-wise layers (activations, Dropout, pooling, BatchNorm, Upsample, a depthwise Conv with one
+  filter per channel) a channel stays itself; their per-channel arrays are sliced;
+* across ``flatten`` channel ``c`` of ``(N, C, H, W)`` is the block of Dense input columns ``c*H*W:(c+1)*H*W``;
+* ``SkipConnection(layer, +)`` / ``Parallel(+, ...)`` add channels: the channels added together are one group,
+  pruned together on every side — a ResNet's residual stream shrinks with the stem, every block's last conv
+  (and BatchNorm) and every consumer of the sums;
+* concatenation (``cat`` along channels) keeps each branch's channels separate, at their offsets in the
+  consumer's inputs;
+* a ``GroupNorm(chs, G)`` (structured role "grouped", ``channel_blocks()``) has each of its G contiguous groups
+  lose ``round(fraction * chs/G)`` channels, so kept channels stay in their groups.
 
-A producer followed by anything else (or by nothing: the last weight layer, whose outputs are the model's
-outputs) is left as is; the record says why.
-
-Non-sequential containers (``SkipConnection``, ``Parallel``): a producer is pruned only when it, the layers
-in between and its consumer sit in the *same* Chain. Channels that cross a container boundary are combined
-with others there (``+`` adds them to the skipped input, ``cat``/branches interleave them), so they are kept
-as a coupled whole: a ResNet block's internal channels shrink, its residual stream keeps its width. A
-depthwise convolution with one filter per channel (``DepthwiseConv(k, c => c)``) is channel-wise: its filters
-follow the channels kept by the producer before it (MobileNet's pointwise -> depthwise -> pointwise). Other
-grouped convolutions are neither pruned as producers nor sliced as consumers.
+A *family* (the channels of one plain layer, or of one residual stream) loses ``round(fraction * size)``
+channels, the ones whose producers' incoming weights together have the smallest norm. Channels that must
+stay (the model's input and outputs, channels read by a layer the planner cannot see through — LayerNorm,
+attention, recurrent layers, a grouped convolution with several channels per group, a Dense reading
+a 4-D tensor without flatten — and anything combined with those) are kept; the record says why.
 """
 from __future__ import annotations
 
@@ -34,23 +35,12 @@ import numpy as np
 
 from .._validate import check_fraction, check_in
 from ..backends import kernel
-from ..model.chain import Chain
-from ..model.walk import ROOT, join
 from ._common import add_record, check_finite, check_model, leaves
+from .channel_groups import ChannelGraph, grouped_channels, trace_channels
 
 __all__ = ["prune_structured", "validate_prune_structured"]
 
 CRITERIA = ("l1", "l2")
-
-
-def _role(layer: Any) -> str | None:
-    """The layer's declared ``structured`` role: "units", "channelwise", "flatten" or None (opaque). A depthwise
-    convolution with one filter per channel (``DepthwiseConv(k, c => c)``) keeps channels apart: channel-wise."""
-    w = getattr(layer, "weight", None)
-    groups = getattr(layer, "groups", 1)
-    if groups > 1 and isinstance(w, np.ndarray) and w.ndim == 4 and w.shape[2] == 1 and w.shape[3] == groups:
-        return "channelwise"
-    return getattr(layer, "structured", None)
 
 
 def _unit_norms(weight: np.ndarray, out_axis: int, criterion: str) -> np.ndarray:
@@ -70,96 +60,100 @@ def select_units(weight: np.ndarray, out_axis: int, n_remove: int, criterion: st
     return np.sort(order[n_remove:])
 
 
-def _chain_of(model: Any) -> dict[str, int | None]:
-    """Leaf path -> id of the Chain it sits in directly (None under SkipConnection/Parallel)."""
-    out: dict[str, int | None] = {}
+def _group_weights(graph: ChannelGraph, family: list[int]) -> np.ndarray:
+    """``(len(family), d)``: row ``k`` holds the incoming weights of every producer of group ``family[k]``
+    (the producers' kernels with their output axis first, side by side). With one producer this is its
+    kernel as rows, so the ranking is the single layer's."""
+    row = {r: k for k, r in enumerate(family)}
+    blocks = []
+    for slot in graph.slots:
+        if slot.kind != "out":
+            continue
+        pos = [(row[graph.find(e)], i) for i, e in enumerate(slot.elems) if graph.find(e) in row]
+        if not pos:
+            continue
+        w = slot.layer.weight
+        rows = np.moveaxis(w, slot.layer.out_axes["weight"], 0).reshape(w.shape[slot.layer.out_axes["weight"]], -1)
+        block = np.zeros((len(family), rows.shape[1]), np.float64)
+        for k, i in pos:              # |w|: the same L1/L2 norms; a channel a producer makes twice adds up
+            block[k] += np.abs(rows[i])
+        blocks.append(block)
+    return np.concatenate(blocks, axis=1)
 
-    def visit(node: Any, path: str) -> None:
-        for frag, child in node.children().items():
-            sub = join(path, frag)
-            if getattr(child, "container", False):
-                visit(child, sub)
-            else:
-                out[sub] = id(node) if isinstance(node, Chain) else None
-    if getattr(model, "container", False):
-        visit(model, ROOT)
+
+def _blocks(graph: ChannelGraph, families: list[list[int]], fixed: dict[int, str]) -> dict[int, list[list[int]]]:
+    """``{family's first root: [roots of block 1, ...]}`` for families a GroupNorm cuts into contiguous groups.
+    A family the GroupNorm's channels do not match one to one (a concatenation of several, say) is fixed."""
+    first = {r: fam[0] for fam in families for r in fam}
+    members = {fam[0]: fam for fam in families}
+    out: dict[int, list[list[int]]] = {}
+
+    def fix(head: int, why: str) -> None:
+        fixed.setdefault(head, why)
+        for r in members[head]:
+            graph.fixed.setdefault(r, why)
+
+    for path, elems, n_blocks in graph.blocks:
+        roots = [graph.find(e) for e in elems]
+        heads = {first.get(r) for r in roots}
+        fam = next((f for f in families if f[0] in heads), None)
+        if len(heads) != 1 or fam is None or sorted(roots) != sorted(fam) or len(set(roots)) != len(roots):
+            for h in heads - {None}:
+                fix(h, f"its channels reach {path}, whose groups they do not match one to one")
+            continue
+        size = len(roots) // n_blocks
+        blocks = [roots[b * size:(b + 1) * size] for b in range(n_blocks)]
+        if fam[0] in out and out[fam[0]] != blocks:
+            fix(fam[0], f"two group normalisations ({path} and another) group its channels differently")
+        out[fam[0]] = blocks
     return out
 
 
-def _plan(model: Any, fraction: float, criterion: str) -> tuple[list[dict], dict[str, str]]:
-    """Decide, from the unmodified weights, which units every prunable producer keeps.
+def _plan(model: Any, fraction: float, criterion: str) -> tuple[ChannelGraph, set[int], dict[str, str]]:
+    """Trace the model and decide, from the unmodified weights, which groups go.
 
-    Returns ``(plans, skipped)``: one plan per producer to shrink (``producer``, ``between``, ``consumer``
-    indices into the leaf list, ``keep`` indices, ``block`` = matrix columns per channel across a flatten)
-    and ``{path: reason}`` for producers left alone.
+    Returns ``(graph, removed roots, {producer path: reason it keeps every output})``.
     """
-    items = leaves(model)
-    producers = [i for i, (_, layer) in enumerate(items) if _role(layer) == "units"]
-    plans, skipped = [], {}
-    chain_of = _chain_of(model)
-    for pi, ci in zip(producers, producers[1:] + [None]):
-        path, layer = items[pi]
-        if ci is None:
-            skipped[path] = "last weight layer: its outputs are the model's outputs"
+    graph = trace_channels(model)
+    families, fixed = grouped_channels(graph)
+    parts = _blocks(graph, families, fixed)
+    removed: set[int] = set()
+    for fam in families:
+        if fam[0] in fixed:
             continue
-        between = list(range(pi + 1, ci))
-        roles = [_role(items[i][1]) for i in between]
-        odd = [f"{items[i][0]} ({items[i][1].flux_name})" for i, r in zip(between, roles)
-               if r not in ("channelwise", "flatten")]
-        if odd:
-            skipped[path] = f"followed by {', '.join(odd)}, which structured pruning cannot see through"
-            continue
-        if getattr(layer, "groups", 1) != 1:
-            skipped[path] = "grouped convolution"
-            continue
-        home = chain_of.get(path)
-        if home is None or any(chain_of.get(items[i][0]) != home for i in between + [ci]):
-            skipped[path] = ("its output channels leave its Chain (SkipConnection/Parallel combine them with "
-                             "others): kept as a coupled whole")
-            continue
-        cpath, consumer = items[ci]
-        if getattr(consumer, "groups", 1) != 1:
-            skipped[path] = f"feeds the grouped convolution {cpath}: its channels are tied to the groups"
-            continue
-        n_units = layer.weight.shape[layer.out_axes["weight"]]
-        block = 1
-        if layer.weight.ndim == 4 and consumer.weight.ndim == 2:          # Conv -> ... -> flatten -> Dense
-            if "flatten" not in roles:
-                skipped[path] = f"Conv output reaches {cpath} ({consumer.flux_name}) without a flatten"
-                continue
-            block, rem = divmod(consumer.weight.shape[consumer.in_axes["weight"]], n_units)
-            if rem:
-                skipped[path] = (f"{cpath} has {consumer.weight.shape[1]} inputs, not a multiple of "
-                                 f"the {n_units} channels")
-                continue
-        elif layer.weight.ndim == 2 and consumer.weight.ndim == 4:
-            skipped[path] = f"{layer.flux_name} feeding a {consumer.flux_name}"
-            continue
-        elif layer.weight.ndim == 4 and "flatten" in roles:
-            skipped[path] = "flatten between two convolutions"
-            continue
-        n_remove = int(np.floor(fraction * n_units + 0.5))
-        if n_remove >= n_units:
-            raise ValueError(f"fraction={fraction} would remove all {n_units} units of {path} ({layer!r}); "
-                             f"use a fraction below {(n_units - 0.5) / n_units:.3f}")
-        keep = select_units(layer.weight, layer.out_axes["weight"], n_remove, criterion)
-        plans.append({"path": path, "producer": pi, "between": between, "consumer": ci, "keep": keep,
-                      "block": block, "units": n_units})
-    return plans, skipped
+        for part in parts.get(fam[0], [fam]):      # a GroupNorm's groups are cut evenly, one by one
+            n_remove = int(np.floor(fraction * len(part) + 0.5))
+            if n_remove >= len(part):
+                who = next(s for s in graph.slots if s.kind == "out" and any(graph.find(e) in fam for e in s.elems))
+                raise ValueError(f"fraction={fraction} would remove all {len(part)} units of {who.path} "
+                                 f"({who.layer!r}){' in one of its groups' if len(part) < len(fam) else ''}; use "
+                                 f"a fraction below {(len(part) - 0.5) / len(part):.3f}")
+            if n_remove:
+                keep = set(select_units(_group_weights(graph, part), 0, n_remove, criterion).tolist())
+                removed.update(r for k, r in enumerate(part) if k not in keep)
+    skipped = {}
+    for slot in graph.slots:
+        if slot.kind == "out" and not any(graph.find(e) in removed for e in slot.elems):
+            why = next((graph.reason(e) for e in slot.elems if graph.reason(e)), None)
+            if why is not None:
+                skipped[slot.path] = why
+    return graph, removed, skipped
 
 
-def _apply(model: Any, plans: list[dict]) -> None:
-    """Slice producers' outputs, per-channel arrays in between (BatchNorm), and consumers' inputs (in place)."""
-    items = leaves(model)
-    for plan in plans:
-        keep = plan["keep"]
-        items[plan["producer"]][1].slice_outputs(keep)
-        for i in plan["between"]:
-            if hasattr(items[i][1], "slice_outputs"):  # activations (shared singletons) have nothing to slice
-                items[i][1].slice_outputs(keep)
-        b = plan["block"]
-        cols = (keep[:, None] * b + np.arange(b)).reshape(-1)   # channel c -> columns c*b:(c+1)*b
-        items[plan["consumer"]][1].slice_inputs(cols)
+def _apply(graph: ChannelGraph, removed: set[int]) -> dict[str, tuple[np.ndarray, int]]:
+    """Slice every slot to its kept indices (in place); return ``{producer path: (kept, units before)}``."""
+    kept = {}
+    for slot in graph.slots:
+        keep = np.array([i for i, e in enumerate(slot.elems) if graph.find(e) not in removed], dtype=np.int64)
+        if slot.kind == "out":
+            kept[slot.path] = (keep, len(slot.elems))
+        if len(keep) == len(slot.elems):
+            continue
+        if slot.kind == "in":
+            slot.layer.slice_inputs(keep)
+        else:
+            slot.layer.slice_outputs(keep)
+    return kept
 
 
 def validate_prune_structured(model: Any, fraction: Any, criterion: Any = "l1") -> tuple[float, str]:
@@ -202,11 +196,11 @@ def prune_structured(model: Any, fraction: float, criterion: str = "l1") -> Any:
     fraction, criterion = validate_prune_structured(model, fraction, criterion)
     result = model.copy()
     before = sum(a.size for _, layer in leaves(model) for a in layer.params().values())
-    plans, skipped = _plan(result, fraction, criterion)
-    _apply(result, plans)
+    graph, removed, skipped = _plan(result, fraction, criterion)
+    kept = {path: v for path, v in _apply(graph, removed).items() if path not in skipped}
     after = sum(a.size for _, layer in leaves(result) for a in layer.params().values())
-    per_layer = {p["path"]: float(1.0 - len(p["keep"]) / p["units"]) for p in plans}
+    per_layer = {path: float(1.0 - len(keep) / n) for path, (keep, n) in kept.items()}
     add_record(result, "prune_structured", {"fraction": fraction, "criterion": criterion}, per_layer,
-               kept={p["path"]: p["keep"].tolist() for p in plans}, skipped=skipped,
+               kept={path: keep.tolist() for path, (keep, _) in kept.items()}, skipped=skipped,
                params_before=int(before), params_after=int(after))
     return result

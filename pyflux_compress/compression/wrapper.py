@@ -14,6 +14,11 @@ import numpy as np
 from ..model.layers import Layer
 
 
+#: quantized wrapper classes of the layers that declare ``quantize_as`` (role -> class), beside QuantizedDense /
+#: QuantizedConv: filled by compression/quantize_sequence.py ("recurrent", "table"), read by quantize.quantized_class
+QUANTIZED_WRAPPERS: dict[str, type] = {}
+
+
 class WrappedLayer(Layer):
     """Base of the wrapper layers (see the module docstring). Subclasses implement forward/backward/params."""
 

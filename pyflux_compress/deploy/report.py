@@ -230,9 +230,9 @@ class Report:
     def rows(self) -> list[tuple[str, str, str, str]]:
         """The table: ``(metric, original, compressed, change)`` as display strings."""
         o, c = self.original, self.compressed
-        rows = [("parameters", _int(o.params), _int(c.params), _times(o.params, c.params)),
-                ("nonzero parameters", _int(o.nonzeros), _int(c.nonzeros), _times(o.nonzeros, c.nonzeros)),
-                ("sparsity", _pct(o.sparsity), _pct(c.sparsity), "")]
+        rows = [("parameters", _fmt(o.params, ","), _fmt(c.params, ","), _times(o.params, c.params)),
+                ("nonzero parameters", _fmt(o.nonzeros, ","), _fmt(c.nonzeros, ","), _times(o.nonzeros, c.nonzeros)),
+                ("sparsity", _fmt(o.sparsity, ".2%"), _fmt(c.sparsity, ".2%"), "")]
         for form in STORAGE_FORMS:
             ob, cb = o.bytes.get(form), c.bytes.get(form)
             change = ""
@@ -244,17 +244,17 @@ class Report:
                     (" (vs fp32)" if form != "onnx" else "")
             rows.append((f"bytes, {_FORM_LABELS[form]}", _bytes(ob), _bytes(cb), change))
         drop = self.accuracy_drop
-        rows.append(("accuracy", _pct(o.accuracy), _pct(c.accuracy),
+        rows.append(("accuracy", _fmt(o.accuracy, ".2%"), _fmt(c.accuracy, ".2%"),
                      "" if drop is None else f"{-drop:+.2f} points"))
         for bs in sorted(set(o.latency_p50_ms) | set(c.latency_p50_ms)):
             ol, cl = o.latency_p50_ms.get(bs), c.latency_p50_ms.get(bs)
-            rows.append((f"p50 latency, batch {bs} (ms)", _num(ol, 3), _num(cl, 3), _speed(ol, cl)))
+            rows.append((f"p50 latency, batch {bs} (ms)", _fmt(ol, ",.3f"), _fmt(cl, ",.3f"), _speed(ol, cl)))
             ot, ct = o.throughput.get(bs), c.throughput.get(bs)
-            rows.append((f"throughput, batch {bs} (samples/s)", _num(ot, 0), _num(ct, 0),
+            rows.append((f"throughput, batch {bs} (samples/s)", _fmt(ot, ",.0f"), _fmt(ct, ",.0f"),
                          f"{ct / ot:.2f}x" if ot and ct else ""))
         form, _ = c.smallest_form()
         rows.append(("compression ratio", "1.00x", f"{self.compression_ratio:.2f}x", f"fp32 -> {_FORM_LABELS[form]}"))
-        rows.append(("peak memory of this session", "", _num(self.peak_memory_mb, 1) + " MiB"
+        rows.append(("peak memory of this session", "", _fmt(self.peak_memory_mb, ",.1f") + " MiB"
                      if self.peak_memory_mb is not None else "n/a", "ru_maxrss"))
         return rows
 
@@ -380,16 +380,9 @@ def report(original: Any, compressed: Any, X: np.ndarray, y: np.ndarray, *, name
 
 
 # ----------------------------------------------------------------------------------------- formatting
-def _int(v: int | None) -> str:
-    return "n/a" if v is None else f"{v:,}"
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
-
-
-def _num(v: float | None, digits: int) -> str:
-    return "n/a" if v is None else f"{v:,.{digits}f}"
+def _fmt(v: float | None, spec: str) -> str:
+    """``v`` formatted by ``spec`` (``","`` counts, ``".2%"`` fractions as percent, ``",.3f"``), or n/a."""
+    return "n/a" if v is None else format(v, spec)
 
 
 def _bytes(v: int | None) -> str:
@@ -406,8 +399,6 @@ def _speed(old: float | None, new: float | None) -> str:
 
 def _times(a: int, b: int) -> str:
     return f"{a / b:.2f}x fewer" if b and a != b else ""
-
-
 
 
 def plain_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

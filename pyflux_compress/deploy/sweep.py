@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 
 from .._files import write_atomic
+from .._validate import check_fraction
 from .report import count_weights, prepare_input, render_table, storage_bytes
 
 __all__ = ["SweepPoint", "SweepResult", "sweep", "METHODS"]
@@ -122,17 +122,6 @@ class SweepResult:
         write_atomic(path, buf.getvalue())
 
 
-def _check_fraction(name: str, values: Sequence[float]) -> tuple[float, ...]:
-    out = []
-    for v in values:
-        if not isinstance(v, (int, float, np.floating)) or not math.isfinite(v) or not 0.0 <= v < 1.0:
-            raise ValueError(f"sweep: every value of {name} must be a number in [0, 1), got {v!r}")
-        out.append(float(v))
-    if not out:
-        raise ValueError(f"sweep: {name} must not be empty")
-    return tuple(out)
-
-
 def sweep(model: Any, X: np.ndarray, y: np.ndarray, *, sparsities: Sequence[float] = (0.0, 0.5, 0.8, 0.9, 0.95),
           bits: Sequence[int | None] = (None, 8, 4), method: str = "prune", scope: str = "global",
           finetune: tuple[np.ndarray, np.ndarray] | None = None, epochs: int = 1, batchsize: int = 128,
@@ -161,7 +150,10 @@ def sweep(model: Any, X: np.ndarray, y: np.ndarray, *, sparsities: Sequence[floa
 
     if method not in METHODS:
         raise ValueError(f"sweep: method must be one of {METHODS}, got {method!r}")
-    sparsities = _check_fraction("sparsities", sparsities)
+    sparsities = tuple(check_fraction("sweep: every value of sparsities", s, inclusive=(True, False))
+                       for s in sparsities)
+    if not sparsities:
+        raise ValueError("sweep: sparsities must not be empty")
     bits = tuple(bits)
     if not bits or any(b is not None and (not isinstance(b, (int, np.integer)) or b < 1) for b in bits):
         raise ValueError(f"sweep: bits must be positive integers or None, got {bits!r}")

@@ -545,6 +545,8 @@ def chain_from_state(tree: Any, where: str = ROOT) -> Any:
                 built.append(cls.from_flux(dict(sub.items()), lambda v, frag: build(v, join(path, frag))))
             except (ValueError, TypeError, KeyError) as err:
                 errors.append(f"{cls.flux_name}: {err}")
+        if len(built) > 1:
+            built = [b for b in built if not b.yields_in_bare_state(dict(sub.items()))] or built
         if len(built) == 1:
             return built[0]
         if isinstance(sub, tuple) and not sub:

@@ -14,7 +14,7 @@ from .layers import (AdaptiveMaxPool, AdaptiveMeanPool, BatchNorm, Conv, ConvTra
                      DepthwiseConv, Dropout, Flatten, GlobalMaxPool, GlobalMeanPool, Layer, LayerNorm, MaxPool,
                      MeanPool, Parallel, PixelShuffle, SamePad, Scale, SkipConnection, Upsample, flatten)
 from .layers import AlphaDropout, GroupNorm, InstanceNorm
-from .layers import GRU, LSTM, RNN, Embedding, GRUCell, GRUv3, GRUv3Cell, LSTMCell, RNNCell, onehotbatch
+from .layers import GRU, LSTM, RNN, Embedding, EmbeddingBag, GRUCell, GRUv3, GRUv3Cell, LastStep, LSTMCell, RNNCell, laststep, onehotbatch
 from .layers import First, MultiHeadAttention, first, make_causal_mask
 from .registry import register_layer
 from .syntax import FluxSyntaxError, parse
@@ -26,4 +26,5 @@ __all__ = ["MultiHeadAttention", "First", "first", "make_causal_mask", "Layer", 
            "FluxSyntaxError", "modules", "map_layers", "register_layer", "ConvTranspose", "DepthwiseConv",
            "SkipConnection", "Parallel", "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool",
            "AdaptiveMeanPool", "Upsample", "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout"]
-__all__ += ["Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3"]
+__all__ += ["Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3", "LastStep",
+            "laststep", "EmbeddingBag"]

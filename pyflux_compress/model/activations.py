@@ -52,12 +52,6 @@ import numpy as np
 
 from .registry import register_layer
 
-__all__ = ["Activation", "relu", "sigmoid", "σ", "tanh", "softmax", "leakyrelu", "elu", "gelu", "swish",
-           "identity", "hardsigmoid", "hardσ", "hardtanh", "relu6", "rrelu", "selu", "celu", "gelu_tanh",
-           "gelu_erf", "hardswish", "lisht", "mish", "softplus", "softsign", "logsigmoid", "logσ", "logcosh",
-           "tanhshrink", "softshrink", "trelu", "thresholdrelu", "tanh_fast", "sigmoid_fast", "logsoftmax",
-           "ACTIVATIONS", "get_activation"]
-
 # fn(x, *params) -> y ; grad(x, y, dy, *params) -> dx ; onnx(g, x, *params) -> output tensor name
 ForwardFn = Callable[..., np.ndarray]
 GradFn = Callable[..., np.ndarray]
@@ -69,11 +63,6 @@ def _as_float(x: Any) -> np.ndarray:
     if x.dtype.kind != "f":
         x = x.astype(np.float32)
     return x
-
-
-def _num(v: float) -> str:
-    """A parameter as a Julia Float64 literal (``0.2``, ``1.0``, ``1e-05``; Julia reads all of them)."""
-    return repr(float(v))
 
 
 class Activation:
@@ -98,7 +87,7 @@ class Activation:
     structured = "channelwise"
     compressible: tuple[str, ...] = ()
     onnx_ops = ("Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "LeakyRelu", "Elu", "Selu", "Celu", "Gelu",
-                "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Shrink")
+                "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Shrink", "Clip")
 
     def __init__(self, name: str, fn: ForwardFn, grad: GradFn, onnx: OnnxFn | None = None, *,
                  defaults: tuple = (), params: tuple = ()) -> None:
@@ -117,9 +106,6 @@ class Activation:
     def _fn(self, x: np.ndarray) -> np.ndarray:
         return self._fn_raw(x, *self.args)
 
-    def _grad(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        return self._grad_raw(x, y, dy, *self.args)
-
     # ---- function use -------------------------------------------------------------------------------
     def __call__(self, x: Any, *params: float) -> np.ndarray:
         """Apply to an array of any shape; NNlib's extra argument may follow (``leakyrelu(x, 0.2)``)."""
@@ -129,7 +115,7 @@ class Activation:
 
     def grad(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
         """Return ``dL/dx`` from the forward input ``x``, output ``y`` and upstream gradient ``dy``."""
-        return self._grad(x, y, dy)
+        return self._grad_raw(x, y, dy, *self.args)
 
     def with_params(self, *params: float) -> "Activation":
         """This activation with NNlib's extra argument(s) set, e.g. ``leakyrelu.with_params(0.2)``.
@@ -181,7 +167,7 @@ class Activation:
 
     def backward(self, cache: tuple, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         x, y = cache
-        return self._grad(x, y, dy), {}
+        return self.grad(x, y, dy), {}
 
     def params(self) -> dict[str, np.ndarray]:
         return {}
@@ -206,7 +192,8 @@ class Activation:
 
     def __repr__(self) -> str:
         if self.params_:
-            return f"x -> {self.name}(x, {', '.join(_num(v) for v in self.params_)})"
+            # each parameter as a Julia Float64 literal (0.2, 1.0, 1e-05: Julia reads all of them)
+            return f"x -> {self.name}(x, {', '.join(repr(float(v)) for v in self.params_)})"
         return self.name
 
 
@@ -229,6 +216,12 @@ class Activation:
             raise r.error(node, "Shrink with bias != lambd is not NNlib's softshrink")
         with_param = {"LeakyRelu": (leakyrelu, attrs.get("alpha", 0.01)), "Elu": (elu, attrs.get("alpha", 1.0)),
                       "Celu": (celu, attrs.get("alpha", 1.0)), "Shrink": (softshrink, attrs.get("lambd", 0.5))}
+        if op == "Clip":        # relu6 = Clip(0, 6), hardtanh = Clip(-1, 1) (bounds as inputs, opset >= 11)
+            bounds = tuple(float(r.const(node, i).reshape(-1)[0]) if r.has_input(node, i) else None for i in (1, 2))
+            clips = {(0.0, 6.0): "relu6", (-1.0, 1.0): "hardtanh"}
+            if bounds not in clips:
+                raise r.error(node, f"Clip{bounds} is neither relu6 (0, 6) nor hardtanh (-1, 1)")
+            return ACTIVATIONS[clips[bounds]]
         if op in with_param:
             act, value = with_param[op]
             return act.with_params(float(str(np.float32(value))))   # ONNX floats are float32: 0.2, not 0.2000000030
@@ -258,17 +251,10 @@ def _n(g: Any, op: str, *inputs: str, **attrs: Any) -> str:
     return g.node(op, list(inputs), prefix="act", **attrs)[0]
 
 
-# ---- definitions ------------------------------------------------------------------------------------
+# ---- definitions: fn(x, *params), grad(x, y, dy, *params) (NNlib's rrules), onnx(g, x, *params) -------------
+# one-expression forms stand inline where each activation is made (below); the rest, and helpers, stand here
 def _f(x: np.ndarray, v: float) -> np.ndarray:
     return np.asarray(v, dtype=x.dtype)
-
-
-def _relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0)
-
-
-def _relu_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * (x > 0)  # NNlib: relu'(0) = 0
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -281,13 +267,16 @@ def _sigmoid_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return dy * y * (1 - y)
 
 
-def _sigmoid_fast(x: np.ndarray) -> np.ndarray:
-    y = _sigmoid(x)
-    return np.where(x > 40, _f(x, 1), np.where(x < -80, _f(x, 0), y))
-
-
 def _tanh_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return dy * (1 - y * y)
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0)
+
+
+def _hardsigmoid(x: np.ndarray) -> np.ndarray:
+    return np.clip((x + 3) / _f(x, 6), 0, 1)
 
 
 # NNlib tanh_fast(::Float32): a Remez rational function of x² (NNlib#345), sign(x) beyond x² >= 66
@@ -310,25 +299,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return z
 
 
-def _softmax_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
-
-
 def _logsoftmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def _logsoftmax_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy - np.exp(y) * dy.sum(axis=-1, keepdims=True)
-
-
-def _leakyrelu(x: np.ndarray, a: float) -> np.ndarray:
-    return np.where(x > 0, x, _f(x, a) * x)
-
-
-def _leakyrelu_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray, a: float) -> np.ndarray:
-    return dy * np.where(x > 0, 1, a).astype(dy.dtype, copy=False)
 
 
 _RRELU_RNG = np.random.default_rng()
@@ -346,40 +319,10 @@ def _rrelu_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray, lo: float, hi: flo
     return dy * slope.astype(dy.dtype, copy=False)
 
 
-def _elu(x: np.ndarray, a: float) -> np.ndarray:
-    return np.where(x >= 0, x, _f(x, a) * np.expm1(np.minimum(x, 0)))
-
-
-def _elu_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray, a: float) -> np.ndarray:
-    return dy * np.where(y >= 0, 1, y + _f(y, a))  # NNlib deriv_elu(Ω, α) = Ω >= 0 ? 1 : Ω + α
-
-
 _SELU_L = 1.0507009873554804934193349852946
 _SELU_A = 1.6732632423543772848170429916717
-
-
-def _selu(x: np.ndarray) -> np.ndarray:
-    return _f(x, _SELU_L) * np.where(x > 0, x, _f(x, _SELU_A) * np.expm1(np.minimum(x, 0)))
-
-
-def _selu_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * np.where(y > 0, _f(y, _SELU_L), y + _f(y, _SELU_A * _SELU_L))  # NNlib deriv_selu(Ω)
-
-
-def _celu(x: np.ndarray, a: float) -> np.ndarray:
-    return np.where(x >= 0, x, _f(x, a) * np.expm1(np.minimum(x, 0) / _f(x, a)))
-
-
-def _celu_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray, a: float) -> np.ndarray:
-    return dy * np.where(x >= 0, 1, np.exp(np.minimum(x, 0) / _f(x, a)))
-
-
 _GELU_A = 0.044715
 _GELU_L = float(np.sqrt(2 / np.pi))
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1 + np.tanh(_GELU_L * (x + _GELU_A * x ** 3)))
 
 
 def _gelu_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -393,18 +336,10 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return erf(x).astype(x.dtype, copy=False)
 
 
-def _gelu_erf(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1 + _erf(x / _f(x, math.sqrt(2))))
-
-
 def _gelu_erf_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     cdf = 0.5 * (1 + _erf(x / _f(x, math.sqrt(2))))
     pdf = np.exp(-0.5 * x * x) / _f(x, math.sqrt(2 * math.pi))
     return dy * (cdf + x * pdf)
-
-
-def _swish(x: np.ndarray) -> np.ndarray:
-    return x * _sigmoid(x)
 
 
 def _swish_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -412,91 +347,14 @@ def _swish_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return dy * (s + y * (1 - s))  # d(xσ)/dx = σ + xσ(1-σ) = σ + y(1-σ)
 
 
-def _hardsigmoid(x: np.ndarray) -> np.ndarray:
-    return np.clip((x + 3) / _f(x, 6), 0, 1)
-
-
-def _hardsigmoid_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * ((x > -3) & (x < 3)) / _f(x, 6)
-
-
-def _hardswish(x: np.ndarray) -> np.ndarray:
-    return x * _hardsigmoid(x)
-
-
-def _hardswish_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * (_hardsigmoid(x) + x * ((x > -3) & (x < 3)) / _f(x, 6))
-
-
-def _hardtanh(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, -1, 1)
-
-
-def _hardtanh_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * ((x > -1) & (x < 1))
-
-
-def _relu6(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, 0, 6)
-
-
-def _relu6_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * ((x > 0) & (x < 6))
-
-
-def _softplus(x: np.ndarray) -> np.ndarray:
-    return np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0)
-
-
-def _softplus_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * _sigmoid(x)
-
-
-def _softsign(x: np.ndarray) -> np.ndarray:
-    return x / (1 + np.abs(x))
-
-
-def _softsign_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    d = 1 + np.abs(x)
-    return dy / (d * d)
-
-
-def _logsigmoid(x: np.ndarray) -> np.ndarray:
-    return -_softplus(-x)
-
-
-def _logsigmoid_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * _sigmoid(-x)
-
-
-def _logcosh(x: np.ndarray) -> np.ndarray:
-    return x + _softplus(-2 * x) - _f(x, math.log(2))
-
-
-def _logcosh_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return dy * np.tanh(x)
-
-
-def _mish(x: np.ndarray) -> np.ndarray:
-    return x * np.tanh(_softplus(x))
-
-
 def _mish_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     t = np.tanh(_softplus(x))
     return dy * (t + x * (1 - t * t) * _sigmoid(x))
 
 
-def _lisht(x: np.ndarray) -> np.ndarray:
-    return x * np.tanh(x)
-
-
 def _lisht_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     t = np.tanh(x)
     return dy * (t + x * (1 - t * t))
-
-
-def _tanhshrink(x: np.ndarray) -> np.ndarray:
-    return x - np.tanh(x)
 
 
 def _tanhshrink_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -509,46 +367,20 @@ def _softshrink(x: np.ndarray, lam: float) -> np.ndarray:
     return np.where(x >= lam, x - lam, np.where(x <= -lam, x + lam, _f(x, 0)))
 
 
-def _softshrink_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray, lam: float) -> np.ndarray:
-    return dy * (np.abs(x) > lam)
-
-
-def _trelu(x: np.ndarray, theta: float) -> np.ndarray:
-    return np.where(x <= _f(x, theta), _f(x, 0), x)
-
-
-def _trelu_grad(x: np.ndarray, y: np.ndarray, dy: np.ndarray, theta: float) -> np.ndarray:
-    return dy * (x > theta)
-
-
 # ---- ONNX translations (standard ops at opset 17; compositions where ONNX has no single op) ---------------
-def _onnx_swish(g: Any, x: str) -> str:
-    return _n(g, "Mul", x, _n(g, "Sigmoid", x))
-
-
-def _onnx_lisht(g: Any, x: str) -> str:
-    return _n(g, "Mul", x, _n(g, "Tanh", x))
-
-
-def _onnx_mish(g: Any, x: str) -> str:           # ONNX Mish is opset 18
-    return _n(g, "Mul", x, _n(g, "Tanh", _n(g, "Softplus", x)))
-
-
-def _onnx_logsigmoid(g: Any, x: str) -> str:     # -softplus(-x)
-    return _n(g, "Neg", _n(g, "Softplus", _n(g, "Neg", x)))
+def _onnx_x_times(*ops: str) -> OnnxFn:
+    """``x * op1(op2(...(x)))`` (swish, lisht, mish: ONNX's Mish is opset 18)."""
+    def build(g: Any, x: str) -> str:
+        inner = x
+        for op in reversed(ops):
+            inner = _n(g, op, inner)
+        return _n(g, "Mul", x, inner)
+    return build
 
 
 def _onnx_logcosh(g: Any, x: str) -> str:        # x + softplus(-2x) - log 2
     sp = _n(g, "Softplus", _n(g, "Mul", x, _c(g, -2.0)))
     return _n(g, "Sub", _n(g, "Add", x, sp), _c(g, math.log(2)))
-
-
-def _onnx_tanhshrink(g: Any, x: str) -> str:     # x - tanh(x)
-    return _n(g, "Sub", x, _n(g, "Tanh", x))
-
-
-def _onnx_trelu(g: Any, x: str, theta: float) -> str:  # x * (x > θ)
-    return _n(g, "Mul", x, _n(g, "Cast", _n(g, "Greater", x, _c(g, theta)), to=1))
 
 
 def _onnx_gelu_tanh(g: Any, x: str) -> str:
@@ -569,55 +401,78 @@ def _onnx_clip(lo: float, hi: float) -> OnnxFn:
     return lambda g, x: g.node("Clip", [x, _c(g, lo), _c(g, hi)], prefix="act")[0]
 
 
-relu = Activation("relu", _relu, _relu_grad, _op("Relu"))
+def _onnx_alpha(op: str) -> OnnxFn:
+    """An ONNX op whose attribute ``alpha`` carries NNlib's parameter (LeakyRelu, Elu, Celu)."""
+    return lambda g, x, a: _n(g, op, x, alpha=float(a))
+
+
+relu = Activation("relu", lambda x: np.maximum(x, 0), lambda x, y, dy: dy * (x > 0), _op("Relu"))  # relu'(0) = 0
 sigmoid = Activation("σ", _sigmoid, _sigmoid_grad, _op("Sigmoid"))  # Julia prints sigmoid as σ (sigmoid === σ)
 σ = sigmoid
-sigmoid_fast = Activation("sigmoid_fast", _sigmoid_fast, _sigmoid_grad, _op("Sigmoid"))
-hardsigmoid = Activation("hardσ", _hardsigmoid, _hardsigmoid_grad, _op("HardSigmoid", alpha=1 / 6, beta=0.5))
+sigmoid_fast = Activation("sigmoid_fast",
+                          lambda x: np.where(x > 40, _f(x, 1), np.where(x < -80, _f(x, 0), _sigmoid(x))),
+                          _sigmoid_grad, _op("Sigmoid"))
+hardsigmoid = Activation("hardσ", _hardsigmoid, lambda x, y, dy: dy * ((x > -3) & (x < 3)) / _f(x, 6),
+                         _op("HardSigmoid", alpha=1 / 6, beta=0.5))
 hardσ = hardsigmoid
-logsigmoid = Activation("logσ", _logsigmoid, _logsigmoid_grad, _onnx_logsigmoid)
+logsigmoid = Activation("logσ", lambda x: -_softplus(-x), lambda x, y, dy: dy * _sigmoid(-x),
+                        lambda g, x: _n(g, "Neg", _n(g, "Softplus", _n(g, "Neg", x))))  # -softplus(-x)
 logσ = logsigmoid
 tanh = Activation("tanh", np.tanh, _tanh_grad, _op("Tanh"))
 tanh_fast = Activation("tanh_fast", _tanh_fast, _tanh_grad, _op("Tanh"))
-hardtanh = Activation("hardtanh", _hardtanh, _hardtanh_grad, _onnx_clip(-1.0, 1.0))
-softmax = Activation("softmax", _softmax, _softmax_grad, _op("Softmax", axis=-1))
-logsoftmax = Activation("logsoftmax", _logsoftmax, _logsoftmax_grad, _op("LogSoftmax", axis=-1))
-leakyrelu = Activation("leakyrelu", _leakyrelu, _leakyrelu_grad,
-                       lambda g, x, a: _n(g, "LeakyRelu", x, alpha=float(a)), defaults=(0.01,))
-relu6 = Activation("relu6", _relu6, _relu6_grad, _onnx_clip(0.0, 6.0))
+hardtanh = Activation("hardtanh", lambda x: np.clip(x, -1, 1), lambda x, y, dy: dy * ((x > -1) & (x < 1)),
+                      _onnx_clip(-1.0, 1.0))
+softmax = Activation("softmax", _softmax, lambda x, y, dy: y * (dy - (dy * y).sum(axis=-1, keepdims=True)),
+                     _op("Softmax", axis=-1))
+logsoftmax = Activation("logsoftmax", _logsoftmax, lambda x, y, dy: dy - np.exp(y) * dy.sum(axis=-1, keepdims=True),
+                        _op("LogSoftmax", axis=-1))
+leakyrelu = Activation("leakyrelu", lambda x, a: np.where(x > 0, x, _f(x, a) * x),
+                       lambda x, y, dy, a: dy * np.where(x > 0, 1, a).astype(dy.dtype, copy=False),
+                       _onnx_alpha("LeakyRelu"), defaults=(0.01,))
+relu6 = Activation("relu6", lambda x: np.clip(x, 0, 6), lambda x, y, dy: dy * ((x > 0) & (x < 6)),
+                   _onnx_clip(0.0, 6.0))
 rrelu = Activation("rrelu", _rrelu, _rrelu_grad, None, defaults=(1 / 8, 1 / 3))
-elu = Activation("elu", _elu, _elu_grad, lambda g, x, a: _n(g, "Elu", x, alpha=float(a)), defaults=(1.0,))
-selu = Activation("selu", _selu, _selu_grad, _op("Selu", alpha=_SELU_A, gamma=_SELU_L))
-celu = Activation("celu", _celu, _celu_grad, lambda g, x, a: _n(g, "Celu", x, alpha=float(a)), defaults=(1.0,))
-gelu = Activation("gelu", _gelu, _gelu_grad, _onnx_gelu_tanh)
+elu = Activation("elu", lambda x, a: np.where(x >= 0, x, _f(x, a) * np.expm1(np.minimum(x, 0))),
+                 lambda x, y, dy, a: dy * np.where(y >= 0, 1, y + _f(y, a)),  # NNlib deriv_elu(Ω, α)
+                 _onnx_alpha("Elu"), defaults=(1.0,))
+selu = Activation("selu", lambda x: _f(x, _SELU_L) * np.where(x > 0, x, _f(x, _SELU_A) * np.expm1(np.minimum(x, 0))),
+                  lambda x, y, dy: dy * np.where(y > 0, _f(y, _SELU_L), y + _f(y, _SELU_A * _SELU_L)),  # deriv_selu(Ω)
+                  _op("Selu", alpha=_SELU_A, gamma=_SELU_L))
+celu = Activation("celu", lambda x, a: np.where(x >= 0, x, _f(x, a) * np.expm1(np.minimum(x, 0) / _f(x, a))),
+                  lambda x, y, dy, a: dy * np.where(x >= 0, 1, np.exp(np.minimum(x, 0) / _f(x, a))),
+                  _onnx_alpha("Celu"), defaults=(1.0,))
+gelu = Activation("gelu", lambda x: 0.5 * x * (1 + np.tanh(_GELU_L * (x + _GELU_A * x ** 3))), _gelu_grad,
+                  _onnx_gelu_tanh)
 gelu_tanh = gelu                      # NNlib 0.9: const gelu = gelu_tanh
-gelu_erf = Activation("gelu_erf", _gelu_erf, _gelu_erf_grad, _onnx_gelu_erf)
-swish = Activation("swish", _swish, _swish_grad, _onnx_swish)
-hardswish = Activation("hardswish", _hardswish, _hardswish_grad, _op("HardSwish"))
-lisht = Activation("lisht", _lisht, _lisht_grad, _onnx_lisht)
-mish = Activation("mish", _mish, _mish_grad, _onnx_mish)
-softplus = Activation("softplus", _softplus, _softplus_grad, _op("Softplus"))
-softsign = Activation("softsign", _softsign, _softsign_grad, _op("Softsign"))
-logcosh = Activation("logcosh", _logcosh, _logcosh_grad, _onnx_logcosh)
-tanhshrink = Activation("tanhshrink", _tanhshrink, _tanhshrink_grad, _onnx_tanhshrink)
-softshrink = Activation("softshrink", _softshrink, _softshrink_grad,
+gelu_erf = Activation("gelu_erf", lambda x: 0.5 * x * (1 + _erf(x / _f(x, math.sqrt(2)))), _gelu_erf_grad,
+                      _onnx_gelu_erf)
+swish = Activation("swish", lambda x: x * _sigmoid(x), _swish_grad, _onnx_x_times("Sigmoid"))
+hardswish = Activation("hardswish", lambda x: x * _hardsigmoid(x),
+                       lambda x, y, dy: dy * (_hardsigmoid(x) + x * ((x > -3) & (x < 3)) / _f(x, 6)),
+                       _op("HardSwish"))
+lisht = Activation("lisht", lambda x: x * np.tanh(x), _lisht_grad, _onnx_x_times("Tanh"))
+mish = Activation("mish", lambda x: x * np.tanh(_softplus(x)), _mish_grad, _onnx_x_times("Tanh", "Softplus"))
+softplus = Activation("softplus", _softplus, lambda x, y, dy: dy * _sigmoid(x), _op("Softplus"))
+softsign = Activation("softsign", lambda x: x / (1 + np.abs(x)), lambda x, y, dy: dy / np.square(1 + np.abs(x)),
+                      _op("Softsign"))
+logcosh = Activation("logcosh", lambda x: x + _softplus(-2 * x) - _f(x, math.log(2)),
+                     lambda x, y, dy: dy * np.tanh(x), _onnx_logcosh)
+tanhshrink = Activation("tanhshrink", lambda x: x - np.tanh(x), _tanhshrink_grad,
+                        lambda g, x: _n(g, "Sub", x, _n(g, "Tanh", x)))  # x - tanh(x)
+softshrink = Activation("softshrink", _softshrink, lambda x, y, dy, lam: dy * (np.abs(x) > lam),
                         lambda g, x, lam: _n(g, "Shrink", x, bias=float(lam), lambd=float(lam)), defaults=(0.5,))
-trelu = Activation("trelu", _trelu, _trelu_grad, _onnx_trelu, defaults=(1.0,))
+trelu = Activation("trelu", lambda x, theta: np.where(x <= _f(x, theta), _f(x, 0), x),
+                   lambda x, y, dy, theta: dy * (x > theta),
+                   lambda g, x, theta: _n(g, "Mul", x, _n(g, "Cast", _n(g, "Greater", x, _c(g, theta)), to=1)),
+                   defaults=(1.0,))  # x * (x > θ)
 thresholdrelu = trelu
 identity = Activation("identity", lambda x: x, lambda x, y, dy: dy, lambda g, x: x)
 register_layer(Activation)
 
-#: every name (incl. NNlib's aliases) -> activation; the parser and checkpoint loader resolve names here
-ACTIVATIONS: dict[str, Activation] = {
-    "relu": relu, "σ": sigmoid, "sigmoid": sigmoid, "sigmoid_fast": sigmoid_fast, "hardσ": hardsigmoid,
-    "hardsigmoid": hardsigmoid, "logσ": logsigmoid, "logsigmoid": logsigmoid, "tanh": tanh,
-    "tanh_fast": tanh_fast, "hardtanh": hardtanh, "softmax": softmax, "logsoftmax": logsoftmax,
-    "leakyrelu": leakyrelu, "relu6": relu6, "rrelu": rrelu, "elu": elu, "selu": selu, "celu": celu,
-    "gelu": gelu, "gelu_tanh": gelu, "gelu_erf": gelu_erf, "swish": swish, "hardswish": hardswish,
-    "lisht": lisht, "mish": mish, "softplus": softplus, "softsign": softsign, "logcosh": logcosh,
-    "tanhshrink": tanhshrink, "softshrink": softshrink, "trelu": trelu, "thresholdrelu": trelu,
-    "identity": identity,
-}
+#: every name (incl. NNlib's aliases) -> activation; the parser and checkpoint loader resolve names here. The
+#: names are this module's: each activation and alias above is bound under exactly its NNlib name
+ACTIVATIONS: dict[str, Activation] = {k: v for k, v in globals().items() if isinstance(v, Activation)}
+__all__ = ["Activation", "ACTIVATIONS", "get_activation", *ACTIVATIONS]
 _BASE.update({a.name: a for a in ACTIVATIONS.values()})
 
 

@@ -33,6 +33,7 @@ class Chain(Layer):
     flux_name = "Chain"
     flux_fields = {"layers": "layers"}
     container = True
+    structured = "sequential"     # structured pruning traces data through the children in order
     input_grad_optional = True
 
     def __init__(self, *layers: Any, **named: Any) -> None:
@@ -139,13 +140,6 @@ class Chain(Layer):
             for name, arr in layer.params().items():
                 out[f"{path}.{name}"] = arr
         return out
-
-    def _dtype(self) -> np.dtype:
-        for _, layer in self.walk():
-            ps = layer.params()
-            if ps:
-                return next(iter(ps.values())).dtype
-        return np.dtype(np.float32)
 
     def output_shape(self, in_shape: tuple) -> tuple:
         """Per-sample output shape; a mismatch raises ``ValueError`` naming the layer by its Flux path."""

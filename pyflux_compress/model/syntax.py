@@ -303,20 +303,7 @@ class _Parser:
         if tok.kind == "op" and tok.text == "(":
             return self.tuple_()
         if tok.kind == "op" and tok.text == "[":        # a Vector, e.g. Flux's Chain([Dense(...), ...])
-            self.next()
-            items: list[Any] = []
-            while not self.is_op("]"):
-                if self.peek().kind == "end":
-                    raise self.error(f"unclosed '[' opened at position {tok.pos}")
-                items.append(self.expr())
-                if self.is_op(","):
-                    self.next()
-                elif self.peek().kind == "end":
-                    raise self.error(f"unclosed '[' opened at position {tok.pos}")
-                elif not self.is_op("]"):
-                    raise self.error("expected ',' or ']'")
-            self.expect("]")
-            return items
+            return self.items("[", "]")[0]
         if tok.kind == "name":
             name = self.qualified_name()
             if name == "true":
@@ -342,23 +329,27 @@ class _Parser:
                                   self.text, tok.pos, ".".join(parts))
         return parts[-1]
 
-    def tuple_(self) -> Any:
-        open_tok = self.expect("(")
+    def items(self, opener: str, closer: str) -> tuple[list[Any], bool]:
+        """Comma-separated expressions from ``opener`` to ``closer``; also whether a comma ended the list."""
+        open_tok = self.expect(opener)
         items: list[Any] = []
         trailing_comma = False
-        while not self.is_op(")"):
+        while not self.is_op(closer):
             if self.peek().kind == "end":
-                raise self.error("unclosed '(' opened at position %d" % open_tok.pos)
+                raise self.error(f"unclosed '{opener}' opened at position {open_tok.pos}")
             items.append(self.expr())
-            trailing_comma = False
-            if self.is_op(","):
+            trailing_comma = self.is_op(",")
+            if trailing_comma:
                 self.next()
-                trailing_comma = True
             elif self.peek().kind == "end":
-                raise self.error("unclosed '(' opened at position %d" % open_tok.pos)
-            elif not self.is_op(")"):
-                raise self.error("expected ',' or ')'")
-        self.expect(")")
+                raise self.error(f"unclosed '{opener}' opened at position {open_tok.pos}")
+            elif not self.is_op(closer):
+                raise self.error(f"expected ',' or '{closer}'")
+        self.expect(closer)
+        return items, trailing_comma
+
+    def tuple_(self) -> Any:
+        items, trailing_comma = self.items("(", ")")
         if len(items) == 1 and not trailing_comma:
             return items[0]  # plain parentheses
         return tuple(items)
@@ -417,11 +408,9 @@ class _Parser:
     def layer(self, v: Any) -> Any:
         if hasattr(v, "forward"):
             return v
-        if isinstance(v, Lambda):
-            return _lambda_activation(v, self)
+        if isinstance(v, Lambda) or (isinstance(v, Name) and v.name in ACTIVATIONS):
+            return self.activation(v)
         if isinstance(v, Name):
-            if v.name in ACTIVATIONS:
-                return ACTIVATIONS[v.name]
             cls = registry.by_name(v.name)
             if cls is not None and getattr(cls, "flux_function", False):
                 return cls.from_syntax(Call(v.name, [], {}, self))

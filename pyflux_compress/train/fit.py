@@ -25,6 +25,7 @@ from ..model.walk import first_weight, modules
 from ..threads import threads_keyword
 from . import losses as _losses
 from .optimisers import Adam
+from .step import Step, train_step
 
 __all__ = ["fit", "predict", "accuracy", "History"]
 
@@ -55,13 +56,7 @@ class History:
     def __repr__(self) -> str:
         if not self.loss:
             return "History(0 epochs)"
-        parts = [f"loss {self.loss[-1]:.4f}"]
-        if self.accuracy:
-            parts.append(f"accuracy {self.accuracy[-1]:.4f}")
-        if self.val_loss:
-            parts.append(f"val_loss {self.val_loss[-1]:.4f}")
-        if self.val_accuracy:
-            parts.append(f"val_accuracy {self.val_accuracy[-1]:.4f}")
+        parts = [f"{k} {v[-1]:.4f}" for k, v in self.as_dict().items() if v and k != "seconds"]
         parts.append(f"{sum(self.seconds) / len(self.seconds):.2f} s/epoch")
         return f"History({self.epochs} epoch{'s' if self.epochs != 1 else ''}; last: {', '.join(parts)})"
 
@@ -267,6 +262,7 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n) if shuffle else None
         masks = mask_targets(model)
+        step_of = Step(model, loss_fn, opt, backward_kw)  # arrays may have been replaced between epochs
         bar = progress_bar(progress, steps_per_epoch, f"epoch {epoch}/{epochs}")
         loss_sum, correct = 0.0, 0
         postfix_every = max(1, steps_per_epoch // 50)
@@ -281,7 +277,9 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
             if pruning is not None:
                 pruning.on_step(model, step)
                 masks = mask_targets(model)  # the hook may have changed masks or replaced arrays
-            out, value = _train_step(model, xb, yb, loss_fn, opt, masks, rng, backward_kw)
+                step_of = Step(model, loss_fn, opt, backward_kw)
+            out, value = train_step(step_of, xb, yb, rng)  # the backend's kernel: forward, backward, update
+            apply_masks(masks)
             step += 1
 
             loss_sum += value * (hi - lo)
@@ -304,33 +302,13 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
             history.val_loss.append(float(loss_fn(vout, yv)))
             if _has_classes(yv):
                 history.val_accuracy.append(_accuracy_of(vout, yv))
-        if bar is not None:
-            post = {"loss": f"{history.loss[-1]:.4f}"}
-            if history.accuracy:
-                post["acc"] = f"{history.accuracy[-1]:.4f}"
-            if validation is not None:
-                post["val_loss"] = f"{history.val_loss[-1]:.4f}"
-                if history.val_accuracy:
-                    post["val_acc"] = f"{history.val_accuracy[-1]:.4f}"
-            bar.set_postfix(post)
+        if bar is not None:  # the epoch's figures: loss, acc, val_loss, val_acc (those measured)
+            short = {"loss": "loss", "accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
+            bar.set_postfix({short[k]: f"{v[-1]:.4f}" for k, v in history.as_dict().items() if k in short and v})
             bar.close()
         if any([cb(epoch, history) is False for cb in callbacks]):
             break
     return history
-
-
-def _train_step(model: Any, xb: np.ndarray, yb: np.ndarray, loss_fn: Any, opt: Any,
-                masks: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
-                backward_kw: dict) -> tuple[np.ndarray, float]:
-    """One optimiser step on one batch: forward, loss, backward, update, re-mask. Returns (outputs, loss)."""
-    out, cache = model.forward(xb, train=True, rng=rng)
-    value, dout = loss_fn.value_and_grad(out, yb)
-    _, grads = model.backward(cache, dout, **backward_kw)
-    params = model.params()
-    keys = [k for k in params if grads.get(k) is not None]  # a layer may leave a parameter frozen
-    opt.step([params[k] for k in keys], [grads[k] for k in keys])
-    apply_masks(masks)
-    return out, value
 
 
 def progress_bar(enabled: bool, total: int, desc: str):

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..model.activations import logsoftmax
+
 __all__ = ["Loss", "CrossEntropy", "LogitCrossEntropy", "MSE", "KLDivergence", "BinaryCrossEntropy",
            "crossentropy", "logitcrossentropy", "mse", "kldivergence", "binarycrossentropy", "get", "NAMES"]
 
@@ -27,6 +29,7 @@ class Loss:
     """Base class: a loss is an object with ``name``, ``__call__`` (value) and ``value_and_grad``."""
 
     name: str = "loss"
+    takes_labels = False  # _compute receives int labels as they are (else one-hot rows)
 
     def __call__(self, yhat: Any, target: Any) -> float:
         """The mean loss (a Python float)."""
@@ -35,7 +38,10 @@ class Loss:
     def value_and_grad(self, yhat: Any, target: Any, need_grad: bool = True) -> tuple[float, np.ndarray | None]:
         """``(mean loss, dL/dyhat)``; the gradient has ``yhat``'s shape and dtype (None if not ``need_grad``)."""
         yhat = _as_float_array(yhat)
-        return self._compute(yhat, _as_target(target, yhat, self.name), need_grad)
+        target = _as_target(target, yhat, self.name)
+        if target.dtype.kind == "i" and not self.takes_labels:  # one-hot unless the loss indexes by label
+            target = _onehot(target, yhat.shape[-1], yhat.dtype)
+        return self._compute(yhat, target, need_grad)
 
     def _compute(self, yhat: np.ndarray, target: np.ndarray, need_grad: bool):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -95,11 +101,6 @@ def _xlogx(x: np.ndarray) -> np.ndarray:
         return np.where(x == 0, 0, x * np.log(np.where(x == 0, 1, x)))
 
 
-def _logsoftmax(z: np.ndarray) -> np.ndarray:
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # losses
 
@@ -112,8 +113,6 @@ class CrossEntropy(Loss):
     def _compute(self, yhat, target, need_grad):
         eps = np.finfo(yhat.dtype).eps
         m = _rows(yhat)
-        if target.dtype.kind == "i":
-            target = _onehot(target, yhat.shape[-1], yhat.dtype)
         p = yhat + eps
         with np.errstate(divide="ignore", invalid="ignore"):
             value = -float(np.sum(np.where(target == 0, 0, target * np.log(p)), dtype=np.float64)) / m
@@ -128,10 +127,11 @@ class LogitCrossEntropy(Loss):
     """
 
     name = "logitcrossentropy"
+    takes_labels = True
 
     def _compute(self, yhat, target, need_grad):
         m = _rows(yhat)
-        logp = _logsoftmax(yhat)
+        logp = logsoftmax(yhat)
         if target.dtype.kind == "i":
             picked = np.take_along_axis(logp, target[..., None], axis=-1)
             value = -float(picked.sum(dtype=np.float64)) / m
@@ -154,8 +154,6 @@ class MSE(Loss):
     name = "mse"
 
     def _compute(self, yhat, target, need_grad):
-        if target.dtype.kind == "i":
-            target = _onehot(target, yhat.shape[-1], yhat.dtype)
         diff = yhat - target
         value = float(np.mean(np.square(diff, dtype=np.float64)))
         grad = diff * yhat.dtype.type(2 / max(diff.size, 1)) if need_grad else None
@@ -172,8 +170,6 @@ class KLDivergence(Loss):
     name = "kldivergence"
 
     def _compute(self, yhat, target, need_grad):
-        if target.dtype.kind == "i":
-            target = _onehot(target, yhat.shape[-1], yhat.dtype)
         entropy = float(np.sum(_xlogx(target), dtype=np.float64)) / _rows(yhat)
         ce, grad = CrossEntropy()._compute(yhat, target, need_grad)
         return entropy + ce, grad
@@ -185,8 +181,6 @@ class BinaryCrossEntropy(Loss):
     name = "binarycrossentropy"
 
     def _compute(self, yhat, target, need_grad):
-        if target.dtype.kind == "i":
-            target = _onehot(target, yhat.shape[-1], yhat.dtype)
         eps = np.finfo(yhat.dtype).eps
         p, q = yhat + eps, 1 - yhat + eps
         with np.errstate(divide="ignore", invalid="ignore"):

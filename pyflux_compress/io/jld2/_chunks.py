@@ -15,12 +15,12 @@ from __future__ import annotations
 import bz2
 import io
 import math
-import os
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..._validate import env_int
 from ._hdf5 import UNDEF, Buffer, Cursor, Layout, fail
 
 FILTER_NAMES = {1: "deflate", 2: "shuffle", 3: "fletcher32", 307: "bzip2", 32004: "lz4", 32015: "zstd"}
@@ -55,16 +55,7 @@ class Budget:
 def resolve_max_bytes(max_bytes: int | None) -> int | None:
     """Validate a ``max_bytes`` argument, falling back to ``$PYFLUX_JLD2_MAX_BYTES``; None = the default."""
     if max_bytes is None:
-        env = os.environ.get(MAX_BYTES_ENV)
-        if env is None:
-            return None
-        try:
-            max_bytes = int(env)
-        except ValueError:
-            raise ValueError(f"${MAX_BYTES_ENV} must be an integer number of bytes; got {env!r}") from None
-        if max_bytes < 0:
-            raise ValueError(f"${MAX_BYTES_ENV} must be >= 0; got {env!r}")
-        return max_bytes
+        return env_int(MAX_BYTES_ENV, min=0)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
         raise ValueError(f"max_bytes must be a non-negative int (bytes) or None; got {max_bytes!r}")
     return max_bytes

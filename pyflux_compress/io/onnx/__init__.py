@@ -92,7 +92,10 @@ def export_onnx(model: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPS
         :func:`choose_format`, which returns the measurements; they are also stored in the file's metadata
         ``pyflux_compress.auto``). A float model is quantized for the int8 candidates.
         "qdq": int8 per-channel weights + QuantizeLinear/DequantizeLinear on the calibrated activations, which
-        onnxruntime fuses into integer kernels. "dynamic": DynamicQuantizeLinear + MatMulInteger for Dense
+        onnxruntime fuses into integer kernels. Integer is not always faster: for a Conv+BatchNorm CNN with
+        32/64 filters it is 1.6-1.7x faster than fp32 at batch 256, but with 16/32 filters on 26x26 maps
+        onnxruntime's QLinearConv is about 1.4x *slower* than the float Conv (onnxruntime's own
+        ``quantize_static`` file alike; ``benchmarks/bench_ptq.py``); "auto" measures and keeps fp32 there. "dynamic": DynamicQuantizeLinear + MatMulInteger for Dense
         (what ``onnxruntime.quantization.quantize_dynamic`` writes; Conv weight-only). "fp32" of a
         QuantizedChain writes its dequantized weights. Details and speed notes: ``_quant.py``, docs/deployment.md.
     sparse : bool

@@ -119,7 +119,8 @@ class GraphBuilder:
         if allow_sparse and self.sparse and array.dtype.kind in "fiu" and _sparse_pays_off(array):
             self._sparse_const(name, array)
             return name
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        # np.require keeps a 0-d array 0-d (np.ascontiguousarray would make it (1,): a scalar Gather index)
+        self.initializers.append(numpy_helper.from_array(np.require(array, requirements='C'), name))
         return name
 
     def _sparse_const(self, name: str, array: np.ndarray) -> None:
@@ -154,6 +155,25 @@ class GraphBuilder:
     def rank(self, name: str) -> int:
         """Rank (batch dim included) of tensor ``name``: 2 for ``(N, F)``, 4 for ``(N, C, H, W)``."""
         return self._ranks.get(name, self._ranks[INPUT_NAME])
+
+    def static_dim(self, name: str, axis: int) -> int | None:
+        """Dimension ``axis`` of tensor ``name`` by ONNX shape inference over the graph built so far (None when
+        it is symbolic or unknown). Used by exports that unroll a loop over a fixed sequence length."""
+        import onnx
+        from onnx import TensorProto, helper
+
+        if name == INPUT_NAME:
+            dims = [self.batch_dim, *self.input_shape]
+            return dims[axis] if isinstance(dims[axis], (int, np.integer)) else None
+        x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [self.batch_dim, *self.input_shape])
+        y = helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        graph = helper.make_graph(self.nodes, "probe", [x], [y], initializer=self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        out = onnx.shape_inference.infer_shapes(model).graph.output[0].type.tensor_type
+        if not out.HasField("shape") or len(out.shape.dim) <= axis:
+            return None
+        d = out.shape.dim[axis]
+        return int(d.dim_value) if d.HasField("dim_value") else None
 
     def apply(self, op: str, *extra_inputs: str, prefix: str | None = None, **attrs) -> str:
         """``current = op(current, *extra_inputs, **attrs)``; returns the new current tensor name."""

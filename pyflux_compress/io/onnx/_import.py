@@ -1,6 +1,6 @@
-"""Read a chain-shaped ONNX model back into a Flux-style ``Chain``.
+"""Read an ONNX model back into a Flux-style ``Chain``, branches included.
 
-Supported ONNX ops (one input tensor flowing through; weights are initializers or ``Constant`` nodes):
+Supported ONNX ops (one graph input; weights are initializers or ``Constant`` nodes):
 
 =====================================  ==========================================================
 ONNX                                   Flux layer
@@ -19,6 +19,11 @@ LeakyRelu Elu Gelu(tanh)               as Flux writes ``Dense(784 => 128, relu)`
 x*Sigmoid(x), composed tanh-gelu       swish, gelu (the patterns our exporter writes)
 Dropout, Identity                      dropped
 =====================================  ==========================================================
+
+Forks (a tensor read by several nodes) are read up to their join (the first node after which one tensor is live
+again): ``Add``/``Concat`` reading the fork tensor itself -> ``SkipConnection(inner, + or cat)``; ``Sum``/``Add``/
+``Concat`` of branch outputs -> ``Parallel``; otherwise an activation pattern or a layer's ``from_onnx_region``
+hook (LayerNorm, MultiHeadAttention). Branches are read recursively with the same walker.
 
 This covers what ``torch.onnx.export(..., dynamo=False)`` writes for an ``nn.Sequential`` of
 Linear/ReLU/Conv2d/MaxPool2d/Flatten. Anything else raises ``ValueError`` naming the node and the supported ops. Each op is read by the ``from_onnx``
@@ -224,7 +229,8 @@ def import_onnx(path: str | os.PathLike, *, max_bytes: int | None = None):
     where = os.fspath(path)
     try:
         return chain_from_proto(model, where=where)
-    except (IndexError, KeyError, TypeError, OverflowError, MemoryError, AttributeError) as err:
+    except (IndexError, KeyError, TypeError, OverflowError, MemoryError, AttributeError, ZeroDivisionError,
+            RecursionError) as err:   # RecursionError: branches nested deeper than Python's stack
         # a hostile graph (odd attribute types, indices out of range) must not escape as a raw traceback
         raise OnnxLoadError(f"{where}: cannot read the graph ({type(err).__name__}: {err})") from None
 
@@ -242,9 +248,23 @@ def chain_from_proto(model: Any, where: str = "model"):
     if len(inputs) != 1 or len(g.output) != 1:
         raise ValueError(f"{where}: only single-input single-output chain graphs import; "
                          f"inputs {inputs}, outputs {[o.name for o in g.output]}")
-    reader = _ChainReader(nodes, consts, inputs[0], where)
+    reader = _ChainReader(nodes, consts, inputs[0], where, shapes=_tensor_shapes(model))
     layers = reader.read(g.output[0].name)
     return Chain(*_fold_activations(layers))
+
+
+def _tensor_shapes(model: Any) -> dict[str, tuple]:
+    """Shape (None for a symbolic dim) of every tensor ONNX shape inference can tell: Concat axes -> Flux dims
+    need the rank; {} if inference fails."""
+    import onnx
+
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - a graph shape inference cannot follow still imports as far as it can
+        return {}
+    return {vi.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim)
+            for vi in (*g.input, *g.value_info, *g.output)
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")}
 
 
 def _fold_constants(nodes: list, consts: dict[str, np.ndarray]) -> list:
@@ -305,16 +325,19 @@ def _densify(st: Any, where: str = "model") -> np.ndarray:
 class _ChainReader:
     """Walks the nodes from the graph input to the output, one layer at a time."""
 
-    def __init__(self, nodes: list, consts: dict[str, np.ndarray], x: str, where: str):
+    def __init__(self, nodes: list, consts: dict[str, np.ndarray], x: str, where: str,
+                 shapes: dict[str, tuple] | None = None):
         self.nodes = nodes
         self.consts = consts
         self.current = x
         self.where = where
+        self.shapes = shapes or {}
+        self.allowed: set[int] | None = None     # ids of the nodes the current branch may read (None: all)
         self.consumers: dict[str, list] = {}
         for n in nodes:
             if n.op_type == "Constant":
                 self.consts[n.output[0]] = _constant_value(n)
-            for i in n.input:
+            for i in dict.fromkeys(n.input):      # Mul(x, x) consumes x once
                 self.consumers.setdefault(i, []).append(n)
         self.order = {id(n): k for k, n in enumerate(nodes)}
 
@@ -348,8 +371,30 @@ class _ChainReader:
                 return self.consts[other]
         return None
 
+    def consumers_of(self, tensor: str) -> list:
+        """The nodes of the current branch that read ``tensor``'s values. A Shape consumer reads only the
+        tensor's shape (PyTorch builds an RNN's zero initial state as Shape -> ... -> ConstantOfShape): not a
+        data path, and no fork; the layer using it checks what it built."""
+        return [n for n in self.consumers.get(tensor, []) if n.op_type not in ("Constant", "Shape")
+                and (self.allowed is None or id(n) in self.allowed)]
+
+    def follow(self, tensor: str, op: str) -> Any:
+        """The node reading ``tensor`` if it is the only reader and of type ``op``, else None (for hooks that
+        take the nodes after a region, e.g. LayerNorm's scale ``Mul``/``Add``)."""
+        cons = self.consumers_of(tensor)
+        return cons[0] if len(cons) == 1 and cons[0].op_type == op else None
+
+    def shape(self, tensor: str) -> tuple | None:
+        """Shape of ``tensor`` (batch included; None for symbolic dims) from ONNX shape inference, or None."""
+        return self.shapes.get(tensor)
+
+    def rank(self, tensor: str) -> int | None:
+        """Rank of ``tensor`` (batch included) from ONNX shape inference, None if unknown."""
+        shape = self.shapes.get(tensor)
+        return None if shape is None else len(shape)
+
     def _next(self) -> list:
-        return [n for n in self.consumers.get(self.current, []) if n.op_type != "Constant"]
+        return self.consumers_of(self.current)
 
     # -- walk --------------------------------------------------------------------------------------
     def read(self, output: str) -> list:
@@ -364,8 +409,8 @@ class _ChainReader:
             nxt = self._next()
             if not nxt:
                 raise ValueError(f"{self.where}: tensor {self.current!r} is not consumed and is not the output")
-            if len(nxt) > 1:  # x feeds several nodes: an activation written as a small subgraph
-                layers.append(self._pattern(nxt))
+            if len(nxt) > 1:  # x feeds several nodes: a fork (branches, or a layer written as a subgraph)
+                layers.extend(self._fork(nxt))
                 continue
             node = nxt[0]
             classes = registry.by_onnx_op(node.op_type)
@@ -378,31 +423,131 @@ class _ChainReader:
                 layers.append(layer)
         return layers
 
-    def _pattern(self, consumers: list):
-        """A multi-consumer region (x used by several nodes) that closes on one tensor: swish or composed gelu."""
+    # -- forks: branches that meet again (SkipConnection, Parallel) or a layer written as a subgraph ------------
+    def _regions(self, consumers: list) -> Iterator[list]:
+        """Growing regions from the fork at ``self.current``: each time a single tensor is live again (every path
+        from the fork has met: a join), the nodes so far, in graph order. The smallest one some reading
+        recognises wins (LayerNorm's subgraph has two such points, Sub and Div)."""
         start = min(self.order[id(n)] for n in consumers)
         live = {self.current}
         region: list = []
+        inside: set[int] = set()
         for n in self.nodes[start:]:
-            if not any(i in live for i in n.input):
+            if (self.allowed is not None and id(n) not in self.allowed) or n.op_type == "Shape" \
+                    or not any(i in live for i in n.input):
                 continue
             region.append(n)
+            inside.add(id(n))
             live.update(n.output)
             out = n.output[0]
-            open_ = [t for t in live if t != out and any(c not in region for c in self.consumers.get(t, []))]
-            if not open_:
-                break
+            if not [t for t in live if t != out and any(id(c) not in inside for c in self.consumers_of(t))]:
+                yield list(region)
+                live = {out}       # past a join only its output can lead on
+
+    def _fork(self, consumers: list) -> list:
+        """Layers for the region starting at a tensor read by several nodes: ``SkipConnection`` (the join reads
+        the fork tensor itself), ``Parallel`` (the join reads only branch outputs), an activation pattern (swish,
+        tanh-gelu) or a layer whose ``from_onnx_region`` hook recognises the subgraph (LayerNorm,
+        MultiHeadAttention)."""
+        tried: list = []
+        for region in self._regions(consumers):
+            found = self._recognise(region)
+            if found is not None:
+                return found
+            tried = region
+        raise ValueError(f"{self.where}: the subgraph {[n.op_type for n in tried][:40]} after tensor "
+                         f"{self.current!r} is not a supported pattern (SkipConnection, Parallel, swish, "
+                         f"tanh-gelu, LayerNorm, MultiHeadAttention); supported ops: {supported_ops()}")
+
+    def _recognise(self, region: list) -> list | None:
+        join = region[-1]
+        if join.op_type in ("Add", "Sum", "Concat") and len(join.input) >= 2 and len(region) > 1:
+            layer = self._container(region)
+            if layer is not None:
+                return [layer]
+        act = self._activation_pattern(region)
+        if act is not None:
+            self.current = region[-1].output[0]
+            return [act]
+        for cls in registry.registered():
+            hook = getattr(cls, "from_onnx_region", None)
+            found = hook(region, self) if hook is not None else None
+            if found is not None:
+                layers, self.current = found
+                return list(layers)
+        return None
+
+    def _connection(self, join: Any) -> Any:
+        from ...model.connection import Connection
+
+        if join.op_type != "Concat":
+            return Connection("+")
+        rank = self.rank(join.output[0])
+        axis = int(self.attrs(join).get("axis", 1))
+        if rank is None:
+            raise self.error(join, "the rank of the concatenated tensors is unknown (ONNX shape inference failed)")
+        axis = axis + rank if axis < 0 else axis
+        if not 1 <= axis < rank:
+            raise self.error(join, f"Concat along axis {axis} of a rank-{rank} tensor (the batch axis?)")
+        return Connection("cat", rank - axis)       # numpy axis a of rank r is Flux dim r - a
+
+    def _container(self, region: list) -> Any:
+        """``SkipConnection``/``Parallel`` for a region whose join is ``Add``/``Sum``/``Concat``; None if the
+        branches are not separable (then the region is some layer's own subgraph)."""
+        from ...model.layers.parallel import Parallel
+        from ...model.layers.skipconnection import SkipConnection
+
+        x, join, body = self.current, region[-1], region[:-1]
+        ins = list(join.input)
+        branches = [self._ancestors(t, body) for t in ins]
+        claimed = [i for b in branches for i in b]
+        if len(claimed) != len(set(claimed)) or len(set(claimed)) != len(body):
+            return None                                  # shared nodes or nodes outside every branch
+        conn = self._connection(join)
+        if x in ins and len(ins) == 2 and ins[1] == x and ins[0] != x and (join.op_type != "Sum"):
+            layer = SkipConnection(self._branch(x, ins[0], branches[0]), conn)
+        elif x in ins and conn.kind == "+" and len(ins) == 2 and join.op_type == "Add":
+            layer = SkipConnection(self._branch(x, ins[1 - ins.index(x)], branches[1 - ins.index(x)]), conn)
+        else:
+            layer = Parallel(conn, *[self._branch(x, t, b) for t, b in zip(ins, branches)])
+        self.current = join.output[0]
+        return layer
+
+    def _ancestors(self, tensor: str, body: list) -> set[int]:
+        """Ids of the ``body`` nodes that ``tensor`` depends on."""
+        producer = {o: n for n in body for o in n.output}
+        seen: set[int] = set()
+        todo = [tensor]
+        while todo:
+            n = producer.get(todo.pop())
+            if n is not None and id(n) not in seen:
+                seen.add(id(n))
+                todo.extend(n.input)
+        return seen
+
+    def _branch(self, x: str, out: str, nodes: set[int]) -> Any:
+        """Read the branch from ``x`` to ``out`` over ``nodes`` only: one layer as is, several as a Chain, none
+        (``out`` is ``x``) as ``identity``."""
+        from ...model.chain import Chain
+
+        saved = (self.current, self.allowed)
+        self.current, self.allowed = x, nodes
+        try:
+            layers = _fold_activations(self.read(out))
+        finally:
+            self.current, self.allowed = saved
+        if not layers:
+            return identity
+        return layers[0] if len(layers) == 1 else Chain(*layers)
+
+    def _activation_pattern(self, region: list) -> Any:
+        """swish (``x * Sigmoid(x)``) or composed tanh-gelu, as our exporter writes them; else None."""
         ops = sorted(n.op_type for n in region)
         if ops == ["Mul", "Sigmoid"]:
-            act = swish
-        elif ops == ["Add", "Add", "Mul", "Mul", "Mul", "Mul", "Mul", "Mul", "Tanh"] and self._gelu_consts(region):
-            act = gelu
-        else:
-            raise ValueError(f"{self.where}: the subgraph {[n.op_type for n in region]} after tensor "
-                             f"{self.current!r} is not a supported pattern (swish, tanh-gelu); "
-                             f"supported ops: {supported_ops()}")
-        self.current = region[-1].output[0]
-        return act
+            return swish
+        if ops == ["Add", "Add", "Mul", "Mul", "Mul", "Mul", "Mul", "Mul", "Tanh"] and self._gelu_consts(region):
+            return gelu
+        return None
 
     def _gelu_consts(self, region: list) -> bool:
         vals = [float(self.consts[i].reshape(-1)[0]) for n in region for i in n.input

@@ -50,6 +50,8 @@ from ._graph import GraphBuilder
 from ...compression.schemes import get_scheme
 
 QUANTIZED = ("QuantizedDense", "QuantizedConv")
+# wrappers that write their own int8 graph (compression/quantize_sequence.py: their to_onnx) in every format
+SEQUENCE_QUANTIZED = ("QuantizedRecurrent", "QuantizedEmbedding")
 # layers a quantization commutes with (monotone / pure data movement): QDQ can move in front of them
 _COMMUTING = ("MaxPool", "Flatten", "flatten", "Dropout", "AlphaDropout")
 
@@ -63,7 +65,10 @@ def dequantized_emitters() -> dict:
     def conv(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
         emit_conv(b, layer.float_layer, st, where, weight=layer.weight_dequantized())
 
-    return {"QuantizedDense": dense, "QuantizedConv": conv}
+    def sequence(b: GraphBuilder, layer: Any, st: ExportState, where: str) -> None:
+        b.current = layer.dequantize().to_onnx(b, b.current)
+
+    return {"QuantizedDense": dense, "QuantizedConv": conv, **{k: sequence for k in SEQUENCE_QUANTIZED}}
 
 
 def export_view(model: Any) -> Any:
@@ -73,9 +78,9 @@ def export_view(model: Any) -> Any:
     from ...compression.wrapper import WrappedLayer
     from ...model.walk import map_layers, modules
 
-    def plain(layer: Any) -> Any:
+    def plain(layer: Any) -> Any:  # sequence-layer wrappers (QuantizedRecurrent/Embedding) write themselves
         return layer.to_float() if isinstance(layer, WrappedLayer) and not isinstance(layer, QuantizedLayer) \
-            else layer
+            and layer_kind(layer) not in SEQUENCE_QUANTIZED else layer
 
     if not getattr(model, "container", False):
         return plain(model)

@@ -95,3 +95,93 @@ function kernel_distill_loss_grad(zs::AbstractMatrix, pt::AbstractMatrix, y, T::
     r = withgradient(s -> distill_loss(s, p, labels; temperature=T, alpha, loss=Symbol(kind)), z)
     return (r.val, r.grad[1])
 end
+
+"""
+    TrainSession
+
+What `kernel_train_step` keeps between steps for one Python optimiser: the model rebuilt from `arch`, the
+parameter paths it loads, the optimiser rule and its `Optimisers.setup` state. Python holds the session (an
+opaque value) and passes it back; a different `arch`, path list or rule starts a new one.
+"""
+mutable struct TrainSession
+    arch::String
+    names::Vector{String}
+    rule::Tuple
+    model::Any
+    state::Any
+end
+
+"""
+    kernel_train_step(session, arch, names, arrays, x, y, loss, rule) -> (session, loss, ŷ, arrays)
+
+One training step of the model written `arch` in Flux syntax (`model_from_arch`, built once per session):
+copy `arrays` into the model's fields at the Julia paths `names` (`"layers[2].weight"`, `"layers[3].μ"`: the
+Python layers' arrays have the Flux fields' shapes, so an element-wise copy is the right one whatever the
+PyArray's strides), take `Flux.withgradient` of the named `Flux.Losses` loss on the batch `x` (features ×
+batch, or W×H×C×N) against `y` (1-based labels, one-hot over the output's first dim, or a target array), and
+`Optimisers.update!` with `rule = (kind, lr, β1, β2, ϵ, momentum, nesterov, weight_decay)` (`optimiser_rule`).
+Dropout/BatchNorm are in training mode inside `withgradient` (Flux's automatic mode); BatchNorm's running
+statistics are updated and returned with the rest. Returns the session, the loss, the model output and the new
+arrays in the order of `names`. The model output comes out of the same forward pass: the differentiated
+function returns `(loss=…, out=…)`, and `withgradient` takes the gradient of the first field and returns the whole
+value (Zygote.jl PR #1419, merged 2023; documented in Flux 0.16's `withgradient`; an older Zygote would reject
+the NamedTuple, so the resolved Zygote must include it).
+"""
+function kernel_train_step(session, arch::AbstractString, names::Tuple, arrays::Tuple, x::AbstractArray, y,
+                           loss::AbstractString, rule::Tuple)
+    paths = collect(String, names)
+    if !(session isa TrainSession) || session.arch != arch || session.names != paths || session.rule != rule
+        model = model_from_arch(arch)
+        kind, lr, b1, b2, eps, momentum, nesterov, wd = rule
+        opt = optimiser_rule(kind; lr, beta=(b1, b2), eps, momentum, nesterov, weight_decay=wd)
+        session = TrainSession(String(arch), paths, rule, model, setup(opt, model))
+    end
+    model = session.model
+    for (path, a) in zip(paths, arrays)
+        dest = field_at(model, path)
+        size(dest) == size(a) ||
+            throw(DimensionMismatch("train_step: $path is $(size(a)) in Python but $(size(dest)) in $arch"))
+        dest .= a
+    end
+    lossf = train_loss(loss)
+    xb = Array{Float32}(x)
+    r = withgradient(model) do m
+        out = m(xb)
+        (loss=lossf(out, train_target(y, out)), out=out)
+    end
+    session.state, session.model = update!(session.state, model, r.grad[1])
+    return (session, r.val.loss, r.val.out, Tuple(Array(field_at(session.model, p)) for p in paths))
+end
+
+const _TRAIN_LOSSES = Dict("crossentropy" => Flux.Losses.crossentropy,
+                           "logitcrossentropy" => Flux.Losses.logitcrossentropy, "mse" => Flux.Losses.mse,
+                           "kldivergence" => Flux.Losses.kldivergence,
+                           "binarycrossentropy" => Flux.Losses.binarycrossentropy)
+
+train_loss(name::AbstractString) = get(_TRAIN_LOSSES, name) do
+    throw(ArgumentError("train_step: unknown loss \"$name\"; known: $(join(sort!(collect(keys(_TRAIN_LOSSES))), ", "))"))
+end
+
+# Int labels (1-based): one-hot over the output's class dim (Flux dims=1); a single output unit takes the
+# labels 0/1 themselves as targets (pfc.losses' binarycrossentropy rule). Arrays: the targets as they are.
+train_target(y::AbstractVector{<:Integer}, out) =
+    size(out, 1) == 1 ? reshape(Float32.(y .- 1), 1, :) : Float32.(onehotbatch(y, 1:size(out, 1)))
+train_target(y::AbstractArray, out) = Array{Float32}(y)
+
+"""
+    field_at(model, path) -> array
+
+The field at a Julia property path relative to `model`: `"layers[2].weight"` is `model.layers[2].weight`.
+"""
+function field_at(model, path::AbstractString)
+    x = model
+    for seg in split(path, '.')
+        m = match(r"^([^\[\]]+)((?:\[\d+\])*)$", seg)
+        m === nothing && throw(ArgumentError("train_step: bad path \"$path\""))
+        x = getproperty(x, Symbol(m[1]))
+        for i in eachmatch(r"\[(\d+)\]", m[2])
+            x = x[parse(Int, i[1])]
+        end
+    end
+    return x
+end

@@ -13,16 +13,30 @@ using FluxCompress: share_weights, lowrank, distill_loss, distill, save_model, l
 using FluxCompress: model_from_arch, arch_string, corder, rank_for_energy
 using FluxCompress: kernel_magnitude_masks, kernel_nm_mask, kernel_select_units, kernel_quantize_array
 using FluxCompress: kernel_dequantize_array, kernel_kmeans_1d, kernel_svd, kernel_singular_values
-using FluxCompress: kernel_distill_loss_grad
+using FluxCompress: kernel_distill_loss_grad, kernel_train_step, field_at
 import Flux
 using Flux: Chain, Dense, Conv, MaxPool, BatchNorm, flatten, relu, loadmodel!
-using Optimisers: Descent
+using Optimisers: Descent, setup, update!
+using Flux: withgradient, onehotbatch, logitcrossentropy
 using Random: Xoshiro
 
 check(cond::Bool) = @test cond
 check_throws(T::Type, f::Function) = @test_throws T f()
 
 const RNG = Xoshiro(1)
+const FLUX_VERSION = pkgversion(Flux)
+const FIXTURES = joinpath(@__DIR__, "fixtures")
+
+# test/fixtures/archs.txt: (minimum Flux version, model text) per line; `[flux>=0.15] text` needs Flux 0.15
+function arch_lines()
+    out = Tuple{VersionNumber,String}[]
+    for line in readlines(joinpath(FIXTURES, "archs.txt"))
+        (isempty(line) || startswith(line, "#")) && continue
+        m = match(r"^\[flux>=([0-9.]+)\] (.*)$", line)
+        push!(out, m === nothing ? (v"0", String(line)) : (VersionNumber(m[1]), String(m[2])))
+    end
+    return out
+end
 mlp() = Chain(Dense(randn(RNG, Float32, 8, 12), randn(RNG, Float32, 8), relu),
               Dense(randn(RNG, Float32, 6, 8), randn(RNG, Float32, 6), relu),
               Dense(randn(RNG, Float32, 3, 6), zeros(Float32, 3)))
@@ -171,8 +185,11 @@ function test_checkpoints()
           "GlobalMeanPool(), flatten, Dropout(0.5), Dense(4 => 2; bias=false), softmax)"
     check(arch_string(model_from_arch(cnn)) == cnn)
     # A file written by Python's pfc.save (julia/test/fixtures/make_fixture.py)
-    fixtures = joinpath(@__DIR__, "fixtures")
-    for name in ("python_mlp", "python_cnn")
+    fixtures = FIXTURES
+    for name in ("python_mlp", "python_cnn", "python_zoo", "python_seq")
+        # python_seq: Flux >= 0.15 recurrent layers, and LSTM returning only h (0.15.0-0.15.2 returned (h, c),
+        # which a following layer cannot take: Flux PR #2547, fixed in 0.15.3)
+        name == "python_seq" && FLUX_VERSION < v"0.15.3" && continue
         file = joinpath(fixtures, "$name.jld2")
         check(isfile(file))
         isfile(file) || continue
@@ -298,8 +315,8 @@ function test_fixed_defects()
     check(isapprox(dequantize(qc)(x), model(x); rtol=0.1, atol=0.05))
     check(isapprox(qc(x), model(x); rtol=0.1, atol=0.05))
     # 5 and 8: what Python prints parses and prints back (BatchNorm eps as Float32; Dropout p, dims, active)
-    for line in readlines(joinpath(@__DIR__, "fixtures", "archs.txt"))
-        (isempty(line) || startswith(line, "#")) && continue
+    for (needs, line) in arch_lines()
+        FLUX_VERSION >= needs || continue
         check(arch_string(model_from_arch(line)) == line)
     end
     # 6: BatchNorm without affine parameters or statistics (β, γ, μ, σ² are `nothing`) slices cleanly
@@ -317,7 +334,80 @@ function test_fixed_defects()
     end
 end
 
+# The training step kernel against Flux's own loop on the same model (withgradient + Optimisers.update!).
+function test_train_step()
+    arch = "Chain(Dense(4 => 3, relu), BatchNorm(3), Dense(3 => 2))"
+    names = ("layers[1].weight", "layers[1].bias", "layers[2].β", "layers[2].γ", "layers[2].μ", "layers[2].σ²",
+             "layers[3].weight", "layers[3].bias")
+    ref = model_from_arch(arch)
+    arrays = Tuple(randn(RNG, Float32, size(field_at(ref, n))) .^ 2 for n in names)
+    # a C-ordered numpy array arrives as a strided view of the same shape (PyArray): mimic one
+    strided = Tuple(ndims(a) == 2 ? PermutedDimsArray(permutedims(a), (2, 1)) : a for a in arrays)
+    x, y = randn(RNG, Float32, 4, 5), [1, 2, 2, 1, 2]
+    rule = ("sgd", 0.1, 0.9, 0.999, 1e-8, 0.0, false, 0.0)
+    session, loss, out, new = kernel_train_step(nothing, arch, names, strided, x, y, "logitcrossentropy", rule)
+    for (n, a) in zip(names, arrays)
+        field_at(ref, n) .= a
+    end
+    r = withgradient(m -> logitcrossentropy(m(x), onehotbatch(y, 1:2)), ref)
+    update!(setup(Descent(0.1), ref), ref, r.grad[1])
+    check(loss ≈ r.val && size(out) == (2, 5))
+    check(all(new[i] ≈ field_at(ref, n) for (i, n) in enumerate(names)))     # μ, σ² updated too
+    again = kernel_train_step(session, arch, names, new, x, y, "logitcrossentropy", rule)
+    check(again[1] === session)                                             # model and state are reused
+    check_throws(ArgumentError, () -> kernel_train_step(nothing, arch, names, arrays, x, y, "hinge", rule))
+    check_throws(DimensionMismatch, () -> kernel_train_step(nothing, arch, names, reverse(arrays), x, y, "mse", rule))
+end
+
+# Issues 12 and 13: every model string of archs.txt (all layers Python prints) is built, printed back, saved
+# and loaded with the same arrays; the closures and version limits give ArgumentErrors, not MethodErrors.
+_arrays(x::AbstractArray{<:Number}) = Any[x]
+_arrays(x::Union{Tuple,NamedTuple}) = reduce(vcat, (_arrays(v) for v in values(x)); init=Any[])
+_arrays(x) = Any[]
+
+function test_layer_zoo()
+    path = joinpath(mktempdir(), "zoo.jld2")
+    for (needs, text) in arch_lines()
+        FLUX_VERSION >= needs || continue
+        m = model_from_arch(text)
+        check(arch_string(m) == text)
+        save_model(path, m)
+        back = load_model(path)
+        check(arch_string(back) == text)
+        a, b = _arrays(Flux.state(m)), _arrays(Flux.state(back))
+        check(length(a) == length(b) && all(x == y for (x, y) in zip(a, b)))
+        check(keys(load_state(path)) == (:layers,))
+    end
+    # the connections Python prints: +, vcat, hcat and the cat closure (a named callable here)
+    sk = model_from_arch("SkipConnection(Conv((1, 1), 2 => 3), (xs...) -> cat(xs...; dims=3))")
+    x = randn(RNG, Float32, 4, 4, 2, 1)
+    check(sk(x) == cat(sk.layers(x), x; dims=3) && size(sk(x)) == (4, 4, 5, 1))
+    check(Flux.state(sk).connection == ())                        # as Python writes every connection
+    check_throws(ArgumentError, () -> model_from_arch("SkipConnection(Dense(2 => 2), (a, b) -> run(`ls`))"))
+    check_throws(ArgumentError, () -> model_from_arch("SkipConnection(Dense(2 => 2), (xs...) -> cat(xs...; dims=99))"))
+    # named containers and the Upsample mode (a type parameter only)
+    p = model_from_arch("Parallel(+; a = Dense(5 => 2), b = Dense(5 => 2, relu))")
+    check(keys(p.layers) == (:a, :b) && keys(Flux.state(p)) == (:connection, :layers))
+    up = model_from_arch("Upsample(:bilinear, size = (4, 5))")
+    check(size(up(randn(RNG, Float32, 2, 3, 1, 1))) == (4, 5, 1, 1))
+    # field layouts Python writes (tests/test_parity.py pins the same tables against Flux's source)
+    check(keys(Flux.state(model_from_arch("GroupNorm(4, 2)"))) ==
+          (:G, :λ, :β, :γ, :μ, :σ², :ϵ, :momentum, :affine, :track_stats, :active, :chs))
+    check(keys(Flux.state(model_from_arch("MultiHeadAttention(4; nheads=2)"))) ==
+          (:nheads, :q_proj, :k_proj, :v_proj, :attn_drop, :out_proj))
+    check(model_from_arch("LayerNorm(4; eps=0.001)").ϵ === 0.001f0)   # Float32, as Python writes ϵ
+    check(arch_string(Flux.InstanceNorm(4; track_stats=true)) == "InstanceNorm(4, track_stats=true)")
+    if FLUX_VERSION < v"0.15"       # 0.14's RNN is the stateful Recur: refused with the reason
+        check_throws(ArgumentError, () -> model_from_arch("Chain(LSTM(2 => 3))"))
+    else
+        lstm = model_from_arch("LSTM(2 => 3; bias=false)")
+        check(keys(Flux.state(lstm).cell) == (:Wi, :Wh, :bias) && Flux.state(lstm).cell.bias === false)
+        check(keys(Flux.state(model_from_arch("GRUv3(2 => 3)")).cell) == (:Wi, :Wh, :b, :Wh_h̃))
+    end
+end
+
 @testset "FluxCompress" begin
+    @testset "training step kernel" test_train_step()
     @testset "kernel fixtures (shared with Python)" test_kernel_fixtures()
     @testset "issue 14 defects" test_fixed_defects()
     @testset "walk and rebuild" test_walk()
@@ -329,4 +419,5 @@ end
     @testset "low rank" test_lowrank()
     @testset "distillation" test_distill()
     @testset "checkpoints" test_checkpoints()
+    @testset "layer zoo (issues 12, 13)" test_layer_zoo()
 end

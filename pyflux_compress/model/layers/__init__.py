@@ -26,6 +26,8 @@ from .groupnorm import GroupNorm  # isort: skip
 from .instancenorm import InstanceNorm  # isort: skip
 from .alphadropout import AlphaDropout  # isort: skip
 from .embedding import Embedding, onehotbatch  # isort: skip
+from .laststep import LastStep, laststep  # isort: skip
+from .embeddingbag import EmbeddingBag  # isort: skip
 from .rnn import RNN, RNNCell  # isort: skip
 from .lstm import LSTM, LSTMCell  # isort: skip
 from .gru import GRU, GRUCell  # isort: skip
@@ -39,4 +41,4 @@ __all__ = ["Layer", "Dense", "Conv", "CrossCor", "MaxPool", "MeanPool", "GlobalM
            "BatchNorm", "Dropout", "SamePad", "Grads", "ConvTranspose", "DepthwiseConv", "SkipConnection",
            "Parallel", "LayerNorm", "Scale", "GlobalMaxPool", "AdaptiveMaxPool", "AdaptiveMeanPool", "Upsample",
            "PixelShuffle", "GroupNorm", "InstanceNorm", "AlphaDropout", "Embedding", "onehotbatch", "LSTMCell", "LSTM", "RNNCell", "RNN", "GRUCell", "GRU", "GRUv3Cell", "GRUv3",
-           "MultiHeadAttention", "First", "first", "make_causal_mask"]
+           "LastStep", "laststep", "EmbeddingBag", "MultiHeadAttention", "First", "first", "make_causal_mask"]

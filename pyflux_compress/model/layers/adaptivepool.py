@@ -18,21 +18,15 @@ from ..._validate import check_tuple
 from .. import _conv
 from ..registry import register_layer
 from ..syntax import as_ints
-from .base import Grads, Layer, as_data, float_dtype
-
-
-def _pool_check(layer: Layer, x: np.ndarray) -> None:
-    if x.ndim != 4:
-        raise layer._err(f"expects input of shape (N, C, H, W); got {x.shape}")
+from .pool import Pool2d
 
 
 @register_layer
-class AdaptiveMaxPool(Layer):
+class AdaptiveMaxPool(Pool2d):
     """``AdaptiveMaxPool((ow, oh))``: pool to a fixed output size with Flux's window rule (module docstring)."""
 
     flux_name = "AdaptiveMaxPool"
     flux_fields = {"out": "out"}
-    structured = "channelwise"
     _mode = "max"
 
     def __init__(self, out: Any) -> None:
@@ -47,19 +41,13 @@ class AdaptiveMaxPool(Layer):
         return (w - (ow - 1) * sw, h - (oh - 1) * sh), (sw, sh)
 
     def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
-        x = as_data(x, float_dtype(x), self)
-        _pool_check(self, x)
+        x = self._input(x)
         k, s = self.window(*x.shape[2:])
         self.input_hw = tuple(x.shape[2:])       # ONNX needs fixed windows: remember the size seen
         return _conv.pool2d_forward(x, k, s, (0, 0, 0, 0), self._mode)
 
-    def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
-        return _conv.pool2d_backward(cache, dy), {}
-
     def output_shape(self, in_shape: tuple) -> tuple:
-        in_shape = tuple(in_shape)
-        if len(in_shape) != 3:
-            raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
+        in_shape = self._per_sample(in_shape)
         self.window(in_shape[1], in_shape[2])
         self.input_hw = (in_shape[1], in_shape[2])
         return (in_shape[0], self.out[1], self.out[0])

@@ -8,30 +8,29 @@ identity otherwise (and for ``p = 0``). ``Flux.state``: ``(p = p, active = nothi
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ..._validate import check_bool, check_fraction, check_rng
 from ..registry import register_layer
-from .base import Grads, Layer, as_data, float_dtype
+from .base import as_data, float_dtype
+from .dropout import Dropout
 
 ALPHA_PRIME = -1.7580993408473766
 
 
 @register_layer
-class AlphaDropout(Layer):
-    """``AlphaDropout(p; active=nothing)``; ``rng``/``seed`` seed the layer's generator (Flux's ``rng``)."""
+class AlphaDropout(Dropout):
+    """``AlphaDropout(p; active=nothing)``; ``rng``/``seed`` seed the layer's generator (Flux's ``rng``).
+    Options, printing, JLD2, backward and ONNX (dropped) are :class:`Dropout`'s, without ``dims``."""
 
     flux_name = "AlphaDropout"
     flux_fields = {"p": "p", "active": "active", "rng": "rng"}
-    structured = "channelwise"
+    onnx_ops = ()
 
     def __init__(self, p: float, *, active: bool | None = None, rng: np.random.Generator | None = None,
                  seed: int | None = None) -> None:
-        self.p = check_fraction("AlphaDropout p", p, 0.0, 1.0)
-        self.active = None if active is None else check_bool("AlphaDropout active", active)
-        self.rng = check_rng(seed, rng)
+        super().__init__(p, active=active, rng=rng, seed=seed)
 
     def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
         x = as_data(x, float_dtype(x), self)
@@ -46,15 +45,6 @@ class AlphaDropout(Layer):
         y = (a * np.where(keep, x, ALPHA_PRIME) + b).astype(x.dtype)
         return y, (keep * a).astype(x.dtype)
 
-    def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
-        return (dy if cache is None else dy * cache), {}
-
-    def __repr__(self) -> str:
-        s = f"AlphaDropout({self.p!r}"
-        if self.active is not None:
-            s += f", active={str(self.active).lower()}"
-        return s + ")"
-
     @classmethod
     def from_syntax(cls, call: Any) -> "AlphaDropout":
         call.check_kw("active", "rng")
@@ -62,11 +52,3 @@ class AlphaDropout(Layer):
             raise ValueError("expected AlphaDropout(p[; active=true/false])")
         active = call.kwargs.get("active")
         return cls(float(call.args[0]), active=active if isinstance(active, bool) else None)
-
-    @classmethod
-    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "AlphaDropout":
-        active = fields.get("active")
-        return cls(float(fields["p"]), active=active if isinstance(active, bool) else None)
-
-    def to_onnx(self, g: Any, x: str) -> str:
-        return x                                   # inference: identity

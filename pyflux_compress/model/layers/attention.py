@@ -301,6 +301,52 @@ class MultiHeadAttention(Layer):
         (o,) = g.node("Reshape", [ot, shp], prefix=p, rank=3)
         return self.out_proj.to_onnx(g, o), alpha
 
+    @classmethod
+    def from_onnx_region(cls, region: list, r: Any) -> "tuple[list, str] | None":
+        """Import hook of the generic ONNX walker: the self-attention subgraph :meth:`to_onnx` writes (three
+        projections of one tensor, per-head Reshape/Transpose, scaled ``MatMul``, ``Softmax``, ``MatMul``), then
+        the merge and ``out_proj``. Returns ``([mha, first], output tensor)``, or None if it is not that."""
+        x = r.current
+        if region[-1].op_type != "MatMul" or sum(n.op_type == "Softmax" for n in region) != 1:
+            return None
+        projs = [n for n in region if n.op_type == "MatMul" and n.input[0] == x and n.input[1] in r.consts]
+        if len(projs) != 3:
+            return None
+
+        def dense(node: Any) -> tuple[Dense, str]:
+            r.advanced = None
+            layer = Dense.from_onnx(node, r)            # a following Add(const) is its bias
+            return layer, r.advanced or node.output[0]
+
+        heads = {}
+        for node in projs:
+            proj, t = dense(node)
+            reshape = r.follow(t, "Reshape")
+            trans = r.follow(reshape.output[0], "Transpose") if reshape is not None else None
+            if trans is None:
+                return None
+            shape = r.const(reshape, 1).reshape(-1)
+            perm = list(r.attrs(trans).get("perm", ()))
+            role = "k" if perm == [0, 2, 3, 1] else "q" if r.follow(trans.output[0], "Mul") is not None else "v"
+            heads[role] = (proj, int(shape[2]) if shape.size == 4 else 0)
+        if set(heads) != {"q", "k", "v"} or len({h for _, h in heads.values()}) != 1 or not heads["q"][1]:
+            return None
+        nheads = heads["q"][1]
+        softmax = next(n for n in region if n.op_type == "Softmax")
+        if r.attrs(softmax).get("axis", -1) not in (-1, 3):
+            return None
+        trans = r.follow(region[-1].output[0], "Transpose")
+        merge = r.follow(trans.output[0], "Reshape") if trans is not None else None
+        out_mm = r.follow(merge.output[0], "MatMul") if merge is not None else None
+        if out_mm is None or out_mm.input[1] not in r.consts:
+            return None
+        out_proj, y = dense(out_mm)
+        q, k, v = (heads[n][0] for n in "qkv")
+        layer = cls((q.weight.shape[1], (q.weight.shape[0], v.weight.shape[0]), out_proj.weight.shape[0]),
+                    nheads=nheads)
+        layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj = q, k, v, out_proj
+        return [layer, first], y
+
     # ---- compression: whole heads ----------------------------------------------------------------------
     def head_scores(self) -> np.ndarray:
         """L2 norm per head of the coupled weights (q/k/v rows and out_proj columns of that head)."""

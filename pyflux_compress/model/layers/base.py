@@ -51,6 +51,9 @@ class Layer(abc.ABC):
     #: role in structured pruning: "units" (produces/consumes units: sliced by slice_outputs/slice_inputs),
     #: "channelwise" (keeps channels apart; its out_axes arrays are sliced), "flatten", or None (blocks it)
     structured: str | None = None
+    #: quantization role for layers pfc.quantize wraps by role rather than as Dense/Conv: "recurrent" (gate
+    #: matrices), "table" (embedding lookups); None: by the weight's axes (compression/quantize.py)
+    quantize_as: str | None = None
     #: True for containers (Chain, ...): their children() are walked, they are not leaves
     container: bool = False
     #: backward accepts ``need_input_grad=False`` (skips dx: the first layer of a training step)
@@ -144,6 +147,12 @@ class Layer(abc.ABC):
         the arrays in afterwards. The activation field holds an :class:`Activation` or ``()`` (unknown).
         ``build(value, path_fragment)`` builds a child (containers only). ValueError if the fields do not fit."""
         raise ValueError(f"{cls.flux_name} cannot be rebuilt from a Flux struct or state")
+
+    @classmethod
+    def yields_in_bare_state(cls, fields: dict[str, Any]) -> bool:
+        """Whether a bare ``Flux.state`` tree (no type names) whose ``fields`` another layer also explains should
+        go to that other layer: only where both compute the same at inference (default: never)."""
+        return False
 
     # ---- ONNX ----------------------------------------------------------------------------------------
     def to_onnx(self, g: Any, x: str) -> str:

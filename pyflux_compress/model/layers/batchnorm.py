@@ -12,8 +12,97 @@ from ..syntax import Name, as_int
 from .base import Grads, Layer, activation_of, as_data
 
 
+class Norm(Layer):
+    """What Flux's normalisation layers share (BatchNorm, GroupNorm, InstanceNorm): the options ``λ``, ``ϵ``,
+    ``momentum``, ``affine``, ``track_stats``, ``active``, ``chs``, per-channel ``β``/``γ`` (and ``μ``/``σ²``
+    with ``track_stats``); their validation, printing, syntax keywords and ``Flux.state`` scalars."""
+
+    _default_affine = True
+    _default_track = True
+
+    def _init(self, chs: int, activation: Any, eps: float, momentum: float, affine: bool, track_stats: bool,
+              active: bool | None) -> None:
+        who = self.flux_name
+        self.chs = check_int(f"{who} chs", chs, min=1)
+        self.activation: Activation = get_activation(activation)
+        self.eps = check_positive(f"{who} eps", eps)
+        self.momentum = check_fraction(f"{who} momentum", momentum, 0.0, 1.0)
+        self.affine = check_bool(f"{who} affine", affine)
+        self.track_stats = check_bool(f"{who} track_stats", track_stats)
+        self.active = None if active is None else check_bool(f"{who} active", active)
+        self.beta = np.zeros(self.chs, np.float32) if self.affine else None
+        self.gamma = np.ones(self.chs, np.float32) if self.affine else None
+        self.mu = np.zeros(self.chs, np.float32) if self.track_stats else None
+        self.sigma2 = np.ones(self.chs, np.float32) if self.track_stats else None
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {"beta": self.beta, "gamma": self.gamma} if self.affine else {}
+
+    def _repr_sizes(self) -> str:
+        return str(self.chs)
+
+    def __repr__(self) -> str:
+        s = f"{self.flux_name}({self._repr_sizes()}"
+        if self.activation is not identity:
+            s += f", {self.activation!r}"
+        if self.affine != self._default_affine:
+            s += f", affine={str(self.affine).lower()}"
+        if self.track_stats != self._default_track:
+            s += f", track_stats={str(self.track_stats).lower()}"
+        if self.eps != 1e-5:
+            s += f", eps={self.eps!r}"
+        if self.momentum != 0.1:
+            s += f", momentum={self.momentum!r}"
+        if self.active is not None:
+            s += f", active={str(self.active).lower()}"
+        return s + ")"
+
+    @classmethod
+    def _kwargs(cls, call: Any) -> dict[str, Any]:
+        """The keyword options of a parsed call (``ϵ`` is ``eps``; ``nothing`` is None)."""
+        call.check_kw("eps", "ϵ", "momentum", "affine", "track_stats", "active", "initβ", "initγ")
+        kw: dict[str, Any] = {}
+        for key, v in call.kwargs.items():
+            if key in ("initβ", "initγ"):
+                raise ValueError(f"{key} cannot be given in syntax")
+            if key in ("affine", "track_stats"):
+                v = call.bool(key, True)
+            if key == "active" and not (isinstance(v, bool) or (isinstance(v, Name) and v.name == "nothing")):
+                raise ValueError("active must be true, false or nothing")
+            kw["eps" if key == "ϵ" else key] = None if isinstance(v, Name) else v
+        return kw
+
+    @classmethod
+    def from_syntax(cls, call: Any) -> "Norm":
+        """``Name(chs[, λ]; options...)`` (GroupNorm adds its group count)."""
+        if len(call.args) not in (1, 2):
+            raise ValueError(f"expected {cls.flux_name}(chs[, λ])")
+        act = call.activation(call.args[1]) if len(call.args) > 1 else None
+        return cls(as_int(call.args[0], "chs"), act, **cls._kwargs(call))
+
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "Norm":
+        return cls(int(fields["chs"]), activation_of(fields.get("λ")), **cls._options(fields))
+
+    @staticmethod
+    def _options(fields: dict[str, Any]) -> dict[str, Any]:
+        """The keyword options from ``Flux.state`` fields (Float32 scalars as Julia prints them)."""
+        active = fields.get("active")
+        return dict(eps=f32(fields["ϵ"]), momentum=f32(fields["momentum"]), affine=bool(fields["affine"]),
+                    track_stats=bool(fields["track_stats"]), active=active if isinstance(active, bool) else None)
+
+    def flux_state(self) -> dict[str, Any]:
+        state = super().flux_state()
+        state["ϵ"], state["momentum"] = np.float32(self.eps), np.float32(self.momentum)  # Float32 in Flux
+        return state
+
+    def slice_outputs(self, keep: np.ndarray) -> None:
+        super().slice_outputs(keep)
+        self.chs = len(keep)
+
+
 @register_layer
-class BatchNorm(Layer):
+class BatchNorm(Norm):
     """Flux ``BatchNorm(chs, λ; eps=1f-5, momentum=0.1f0, affine=true, track_stats=true, active=nothing)``.
 
     Normalises over every axis except numpy axis 1 (channels; Flux's dim N-1), then ``λ.(γ .* x̂ .+ β)``.
@@ -36,20 +125,7 @@ class BatchNorm(Layer):
 
     def __init__(self, chs: int, activation: Any = identity, *, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, track_stats: bool = True, active: bool | None = None) -> None:
-        self.chs = check_int("BatchNorm chs", chs, min=1)
-        self.activation: Activation = get_activation(activation)
-        self.eps = check_positive("BatchNorm eps", eps)
-        self.momentum = check_fraction("BatchNorm momentum", momentum, 0.0, 1.0)
-        self.affine = check_bool("BatchNorm affine", affine)
-        self.track_stats = check_bool("BatchNorm track_stats", track_stats)
-        self.active = None if active is None else check_bool("BatchNorm active", active)
-        self.beta = np.zeros(self.chs, np.float32) if self.affine else None
-        self.gamma = np.ones(self.chs, np.float32) if self.affine else None
-        self.mu = np.zeros(self.chs, np.float32) if self.track_stats else None
-        self.sigma2 = np.ones(self.chs, np.float32) if self.track_stats else None
-
-    def params(self) -> dict[str, np.ndarray]:
-        return {"beta": self.beta, "gamma": self.gamma} if self.affine else {}
+        self._init(chs, activation, eps, momentum, affine, track_stats, active)
 
     def state(self) -> dict[str, np.ndarray]:
         """Non-trainable running statistics (Flux ``μ``, ``σ²``)."""
@@ -113,55 +189,6 @@ class BatchNorm(Layer):
             got = in_shape[0] if in_shape else "no axis"
             raise self._err(f"expects {self.chs} channels, got {got} (per-sample shape {in_shape})")
         return in_shape
-
-    def __repr__(self) -> str:
-        s = f"BatchNorm({self.chs}"
-        if self.activation is not identity:
-            s += f", {self.activation!r}"
-        if not self.affine:
-            s += ", affine=false"
-        if not self.track_stats:
-            s += ", track_stats=false"
-        if self.eps != 1e-5:
-            s += f", eps={self.eps!r}"
-        if self.momentum != 0.1:
-            s += f", momentum={self.momentum!r}"
-        if self.active is not None:
-            s += f", active={str(self.active).lower()}"
-        return s + ")"
-
-    @classmethod
-    def from_syntax(cls, call: Any) -> "BatchNorm":
-        call.check_kw("eps", "ϵ", "momentum", "affine", "track_stats", "active", "initβ", "initγ")
-        if not call.args or len(call.args) > 2:
-            raise ValueError("expected BatchNorm(chs[, λ])")
-        kw: dict[str, Any] = {}
-        for key, v in call.kwargs.items():
-            if key in ("initβ", "initγ"):
-                raise ValueError(f"{key} cannot be given in syntax")
-            if key in ("affine", "track_stats"):
-                v = call.bool(key, True)
-            if key == "active" and not (isinstance(v, bool) or (isinstance(v, Name) and v.name == "nothing")):
-                raise ValueError("active must be true, false or nothing")
-            kw["eps" if key == "ϵ" else key] = None if isinstance(v, Name) else v
-        act = call.activation(call.args[1]) if len(call.args) > 1 else None
-        return cls(as_int(call.args[0], "chs"), act, **kw)
-
-    def flux_state(self) -> dict[str, Any]:
-        state = super().flux_state()
-        state["ϵ"], state["momentum"] = np.float32(self.eps), np.float32(self.momentum)  # Float32 in Flux
-        return state
-
-    @classmethod
-    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "BatchNorm":
-        active = fields.get("active")
-        return cls(int(fields["chs"]), activation_of(fields.get("λ")), eps=f32(fields["ϵ"]),
-                   momentum=f32(fields["momentum"]), affine=bool(fields["affine"]),
-                   track_stats=bool(fields["track_stats"]), active=active if isinstance(active, bool) else None)
-
-    def slice_outputs(self, keep: np.ndarray) -> None:
-        super().slice_outputs(keep)
-        self.chs = len(keep)
 
     def to_onnx(self, g: Any, x: str) -> str:
         """Inference (running statistics) -> ``BatchNormalization``, then λ."""

@@ -27,13 +27,14 @@ class Dropout(Layer):
 
     def __init__(self, p: float, *, dims: Any = None, active: bool | None = None,
                  rng: np.random.Generator | None = None, seed: int | None = None) -> None:
-        self.p = check_fraction("Dropout p", p, 0.0, 1.0)
+        who = self.flux_name
+        self.p = check_fraction(f"{who} p", p, 0.0, 1.0)
         if dims is None or (isinstance(dims, str) and dims == ":"):
             self.dims: tuple[int, ...] | None = None
         else:
             items = dims if isinstance(dims, (tuple, list)) else (dims,)
-            self.dims = tuple(check_int("Dropout dims", d, min=1) for d in items)
-        self.active = None if active is None else check_bool("Dropout active", active)
+            self.dims = tuple(check_int(f"{who} dims", d, min=1) for d in items)
+        self.active = None if active is None else check_bool(f"{who} active", active)
         self.rng = check_rng(seed, rng)
 
     def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
@@ -55,7 +56,7 @@ class Dropout(Layer):
         return (dy if cache is None else dy * cache), {}
 
     def __repr__(self) -> str:
-        s = f"Dropout({self.p!r}"
+        s = f"{self.flux_name}({self.p!r}"
         if self.dims is not None:
             s += f", dims={self.dims[0] if len(self.dims) == 1 else self.dims}"
         if self.active is not None:
@@ -79,13 +80,14 @@ class Dropout(Layer):
 
     def flux_state(self) -> dict[str, Any]:
         state = super().flux_state()
-        if self.dims is None:
+        if "dims" in state and self.dims is None:
             state["dims"] = ()  # dims=: (Colon, a singleton) is () in Flux.state
         return state
 
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable) -> "Dropout":
-        return cls(float(fields["p"]))
+        active = fields.get("active")
+        return cls(float(fields["p"]), active=active if isinstance(active, bool) else None)
 
     def to_onnx(self, g: Any, x: str) -> str:
         return x  # the identity at inference

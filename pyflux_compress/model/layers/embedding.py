@@ -21,10 +21,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..._validate import check_int, check_rng
+from .. import registry
 from ..registry import register_layer
 from ..syntax import Pair, as_pair
 from .base import Grads, Layer
 from .dense import Dense
+from .laststep import LastStep
 
 __all__ = ["Embedding", "onehotbatch"]
 
@@ -56,10 +58,10 @@ class Embedding(Layer):
     flux_fields = {"weight": "weight"}
     onnx_ops = ("Gather", "Cast")
     compressible = ("weight",)
-    # the per-channel unit of a lookup table is one token's vector (a column): quantization scales per token.
-    # The quantize numerics still assume axis 0 for matrices, so pfc.quantize leaves Embedding float (a gap)
-    # rather than quantizing along the wrong axis (docs/ARCHITECTURE.md, recipe step 7)
+    # the per-channel unit of a lookup table is one token's vector (a column): quantization scales per token
+    # (pfc.quantize wraps it as QuantizedEmbedding, compression/quantize_sequence.py)
     out_axes = {"weight": 1}
+    quantize_as = "table"
     input_grad_optional = True
 
     def __init__(self, vocab: Any, dim: Any = None, *, init: Callable | None = None,
@@ -177,7 +179,9 @@ class Embedding(Layer):
         return y
 
     @classmethod
-    def from_onnx(cls, node: Any, r: Any) -> "Embedding":
+    def from_onnx(cls, node: Any, r: Any) -> "Layer":
+        if node.op_type == "Gather" and node.input[0] not in r.consts:   # not a table: a sequence's last step
+            return LastStep.from_onnx(node, r)
         gather = node
         if node.op_type == "Cast":  # our export: Cast(x -> int) feeding Gather(table, ids) as the only consumer
             cons = r.consumers.get(node.output[0], [])
@@ -191,4 +195,8 @@ class Embedding(Layer):
         table = r.const(gather, 0)
         if table.ndim != 2:
             raise r.error(gather, f"the embedding table must be 2-D (vocab, dim); got shape {table.shape}")
+        after = r.consumers.get(gather.output[0], [])
+        if len(after) == 1 and after[0].op_type in ("ReduceMean", "ReduceSum", "ReduceMax"):   # a bag reduction
+            r.advanced = after[0].output[0]
+            return registry.by_name("EmbeddingBag").from_reduce(table, after[0], r)
         return cls(np.ascontiguousarray(table.T, dtype=np.float32))

@@ -21,12 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..._validate import check_bool, check_fraction, check_int, check_positive
-from ..activations import Activation, get_activation, identity
+from ..._validate import check_bool, check_int
+from ..activations import identity
 from ..registry import register_layer
 from ..syntax import as_int
-from .base import Grads, Layer, activation_of, as_data, float_dtype
-from .batchnorm import f32
+from .base import Grads, activation_of, as_data, float_dtype
+from .batchnorm import Norm
 
 
 def group_normalize(x: np.ndarray, groups: int, eps: float) -> tuple[np.ndarray, tuple]:
@@ -50,34 +50,23 @@ def group_normalize_backward(cache: tuple, dxhat: np.ndarray) -> np.ndarray:
     return dx.reshape(dxhat.shape)
 
 
-class PerSampleNorm(Layer):
+class PerSampleNorm(Norm):
     """Shared engine of GroupNorm/InstanceNorm: normalise per sample, then ``λ.(γ x̂ + β)`` per channel."""
 
     compressible = ()
     out_axes = {"beta": 0, "gamma": 0}
     structured: str | None = None
 
+    _default_track = False
+
     def _init(self, chs: int, activation: Any, eps: float, momentum: float, affine: bool, track_stats: bool,
               active: bool | None) -> None:
-        who = self.flux_name
-        self.chs = check_int(f"{who} chs", chs, min=1)
-        self.activation: Activation = get_activation(activation)
-        self.eps = check_positive(f"{who} eps", eps)
-        self.momentum = check_fraction(f"{who} momentum", momentum, 0.0, 1.0)
-        self.affine = check_bool(f"{who} affine", affine)
-        if check_bool(f"{who} track_stats", track_stats):
-            raise ValueError(f"{who}: track_stats=true is not supported (per-sample statistics only)")
-        self.track_stats = False
-        self.active = None if active is None else check_bool(f"{who} active", active)
-        self.beta = np.zeros(self.chs, np.float32) if self.affine else None
-        self.gamma = np.ones(self.chs, np.float32) if self.affine else None
-        self.mu = self.sigma2 = None
+        if check_bool(f"{self.flux_name} track_stats", track_stats):
+            raise ValueError(f"{self.flux_name}: track_stats=true is not supported (per-sample statistics only)")
+        super()._init(chs, activation, eps, momentum, affine, False, active)
 
     def _groups(self) -> int:
         raise NotImplementedError
-
-    def params(self) -> dict[str, np.ndarray]:
-        return {"beta": self.beta, "gamma": self.gamma} if self.affine else {}
 
     def output_shape(self, in_shape: tuple) -> tuple:
         in_shape = tuple(in_shape)
@@ -104,15 +93,6 @@ class PerSampleNorm(Layer):
             dz = dz * self.gamma.reshape(bshape)
         return group_normalize_backward(ncache, dz), grads
 
-    def flux_state(self) -> dict[str, Any]:
-        state = super().flux_state()
-        state["ϵ"], state["momentum"] = np.float32(self.eps), np.float32(self.momentum)  # Float32 in Flux
-        return state
-
-    def slice_outputs(self, keep: np.ndarray) -> None:
-        super().slice_outputs(keep)
-        self.chs = len(keep)
-
     def _onnx_affine(self, g: Any, y: str, rank: int) -> str:
         if self.affine:
             shape = (1, self.chs) + (1,) * (rank - 2)
@@ -134,31 +114,6 @@ class PerSampleNorm(Layer):
         back = g.node("Reshape", [normed, shape], prefix="norm")[0]
         return self._onnx_affine(g, back, rank)
 
-    def __repr__(self) -> str:
-        s = f"{self.flux_name}({self._repr_sizes()}"
-        if self.activation is not identity:
-            s += f", {self.activation!r}"
-        defaults = type(self)._default_affine
-        if self.affine != defaults:
-            s += f", affine={str(self.affine).lower()}"
-        if self.eps != 1e-5:
-            s += f", eps={self.eps!r}"
-        if self.momentum != 0.1:
-            s += f", momentum={self.momentum!r}"
-        if self.active is not None:
-            s += f", active={str(self.active).lower()}"
-        return s + ")"
-
-    @classmethod
-    def _kwargs(cls, call: Any) -> dict[str, Any]:
-        call.check_kw("eps", "ϵ", "momentum", "affine", "track_stats", "active")
-        kw: dict[str, Any] = {}
-        for key, v in call.kwargs.items():
-            if key in ("affine", "track_stats"):
-                v = call.bool(key, True)
-            kw["eps" if key == "ϵ" else key] = None if getattr(v, "name", None) == "nothing" else v
-        return kw
-
 
 @register_layer
 class GroupNorm(PerSampleNorm):
@@ -168,7 +123,6 @@ class GroupNorm(PerSampleNorm):
     flux_fields = {"G": "G", "λ": "activation", "β": "beta", "γ": "gamma", "μ": "mu", "σ²": "sigma2", "ϵ": "eps",
                    "momentum": "momentum", "affine": "affine", "track_stats": "track_stats", "active": "active",
                    "chs": "chs"}
-    _default_affine = True
 
     def __init__(self, chs: int, G: int, activation: Any = identity, *, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, track_stats: bool = False, active: bool | None = None) -> None:
@@ -183,8 +137,20 @@ class GroupNorm(PerSampleNorm):
     def _repr_sizes(self) -> str:
         return f"{self.chs}, {self.G}"
 
+    # structured pruning: channel c belongs to group c ÷ (chs ÷ G); a cut must keep as many channels in every
+    # group, so each kept channel stays in its group and G still divides chs
+    structured = "grouped"
+
+    def channel_blocks(self) -> int:
+        """Number of contiguous channel blocks structured pruning must cut evenly (the groups)."""
+        return self.G
+
     def slice_outputs(self, keep: np.ndarray) -> None:
-        raise ValueError(f"{self!r}: channels are tied to groups; structured pruning cannot slice it")
+        counts = np.bincount(np.asarray(keep, dtype=np.int64) // (self.chs // self.G), minlength=self.G)
+        if counts.size != self.G or counts.min() != counts.max() or counts[0] == 0:
+            raise ValueError(f"{self!r}: structured pruning must keep the same number (>= 1) of channels in each "
+                             f"of the {self.G} groups; got {counts.tolist()}")
+        super().slice_outputs(keep)
 
     @classmethod
     def from_syntax(cls, call: Any) -> "GroupNorm":
@@ -195,10 +161,7 @@ class GroupNorm(PerSampleNorm):
 
     @classmethod
     def from_flux(cls, fields: dict[str, Any], build: Callable) -> "GroupNorm":
-        active = fields.get("active")
-        return cls(int(fields["chs"]), int(fields["G"]), activation_of(fields.get("λ")), eps=f32(fields["ϵ"]),
-                   momentum=f32(fields["momentum"]), affine=bool(fields["affine"]),
-                   track_stats=bool(fields["track_stats"]), active=active if isinstance(active, bool) else None)
+        return cls(int(fields["chs"]), int(fields["G"]), activation_of(fields.get("λ")), **cls._options(fields))
 
     def to_onnx(self, g: Any, x: str) -> str:
         return self._onnx_groups(g, x, self.G)

@@ -15,7 +15,7 @@ from ..registry import register_layer
 from .base import Grads, init_fn
 from .gru import GRU_TO_ONNX, GRU, GRUCell
 from .lstm import restack
-from .recurrent import sigmoid_
+from .recurrent import onnx_op, onnx_split, sigmoid_
 
 __all__ = ["GRUv3Cell", "GRUv3"]
 
@@ -55,12 +55,20 @@ class GRUv3Cell(GRUCell):
     def step(self, gx: np.ndarray, state: tuple) -> tuple[tuple, Any]:
         (h,) = state
         H = self.hidden
-        gh = h @ self.Wh[:2 * H].T                       # Flux computes Wh*h but never reads its third block
+        gh = self.rmul(h, "Wh", 0, 2 * H)                      # Flux computes Wh*h but never reads its third block
         r = sigmoid_(gx[:, :H] + gh[:, :H])
         z = sigmoid_(gx[:, H:2 * H] + gh[:, H:])
         rh = r * h
-        n = np.tanh(gx[:, 2 * H:] + rh @ self.Wh_htilde.T)
+        n = np.tanh(gx[:, 2 * H:] + self.rmul(rh, "Wh_htilde", 0, H))
         return ((1 - z) * n + z * h,), (h, r, z, n, rh)
+
+    def onnx_step(self, g: Any, gx: str, state: tuple, rmul: Callable) -> tuple:
+        (h,) = state
+        H = self.hidden
+        gx_rz, gx_n = onnx_split(g, gx, [2 * H, H])
+        r, z = onnx_split(g, onnx_op(g, "Sigmoid", onnx_op(g, "Add", gx_rz, rmul(h, "Wh", 0, 2 * H))), [H, H])
+        n = onnx_op(g, "Tanh", onnx_op(g, "Add", gx_n, rmul(onnx_op(g, "Mul", r, h), "Wh_htilde", 0, H)))
+        return (self.onnx_blend(g, h, n, z),)
 
     def step_back(self, cache: Any, dstate: tuple, grads: Grads) -> tuple[np.ndarray, tuple]:
         h, r, z, n, rh = cache

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..._validate import check_bool, check_positive
 from ..activations import Activation, get_activation, identity
+from .. import registry
 from ..registry import register_layer
 from ..syntax import as_int
 from .base import Grads, Layer, activation_of, as_data, float_dtype
@@ -160,6 +161,51 @@ class LayerNorm(Layer):
             diag.activation = layer.activation
             layer.diag = diag
         return layer
+
+    @classmethod
+    def from_onnx_region(cls, region: list, r: Any) -> "tuple[list, str] | None":
+        """Import hook of the generic ONNX walker: the subgraph :meth:`to_onnx` writes (ReduceMean, Sub, Mul,
+        ReduceMean, Sqrt, Add ϵ, Div), then the diag ``Mul``/``Add`` and λ if they follow. None if it is not it."""
+        if sorted(n.op_type for n in region) != ["Add", "Div", "Mul", "ReduceMean", "ReduceMean", "Sqrt", "Sub"] \
+                or region[-1].op_type != "Div":
+            return None
+        x = r.current
+        first = next((n for n in region if n.op_type == "ReduceMean" and x in n.input), None)
+        add = next(n for n in region if n.op_type == "Add")
+        eps = [r.consts[i] for i in add.input if i in r.consts]
+        rank = r.rank(x)
+        if first is None or len(eps) != 1 or not rank:
+            return None
+        axes = r.attrs(first).get("axes")
+        axes = sorted(int(a) % rank for a in (r.const(first, 1) if axes is None else axes))
+        if axes != list(range(rank - len(axes), rank)):
+            return None
+        y = region[-1].output[0]
+        mul = r.follow(y, "Mul")
+        scale = next((r.consts[i] for i in (mul.input if mul is not None else ()) if i in r.consts), None)
+        act = identity
+        if scale is not None and scale.ndim == len(axes):
+            size = tuple(int(d) for d in scale.shape[::-1])
+            y = mul.output[0]
+            bias_add = r.follow(y, "Add")
+            bias = next((r.consts[i] for i in (bias_add.input if bias_add is not None else ()) if i in r.consts),
+                        None)
+            if bias is not None and bias.shape == scale.shape:
+                y = bias_add.output[0]
+            nxt = r.consumers_of(y)
+            classes = registry.by_onnx_op(nxt[0].op_type) if len(nxt) == 1 else []
+            if classes and issubclass(classes[0], Activation):     # λ is diag's σ: read it here, not folded later
+                act, y = classes[0].from_onnx(nxt[0], r), nxt[0].output[0]
+            layer = cls(*size, activation=act, eps=float(str(np.float32(eps[0].reshape(-1)[0]))))
+            layer.diag.scale = np.ascontiguousarray(scale.T, np.float32)
+            layer.diag.bias = np.ascontiguousarray(bias.T, np.float32) if bias is not None else \
+                np.zeros_like(layer.diag.scale)
+            return [layer], y
+        shape = r.shape(x)
+        if shape is None or any(d is None for d in shape[-len(axes):]):
+            return None
+        size = tuple(int(d) for d in shape[-len(axes):][::-1])
+        return [cls(*size, affine=False, eps=float(str(np.float32(eps[0].reshape(-1)[0]))))], y
 
     def to_onnx(self, g: Any, x: str) -> str:
         """(x - mean) / (std + eps) over the last len(size) axes, then scale/bias, then λ."""

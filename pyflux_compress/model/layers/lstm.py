@@ -12,7 +12,7 @@ import numpy as np
 
 from ..registry import register_layer
 from .base import Grads
-from .recurrent import RecurrentCell, RecurrentLayer, sigmoid_
+from .recurrent import RecurrentCell, RecurrentLayer, onnx_op, onnx_split, sigmoid_
 
 __all__ = ["LSTMCell", "LSTM"]
 
@@ -40,13 +40,22 @@ class LSTMCell(RecurrentCell):
     def step(self, gx: np.ndarray, state: tuple) -> tuple[tuple, Any]:
         h, c = state
         H = self.hidden
-        g = gx + h @ self.Wh.T
+        g = gx + self.rmul(h, "Wh", 0, 4 * H)
         i, f, o = sigmoid_(g[:, :H]), sigmoid_(g[:, H:2 * H]), sigmoid_(g[:, 3 * H:])
         cc = np.tanh(g[:, 2 * H:3 * H])
         c2 = f * c + i * cc
         tc = np.tanh(c2)
         h2 = o * tc
         return (h2, c2), (h, c, i, f, cc, o, tc)
+
+    def onnx_step(self, g: Any, gx: str, state: tuple, rmul: Callable) -> tuple:
+        h, c = state
+        H = self.hidden
+        i, f, cc, o = onnx_split(g, onnx_op(g, "Add", gx, rmul(h, "Wh", 0, 4 * H)), [H] * 4)
+        i, f, o, cc = (onnx_op(g, "Sigmoid", i), onnx_op(g, "Sigmoid", f), onnx_op(g, "Sigmoid", o),
+                       onnx_op(g, "Tanh", cc))
+        c2 = onnx_op(g, "Add", onnx_op(g, "Mul", f, c), onnx_op(g, "Mul", i, cc))
+        return onnx_op(g, "Mul", o, onnx_op(g, "Tanh", c2)), c2
 
     def step_back(self, cache: Any, dstate: tuple, grads: Grads) -> tuple[np.ndarray, tuple]:
         h, c, i, f, cc, o, tc = cache

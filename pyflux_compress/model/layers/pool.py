@@ -13,11 +13,32 @@ from .base import Grads, Layer, as_data, float_dtype, tuple_str
 from .conv import conv_pad, spatial_attrs, spatial_from_onnx
 
 
-class Pool(Layer):
+class Pool2d(Layer):
+    """What the 2-D window pools share (MaxPool/MeanPool, GlobalMaxPool, AdaptiveMax/MeanPool): batch-first
+    ``(N, C, H, W)`` input checked with errors naming the layer, NNlib's pooling backward, channel-wise."""
+
+    structured = "channelwise"
+
+    def _input(self, x: Any) -> np.ndarray:
+        x = as_data(x, float_dtype(x), self)
+        if x.ndim != 4:
+            raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
+        return x
+
+    def _per_sample(self, in_shape: tuple) -> tuple:
+        in_shape = tuple(in_shape)
+        if len(in_shape) != 3:
+            raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
+        return in_shape
+
+    def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+        return _conv.pool2d_backward(cache, dy), {}
+
+
+class Pool(Pool2d):
     """Shared code of MaxPool / MeanPool (Flux fields k, pad, stride)."""
 
     flux_fields = {"k": "k", "pad": "pad", "stride": "stride"}
-    structured = "channelwise"
     _mode = "max"
     _onnx_op = "MaxPool"
 
@@ -28,20 +49,12 @@ class Pool(Layer):
         self.pad = conv_pad(pad, self.k, (1, 1), who)
 
     def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
-        x = as_data(x, float_dtype(x), self)
-        if x.ndim != 4:
-            raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
+        x = self._input(x)
         self.output_shape(x.shape[1:])
         return _conv.pool2d_forward(x, self.k, self.stride, self.pad, self._mode)
 
-    def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
-        return _conv.pool2d_backward(cache, dy), {}
-
     def output_shape(self, in_shape: tuple) -> tuple:
-        in_shape = tuple(in_shape)
-        if len(in_shape) != 3:
-            raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
-        c, h, w = in_shape
+        c, h, w = self._per_sample(in_shape)
         kw, kh = self.k
         ho = _conv.out_size(h, kh, self.stride[1], self.pad[2], self.pad[3])
         wo = _conv.out_size(w, kw, self.stride[0], self.pad[0], self.pad[1])

@@ -32,7 +32,11 @@ from .. import registry
 from ..syntax import Pair, as_pair
 from .base import Grads, Layer, init_fn
 
-__all__ = ["RecurrentCell", "RecurrentLayer", "sigmoid_", "gate_rows", "ONNX_RNN_ACTIVATIONS"]
+__all__ = ["RecurrentCell", "RecurrentLayer", "sigmoid_", "gate_rows", "ONNX_RNN_ACTIVATIONS", "onnx_op",
+           "onnx_split", "ONNX_FORMS"]
+
+#: how a recurrent layer is written to ONNX (``RecurrentLayer.onnx_form``)
+ONNX_FORMS = ("op", "unrolled")
 
 #: Flux activation name -> ONNX RNN ``activations`` attribute value (the ones ONNX's RNN op knows)
 ONNX_RNN_ACTIVATIONS = {"tanh": "Tanh", "tanh_fast": "Tanh", "relu": "Relu", "σ": "Sigmoid",
@@ -42,6 +46,17 @@ ONNX_RNN_ACTIVATIONS = {"tanh": "Tanh", "tanh_fast": "Tanh", "relu": "Relu", "σ
 def sigmoid_(x: np.ndarray) -> np.ndarray:
     """Logistic function, overflow-free (``σ(x) = (1 + tanh(x/2)) / 2``)."""
     return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def onnx_op(g: Any, op: str, *inputs: str) -> str:
+    """One element-wise ONNX node of a recurrent step (output rank = first input's); returns its output."""
+    return g.node(op, list(inputs), prefix="rec")[0]
+
+
+def onnx_split(g: Any, x: str, sizes: list[int]) -> list[str]:
+    """``Split`` of ``(N, sum(sizes))`` along axis 1 (gate blocks) into ``len(sizes)`` tensors."""
+    sizes_c = g.const(g.fresh("rec_split"), np.array(sizes, np.int64))
+    return g.node("Split", [x, sizes_c], outputs=len(sizes), prefix="rec", axis=1)
 
 
 def gate_rows(keep: np.ndarray, hidden: int, gates: int) -> np.ndarray:
@@ -121,14 +136,33 @@ class RecurrentCell(Layer):
         """Flux's ``initialstates``: zeros, one ``(n, out)`` array per state component."""
         return tuple(np.zeros((n, self.hidden), dtype=dtype) for _ in range(self.n_states))
 
+    #: integer arithmetic of a quantized copy of the cell (``compression.QuantizedRecurrent`` installs an object
+    #: with ``project(x)`` and ``rmul(a, which, lo, hi)`` on its private copy); None: float arithmetic
+    arithmetic: Any = None
+
     def project(self, x: np.ndarray) -> np.ndarray:
         """``x @ Wi.T + bias`` for every leading index (all time steps at once)."""
+        if self.arithmetic is not None:
+            return self.arithmetic.project(x)
         gx = x @ self.Wi.T
         if self.bias is not None:
             gx += self.bias
         return gx
 
+    def rmul(self, a: np.ndarray, which: str, lo: int, hi: int) -> np.ndarray:
+        """The recurrent product ``a @ W[lo:hi].T`` of matrix ``which`` (``"Wh"``; GRUv3 also ``"Wh_htilde"``),
+        rows ``lo:hi`` (gate blocks). Every step computes its recurrent products here, so a quantized copy
+        swaps in integer arithmetic (``arithmetic``) and the ONNX step (``onnx_step``) mirrors it."""
+        if self.arithmetic is not None:
+            return self.arithmetic.rmul(a, which, lo, hi)
+        return a @ getattr(self, which)[lo:hi].T
+
     # subclass interface ---------------------------------------------------------------------------------
+    def onnx_step(self, g: Any, gx: str, state: tuple, rmul: Callable) -> tuple:
+        """ONNX nodes of one :meth:`step`: input projection ``gx (N, G*out)`` and state tensor names -> the new
+        state's names; ``rmul(a, which, lo, hi)`` writes the recurrent product as :meth:`rmul` computes it."""
+        raise NotImplementedError
+
     def step(self, gx: np.ndarray, state: tuple) -> tuple[tuple, Any]:
         """One step from the input projection ``gx (N, G*out)`` -> (new state, cache)."""
         raise NotImplementedError
@@ -234,6 +268,12 @@ class RecurrentCell(Layer):
     def keep_inputs(self, keep: np.ndarray) -> None:
         self.Wi = np.ascontiguousarray(self.Wi[:, np.asarray(keep, dtype=np.int64)])
 
+    def flux_state(self) -> dict[str, Any]:
+        """Flux fields in order; no bias is the Bool ``false`` Flux's ``create_bias(W, false, ...)`` stores, also
+        in GRUCell/GRUv3Cell whose field is ``b`` (Flux 0.15 src/layers/recurrent.jl), not ``nothing``."""
+        return {j: (False if a == "bias" and self.bias is None else getattr(self, a, None))
+                for j, a in self.flux_fields.items()}
+
     @classmethod
     def arrays_from_flux(cls, fields: dict[str, Any]) -> dict[str, Any]:
         """Flux field values -> constructor arrays; accepts Flux <= 0.14 field ``b`` for ``bias`` and
@@ -263,6 +303,7 @@ class RecurrentLayer(Layer):
     flux_fields = {"cell": "cell"}
     compressible = ("Wi", "Wh")
     structured = "recurrent"
+    quantize_as = "recurrent"
     input_grad_optional = True
     onnx_ops = ("Transpose",)
 
@@ -366,6 +407,7 @@ class RecurrentLayer(Layer):
         return cls(cell, return_state=call.bool("return_state", False))
 
     def flux_state(self) -> dict[str, Any]:
+        self.cell.flux_state()     # a cell without a Flux form (an imported PyTorch GRU's b_hn) refuses here
         return {"cell": self.cell}
 
     @classmethod
@@ -392,11 +434,20 @@ class RecurrentLayer(Layer):
         """``{"op", "W", "R", "B", attrs...}`` for the ONNX recurrent op (cell-specific)."""
         raise NotImplementedError
 
+    #: ONNX form: ``"op"`` (the ONNX LSTM/GRU/RNN operator, any length) or ``"unrolled"`` (one MatMul for the
+    #: input projection of all steps, then the steps as MatMul + element-wise nodes; needs a fixed length).
+    #: Set it on a layer (``model[0].onnx_form = "unrolled"``) before ``export_onnx``.
+    onnx_form: str = "op"
+
     def to_onnx(self, g: Any, x: str) -> str:
         if self.return_state:
             raise ValueError(f"{self!r}: return_state=true has no single-output ONNX form")
         if g.opset < 13:
             raise ValueError(f"{self!r}: ONNX export needs opset >= 13 (Squeeze with axes input)")
+        if self.onnx_form not in ONNX_FORMS:
+            raise ValueError(f"{self!r}: onnx_form must be one of {ONNX_FORMS}; got {self.onnx_form!r}")
+        if self.onnx_form == "unrolled":
+            return self.to_onnx_unrolled(g, x)
         spec = self.onnx_weights()
         p = g.fresh(spec.pop("op").lower())
         op = self.onnx_op
@@ -414,6 +465,63 @@ class RecurrentLayer(Layer):
 
     onnx_op: str = ""
 
+    def to_onnx_unrolled(self, g: Any, x: str, project: Callable | None = None, rmul: Callable | None = None) -> str:
+        """The layer as an unrolled graph over the (fixed) sequence length of ``x (N, len, in)``.
+
+        ``project(g, x) -> (N, len, G*out)`` writes the input projection of all steps at once (default: float
+        ``MatMul`` + bias), ``rmul(g, a, which, lo, hi) -> (N, hi-lo)`` one recurrent product (default: float
+        ``MatMul``); QuantizedRecurrent passes integer versions of both (compression/quantize_sequence.py).
+        Each step takes its slice with ``Gather(axis=1)`` and runs the cell's :meth:`~RecurrentCell.onnx_step`; the hidden
+        states are concatenated back to ``(N, len, out)``. The zero initial state makes no product (its
+        product is zeros, also in the integer form)."""
+        length = g.static_dim(x, 1)
+        if length is None:
+            raise ValueError(f"{self!r}: the unrolled ONNX form needs a fixed sequence length; export with an "
+                             f"integer input_shape=(len, {self.in_features})")
+        cell = self.cell
+        p = g.fresh(self.flux_name.lower() + "_unrolled")
+        gx = (project or self.onnx_project)(g, x)
+        (shape,) = g.node("Shape", [x], prefix=p, rank=1)
+        (n,) = g.node("Slice", [shape, g.const(f"{p}_0", np.array([0], np.int64)),
+                                g.const(f"{p}_1", np.array([1], np.int64))], prefix=p, rank=1)
+        zeros: dict[int, str] = {}
+
+        def zero(width: int) -> str:
+            if width not in zeros:
+                (dims,) = g.node("Concat", [n, g.const(f"{p}_w{width}", np.array([width], np.int64))], prefix=p,
+                                 rank=1, axis=0)
+                (zeros[width],) = g.node("ConstantOfShape", [dims], prefix=p, rank=2)
+            return zeros[width]
+
+        product = rmul or self.onnx_rmul
+
+        def mul(a: str, which: str, lo: int, hi: int) -> str:
+            return zero(hi - lo) if a in zeros.values() else product(g, a, which, lo, hi)
+
+        state = tuple(zero(self.hidden) for _ in range(cell.n_states))
+        axis1 = g.const(f"{p}_axis1", np.array([1], np.int64))
+        hs = []
+        for t in range(length):
+            (gt,) = g.node("Gather", [gx, g.const(f"{p}_t{t}", np.array(t, np.int64))], prefix=p, rank=2, axis=1)
+            state = cell.onnx_step(g, gt, state, mul)
+            hs.append(g.node("Unsqueeze", [state[0], axis1], prefix=p, rank=3)[0])
+        return g.node("Concat", hs, prefix=p, rank=3, axis=1)[0] if len(hs) > 1 else hs[0]
+
+    def onnx_project(self, g: Any, x: str) -> str:
+        """Float input projection of all steps: ``MatMul(x, Wi.T) + bias`` -> ``(N, len, G*out)``."""
+        c = self.cell
+        p = g.fresh("rec_project")
+        (y,) = g.node("MatMul", [x, g.const(f"{p}_WiT", np.ascontiguousarray(c.Wi.T, np.float32))], prefix=p)
+        if c.bias is not None:
+            (y,) = g.node("Add", [y, g.const(f"{p}_b", np.asarray(c.bias, np.float32))], prefix=p)
+        return y
+
+    def onnx_rmul(self, g: Any, a: str, which: str, lo: int, hi: int) -> str:
+        """Float recurrent product ``MatMul(a, W[lo:hi].T)``."""
+        p = g.fresh("rec_rmul")
+        w = np.ascontiguousarray(getattr(self.cell, which)[lo:hi].T, np.float32)
+        return g.node("MatMul", [a, g.const(f"{p}_{which}T", w)], prefix=p)[0]
+
     @classmethod
     def from_onnx(cls, node: Any, r: Any) -> "RecurrentLayer":
         """Our export pattern ``Transpose -> LSTM|GRU|RNN -> Squeeze -> Transpose`` (weights converted back to
@@ -429,7 +537,7 @@ class RecurrentLayer(Layer):
                 or a.get("input_forget", 0):
             raise r.error(rnn, "only direction=forward, layout=0, no clip, input_forget=0 imports")
         for i, what in ((4, "sequence_lens"), (5, "initial_h"), (6, "initial_c"), (7, "P")):
-            if r.has_input(rnn, i) and (what == "sequence_lens" or np.any(r.const(rnn, i) != 0)):
+            if r.has_input(rnn, i) and (what == "sequence_lens" or not cls.zero_input(rnn, i, r)):
                 raise r.error(rnn, f"input {what} is not supported (Flux's layer starts from zeros)")
         outs = [o for o in rnn.output[:1]]
         sq = r.consumers.get(outs[0], [])
@@ -448,6 +556,22 @@ class RecurrentLayer(Layer):
         layer = target[0].layer_from_onnx(W, R, B, a, lambda msg: r.error(rnn, msg))
         r.advanced = tr[0].output[0]
         return layer
+
+    @staticmethod
+    def zero_input(node: Any, i: int, r: Any) -> bool:
+        """Whether input ``i`` of ``node`` is all zeros: a zero constant, or a ``ConstantOfShape`` of value 0 (how
+        ``torch.onnx.export`` writes an RNN's default initial state, its shape computed from the input's)."""
+        name = node.input[i]
+        if name in r.consts:
+            return not np.any(r.consts[name] != 0)
+        maker = next((n for n in r.nodes if name in n.output), None)
+        if maker is None or maker.op_type != "ConstantOfShape":
+            return False
+        value = r.attrs(maker).get("value")
+        if value is None:
+            return True
+        from onnx import numpy_helper   # the ONNX importer is running, so onnx is installed
+        return not np.any(numpy_helper.to_array(value) != 0)
 
     @classmethod
     def onnx_matches(cls, attrs: dict) -> bool:

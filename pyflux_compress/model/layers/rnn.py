@@ -9,7 +9,7 @@ import numpy as np
 from ..activations import get_activation, tanh
 from ..registry import register_layer
 from .base import Grads, activation_of
-from .recurrent import ONNX_RNN_ACTIVATIONS, RecurrentCell, RecurrentLayer
+from .recurrent import ONNX_RNN_ACTIVATIONS, RecurrentCell, RecurrentLayer, onnx_op
 
 __all__ = ["RNNCell", "RNN"]
 
@@ -40,9 +40,13 @@ class RNNCell(RecurrentCell):
 
     def step(self, gx: np.ndarray, state: tuple) -> tuple[tuple, Any]:
         (h,) = state
-        z = gx + h @ self.Wh.T
+        z = gx + self.rmul(h, "Wh", 0, self.hidden)
         y = self.activation(z)
         return (y,), (h, z, y)
+
+    def onnx_step(self, g: Any, gx: str, state: tuple, rmul: Callable) -> tuple:
+        (h,) = state
+        return (self.activation.to_onnx(g, onnx_op(g, "Add", gx, rmul(h, "Wh", 0, self.hidden))),)
 
     def step_back(self, cache: Any, dstate: tuple, grads: Grads) -> tuple[np.ndarray, tuple]:
         h, z, y = cache

@@ -118,7 +118,12 @@ class Upsample(Layer):
         return s + ")"
 
     def flux_state(self) -> dict[str, Any]:
-        return {"scale": self.scale, "size": self.size}
+        # Flux's Upsample{mode,S,T} stores `scale` as given, and the text above prints a uniform scale as one
+        # number (`scale = 2`), which Flux builds as an Int: write what Julia's Flux.state of that text holds.
+        scale = self.scale
+        if scale is not None and all(v == scale[0] for v in scale):
+            scale = scale[0]
+        return {"scale": scale, "size": self.size}
 
     @classmethod
     def from_syntax(cls, call: Any) -> "Upsample":
