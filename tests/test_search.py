@@ -83,11 +83,71 @@ def test_in_process_search_respects_budget_and_reports(digits):
     (dict(validation=0.9), "validation"),
     (dict(executor=42), "executor must be None"),
     (dict(storage=3), "storage must be None"),
+    (dict(schedule="fast"), "schedule must be one of"),
+    (dict(schedule="gradual", prune_epochs=0), "prune_epochs must be >= 1"),
+    (dict(objective=("size", "accuracy"), prune_margin=0.5), "prune_margin needs a single objective"),
+    (dict(warm_start=0), "warm_start must be >= 1"),
+    (dict(enqueue={"coding": "share"}), "enqueue must be a list"),
+    (dict(enqueue=[{"layers[9].sparsity": 0.5}], trials=1, **FAST), r"enqueue\[0\]: unknown parameter 'layers\[9\]"),
+    (dict(enqueue=[{"layers[1].sparsity": 1.5}], trials=1, **FAST), "outside the domain of a 'sparsity'"),
 ])
 def test_arguments_validated_up_front(digits, kw, match):
     model, X, y, _, _ = digits
     with pytest.raises(ValueError, match=match):
         pfc.autocompress(model, X, y, **kw)
+
+
+def test_gradual_schedule_warm_starts_and_enqueued_trials(digits):
+    model, X, y, _, _ = digits
+    kw = {**FAST, "techniques": ("prune", "share")}
+    hand = {"layers[1].sparsity": 0.8, "layers[2].sparsity": 0.5, "coding": "share", "layers[1].sbits": 3,
+            "layers[2].sbits": 4}
+    r = pfc.autocompress(model, X, y, trials=4, schedule="gradual", prune_epochs=2, share_epochs=1,
+                         weight_decay=1e-4, warm_start=3, enqueue=[hand], **kw)
+    warm = r.space["warm_params"]
+    assert 1 <= len(warm) <= 3 and warm[0] == r.space["seed_params"]
+    # the first trials are the sensitivity warm starts, then the enqueued policy, in that order
+    assert [t["params"] for t in r.trials[:len(warm)]] == warm
+    mine = r.trials[len(warm)]
+    assert mine["params"] == hand and mine["policy"]["layers"]["layers[1]"]["bits"] == 3
+    # warm starts are read off the table at growing budgets: sparsity never falls along the ladder
+    for a, b in zip(warm, warm[1:]):
+        assert all(b[k] >= a[k] for k in a if k.endswith(".sparsity"))
+    # the best model holds its policy's sparsity, reached by PolynomialDecay (one schedule per pruned layer)
+    pol = r.best["policy"]["layers"]
+    for path, layer in pfc.modules(r.best_model):
+        if path in pol and pol[path]["sparsity"] > 0:
+            w = layer.weight  # a shared layer's effective weight
+            assert abs(np.mean(w == 0) - pol[path]["sparsity"]) <= 1.0 / w.size + 1e-9
+    decay = [rec for rec in r.records if rec["method"] == "polynomial_decay"]
+    assert len(decay) == sum(p["sparsity"] > 0 for p in pol.values())
+    assert pfc.size_report(r.best_model)["archive"] == r.best["archive_bytes"]
+
+
+def test_enqueued_trial_added_when_a_study_resumes(digits, tmp_path):
+    model, X, y, _, _ = digits
+    kw = {**FAST, "techniques": ("prune", "share"), "storage": str(tmp_path / "study.log")}
+    first = pfc.autocompress(model, X, y, trials=1, **kw)
+    mine = {"coding": "share", "layers[1].sparsity": 0.6, "layers[1].sbits": 4}
+    again = pfc.autocompress(model, X, y, trials=2, enqueue=[mine], **kw)
+    assert again.study_name == first.study_name and again.trials[0] == first.trials[0]
+    assert again.trials[1]["params"] == {**again.trials[1]["params"], **mine}
+    # resuming with the same enqueue adds nothing: the trial exists
+    third = pfc.autocompress(model, X, y, trials=2, enqueue=[mine], **kw)
+    assert len(third.trials) == 2
+
+
+def test_prune_margin_stops_hopeless_trials_early(digits):
+    model, X, y, _, _ = digits
+    kw = {**FAST, "techniques": ("prune", "share"), "max_drop": 1.0}
+    hopeless = {"layers[1].sparsity": 0.99, "layers[2].sparsity": 0.99, "coding": "float"}
+    r = pfc.autocompress(model, X, y, trials=2, schedule="gradual", prune_epochs=1, prune_margin=0.0,
+                         enqueue=[hopeless], **kw)
+    states = [t["state"] for t in r.trials]
+    pruned = [t for t in r.trials if t["params"] == hopeless]
+    assert pruned and pruned[0]["state"] == "PRUNED" and pruned[0]["archive_bytes"] is None
+    assert pruned[0]["policy"]["layers"]["layers[1]"]["sparsity"] == 0.99  # recorded before the work
+    assert states.count("COMPLETE") == 1 and r.n_complete == 1
 
 
 def test_dask_cluster_runs_trials_on_workers_and_survives_a_killed_worker(digits, tmp_path):

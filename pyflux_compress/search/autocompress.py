@@ -19,7 +19,7 @@ from ..compression.archive import size_report
 from ..deploy.predictor import Predictor
 from ..model.walk import modules
 from ..train.fit import accuracy
-from .space import TECHNIQUES, apply_policy, build_space, suggest_policy
+from .space import MAX_SPARSITY, SCHEDULES, TECHNIQUES, apply_policy, build_space, param_names, suggest_policy
 
 OBJECTIVES = ("size", "latency", ("size", "accuracy"), ("latency", "accuracy"))
 STATE_KEYS = ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")
@@ -59,6 +59,33 @@ def _check_executor(executor: Any) -> Any:
                      f"as 'tcp://127.0.0.1:8786'; got {executor!r}")
 
 
+def _check_enqueue(enqueue: Any) -> list[dict[str, Any]]:
+    if isinstance(enqueue, dict) or not isinstance(enqueue, (list, tuple)):
+        raise ValueError(f"enqueue must be a list of dicts of Optuna parameters such as "
+                         f"[{{'layers[1].sparsity': 0.95, 'coding': 'share'}}]; got {enqueue!r}")
+    for i, params in enumerate(enqueue):
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise ValueError(f"enqueue[{i}] must be a dict of Optuna parameters; got {params!r}")
+    return [dict(p) for p in enqueue]
+
+
+def _check_params(what: str, params: dict[str, Any], names: dict[str, str]) -> None:
+    """Parameter names must exist in the search space; values must be in the variable's domain."""
+    for k, v in params.items():
+        if k not in names:
+            raise ValueError(f"{what}: unknown parameter {k!r}; this search space has {', '.join(sorted(names))}")
+        kind = names[k]
+        ok = {"sparsity": lambda: isinstance(v, (int, float)) and 0.0 <= v <= MAX_SPARSITY,
+              "structured": lambda: isinstance(v, (int, float)) and 0.0 <= v < 1.0,
+              "sbits": lambda: isinstance(v, int) and 1 <= v <= 8,
+              "qbits": lambda: isinstance(v, int) and 1 <= v <= 8,
+              "rank": lambda: isinstance(v, int) and v >= 1,
+              "form": lambda: v in ("sparse", "lowrank"),
+              "coding": lambda: v in ("share", "quantize", "float")}[kind]()
+        if not ok:
+            raise ValueError(f"{what}: {k}={v!r} is outside the domain of a {kind!r} variable")
+
+
 def _check_data(model: Any, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     if not hasattr(model, "layers"):
         raise ValueError(f"model must be a Chain, got {type(model).__name__}")
@@ -89,11 +116,33 @@ class TrialRunner:
     def __init__(self, model: Any, data: tuple, space: dict[str, Any], config: dict[str, Any]) -> None:
         self.model, self.data, self.space, self.config = model, data, space, config
 
-    def build(self, policy: dict[str, Any]) -> Any:
+    def build(self, policy: dict[str, Any], report: Any = None) -> Any:
         Xtr, ytr, _, _ = self.data
         c = self.config
         return apply_policy(self.model, policy, Xtr, ytr, finetune_epochs=c["finetune_epochs"], seed=c["seed"],
-                            calibrate="latency" in c["objective"])
+                            calibrate="latency" in c["objective"], schedule=c["schedule"],
+                            prune_epochs=c["prune_epochs"], share_epochs=c["share_epochs"], lr=c["lr"],
+                            weight_decay=c["weight_decay"], report=report)
+
+    def reporter(self, trial: Any) -> Any:
+        """``report(stage, model)`` for :func:`apply_policy`: the validation drop after each training phase as
+        an Optuna intermediate value; raises ``optuna.TrialPruned`` when the study's pruner says so. None
+        without ``prune_margin``."""
+        if self.config["prune_margin"] is None:
+            return None
+        import optuna
+
+        _, _, Xval, yval = self.data
+        base = self.config["base_accuracy"]
+
+        def report(stage: int, model: Any) -> None:
+            drop = 100.0 * (base - accuracy(model, Xval, yval))
+            trial.report(drop, stage)
+            trial.set_user_attr(f"drop_stage{stage}", drop)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation drop {drop:.2f} points after phase {stage}")
+
+        return report
 
     def measure(self, model: Any) -> dict[str, Any]:
         _, _, Xval, yval = self.data
@@ -112,12 +161,12 @@ class TrialRunner:
 
         start = time.perf_counter()
         policy = suggest_policy(trial, self.space)
-        with threadpool_limits(self.config["threads"]):
-            model = self.build(policy)
-            m = self.measure(model)
-        trial.set_user_attr("policy", policy)
+        trial.set_user_attr("policy", policy)  # before the work: a pruned trial's record keeps its policy
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("worker", _worker_address())
+        with threadpool_limits(self.config["threads"]):
+            model = self.build(policy, self.reporter(trial))
+            m = self.measure(model)
         trial.set_user_attr("seconds", time.perf_counter() - start)
         for k, v in m.items():
             trial.set_user_attr(k, v)
@@ -264,6 +313,16 @@ def _sampler(objective: tuple[str, ...], seed: int, trials: int, distributed: bo
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, trials // 4)))
 
 
+def _pruner(config: dict[str, Any]) -> Any:
+    """Optuna's ThresholdPruner on the intermediate validation drop: a trial whose drop after a training phase
+    exceeds ``max_drop + prune_margin`` points stops there (None: no pruning)."""
+    import optuna
+
+    if config["prune_margin"] is None:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.ThresholdPruner(upper=config["max_drop"] + config["prune_margin"])
+
+
 def _storage(storage: Any) -> Any:
     """Optuna storage for ``storage``: None (in memory), an RDB URL, or a journal file path."""
     if storage is None or "://" in storage:
@@ -275,8 +334,8 @@ def _storage(storage: Any) -> Any:
 
 
 def _study_name(model: Any, objective: tuple[str, ...], techniques: tuple[str, ...], max_drop: float,
-                seed: int) -> str:
-    h = hashlib.sha1(json.dumps([str(model), objective, techniques, max_drop, seed]).encode())
+                seed: int, recipe: dict[str, Any]) -> str:
+    h = hashlib.sha1(json.dumps([str(model), objective, techniques, max_drop, seed, recipe], sort_keys=True).encode())
     for _, layer in modules(model):  # the weights too: another training run of the same architecture is
         for arr in layer.params().values():  # another study
             h.update(np.ascontiguousarray(arr).tobytes())
@@ -291,7 +350,7 @@ def _run_on_worker(runner: Any, storage: Any, study_name: str, objective: tuple[
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     study = optuna.load_study(study_name=study_name, storage=storage,
-                              sampler=_sampler(objective, seed, trials, distributed=True))
+                              sampler=_sampler(objective, seed, trials, distributed=True), pruner=_pruner(runner.config))
     study.optimize(runner, n_trials=1, catch=(ValueError, np.linalg.LinAlgError))
     return study.trials[-1].number if study.trials else -1
 
@@ -312,7 +371,9 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
                  finetune_epochs: int = 2, validation: float = 0.1, seed: int = 0, executor: Any = None,
                  storage: Any = None, threads: int | None = None, batch_size: int = 256,
                  latency_seconds: float = 0.5, test: tuple[Any, Any] | None = None, study_name: str | None = None,
-                 progress: bool = True) -> SearchResult:
+                 progress: bool = True, schedule: str = "oneshot", prune_epochs: int = 4, share_epochs: int = 1,
+                 lr: float = 5e-4, weight_decay: float = 0.0, prune_margin: float | None = None,
+                 warm_start: int = 1, enqueue: Sequence[dict[str, Any]] = ()) -> SearchResult:
     """Search per-layer compression policies with Optuna under an accuracy budget.
 
     Parameters
@@ -333,6 +394,18 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
         budget and seed). With an executor the storage lives on the scheduler (optuna-integration's DaskStorage).
     threads : BLAS threads per trial and onnxruntime intra-op threads for latency (None: library defaults).
     test : optional ``(Xtest, ytest)``, touched once after the search for the final report.
+    schedule : how a trial reaches its per-layer sparsity: ``"oneshot"`` (prune, then ``finetune_epochs``) or
+        ``"gradual"`` (``prune_epochs`` epochs of training while ``pfc.PolynomialDecay`` raises each layer's
+        sparsity, then ``finetune_epochs`` at ``lr / 5`` with the masks held). share_epochs : centroid
+        fine-tuning epochs after weight sharing. lr, weight_decay : Adam learning rate and coupled L2 of the
+        trial's fine-tuning.
+    prune_margin : stop a trial early (Optuna ``ThresholdPruner``, state PRUNED) when its validation drop after
+        the pruning or fine-tuning phase exceeds ``max_drop + prune_margin`` points; None (default) runs every
+        trial to the end. Single objective only.
+    warm_start : number of first trials read off the sensitivity table (budgets ``max_drop`` ... the cap,
+        geometric); enqueue : more first trials, as dicts of Optuna parameters (``{"layers[1].sparsity": 0.95,
+        "coding": "share", "layers[1].sbits": 5, ...}``; missing parameters are sampled). Warm starts are added when
+        the study is created, enqueued trials also when it is resumed (never twice with the same parameters).
 
     Returns
     -------
@@ -353,6 +426,18 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
         threads = check_int("threads", threads, min=1)
     batch_size = check_int("batch_size", batch_size, min=1)
     latency_seconds = check_positive("latency_seconds", latency_seconds)
+    schedule = check_in("schedule", schedule, SCHEDULES)
+    prune_epochs = check_int("prune_epochs", prune_epochs, min=1 if schedule == "gradual" else 0)
+    share_epochs = check_int("share_epochs", share_epochs, min=0)
+    lr = check_positive("lr", lr)
+    weight_decay = check_fraction("weight_decay", weight_decay, 0.0, 1.0)
+    if prune_margin is not None:
+        prune_margin = check_fraction("prune_margin", prune_margin, 0.0, 100.0)
+        if len(objective) > 1:
+            raise ValueError(f"prune_margin needs a single objective (Optuna prunes single-objective trials "
+                             f"only); got objective={objective!r}")
+    warm_start = check_int("warm_start", warm_start, min=1)
+    enqueue = _check_enqueue(enqueue)
     X, y = _check_data(model, X, y)
     if test is not None:
         if not isinstance(test, (tuple, list)) or len(test) != 2:
@@ -366,7 +451,9 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
 
     start = time.perf_counter()
     data = validation_split(X, y, validation, seed)
-    name = study_name or _study_name(model, objective, techniques, max_drop, seed)
+    recipe = {"finetune_epochs": finetune_epochs, "schedule": schedule, "prune_epochs": prune_epochs,
+              "share_epochs": share_epochs, "lr": lr, "weight_decay": weight_decay}
+    name = study_name or _study_name(model, objective, techniques, max_drop, seed, recipe)
     client = _client(executor)
     opt_storage = _storage(storage)
     if client is not None:
@@ -376,23 +463,30 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             opt_storage = DaskStorage(storage=opt_storage, client=client)
     directions = ["minimize"] * len(objective)
+    base = {"val_accuracy": float(accuracy(model, data[2], data[3]))}
+    config = {"objective": objective, "max_drop": max_drop, "seed": seed, "threads": threads,
+              "batch_size": batch_size, "latency_seconds": latency_seconds, "base_accuracy": base["val_accuracy"],
+              "prune_margin": prune_margin, **recipe}
     study = optuna.create_study(study_name=name, storage=opt_storage, directions=directions, load_if_exists=True,
-                                sampler=_sampler(objective, seed, trials, client is not None))
+                                sampler=_sampler(objective, seed, trials, client is not None),
+                                pruner=_pruner(config))
     _fail_stale(study)
     space = study.user_attrs.get("space")
     if space is None:
         with _threads(threads):
-            space = build_space(model, data[2], data[3], techniques, max_drop, objective)
+            space = build_space(model, data[2], data[3], techniques, max_drop, objective, warm_start)
         study.set_user_attr("space", space)
         study.set_user_attr("model", str(model))
-        study.enqueue_trial(space["seed_params"], skip_if_exists=True)
+        for params in space.get("warm_params", [space["seed_params"]]):
+            study.enqueue_trial(params, skip_if_exists=True)
     elif study.user_attrs.get("model") != str(model):
         raise ValueError(f"storage {storage!r} holds study {name!r} for another model "
                          f"({study.user_attrs.get('model')}); pass another study_name or storage")
-    base = {"val_accuracy": float(accuracy(model, data[2], data[3]))}
-    config = {"objective": objective, "max_drop": max_drop, "finetune_epochs": finetune_epochs, "seed": seed,
-              "threads": threads, "batch_size": batch_size, "latency_seconds": latency_seconds,
-              "base_accuracy": base["val_accuracy"]}
+    names = param_names(space)
+    for i, params in enumerate(enqueue):
+        _check_params(f"enqueue[{i}]", params, names)
+    for params in enqueue:  # also when resuming; a trial with the same parameters is not added twice
+        study.enqueue_trial(params, skip_if_exists=True)
     runner = TrialRunner(model, data, space, config)
     done = sum(t.state.name == "COMPLETE" for t in study.trials)
     todo = max(0, trials - done)

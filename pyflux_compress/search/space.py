@@ -18,12 +18,13 @@ internals, so the codec / quantization / registry rewrites underneath do not cha
 """
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable
 
 import numpy as np
 
 from ..compression.lowrank import lowrank
-from ..compression.prune import prune
+from ..compression.prune import PolynomialDecay, prune
 from ..compression.quantize import quantize
 from ..compression.sensitivity import sensitivity
 from ..compression.sharing import share_weights
@@ -38,6 +39,8 @@ SENS_BITS = (8, 6, 4, 3, 2)
 SENS_SPARSITIES = (0.5, 0.75, 0.9, 0.95, 0.98)
 STRUCTURED_LEVELS = (0.25, 0.5, 0.75)
 MAX_SPARSITY = 0.995
+SCHEDULES = ("oneshot", "gradual")
+PRUNING_EVENTS = 30  # pruning steps of a gradual schedule (Zhu & Gupta prune every ~100 of a few thousand steps)
 
 
 def weighted_layers(model: Any) -> list[tuple[str, Any]]:
@@ -56,11 +59,14 @@ def sensitivity_cap(max_drop: float) -> float:
 
 
 def build_space(model: Any, Xval: np.ndarray, yval: np.ndarray, techniques: tuple[str, ...],
-                max_drop: float, objective: tuple[str, ...] = ("size",)) -> dict[str, Any]:
+                max_drop: float, objective: tuple[str, ...] = ("size",), warm_start: int = 1) -> dict[str, Any]:
     """Measure per-layer sensitivity on the validation split and derive the bounded search space.
 
     For a latency objective weight sharing is left out: a k-means codebook runs as float weights in onnxruntime
-    (no speed-up) and the shared layers have no ONNX mapping.
+    (no speed-up) and the shared layers have no ONNX mapping. ``space["warm_params"]`` holds ``warm_start``
+    (>= 1) distinct first trials read off the sensitivity table at budgets from ``max_drop`` up to the cap
+    (geometric steps): the table measures without fine-tuning, so the looser budgets are the policies that
+    fine-tuning is expected to bring back within ``max_drop``.
     """
     cap = sensitivity_cap(max_drop)
     layers = weighted_layers(model)
@@ -68,7 +74,6 @@ def build_space(model: Any, Xval: np.ndarray, yval: np.ndarray, techniques: tupl
     sparsities = SENS_SPARSITIES if "prune" in techniques else ()
     table = sensitivity(model, Xval, yval, bits=bits or (8,), sparsities=sparsities or (0.5,))
     entries = []
-    seed_layers: dict[str, Any] = {}
     budget = max_drop / 100.0
     for path, layer in layers:
         rows = [r for r in table.rows if r["layer"] == path]
@@ -88,8 +93,6 @@ def build_space(model: Any, Xval: np.ndarray, yval: np.ndarray, techniques: tupl
                         "s_hi": float(s_hi), "qbits_lo": int(qbits_lo),
                         # a k-means codebook fits the weights better than a uniform grid: one bit fewer
                         "sbits_lo": int(max(1, qbits_lo - 1)), "rank_hi": max(0, rank_hi)})
-        seed_layers[path] = {"sparsity": float(table.suggest_sparsity(budget).get(path, 0.0)),
-                             "bits": int(table.suggest_bits(budget).get(path) or 8)}
     structured_hi = 0.0
     if "structured" in techniques:
         base = accuracy(model, Xval, yval)
@@ -106,8 +109,23 @@ def build_space(model: Any, Xval: np.ndarray, yval: np.ndarray, techniques: tupl
     coding = [c for c in codings if c in techniques] + ["float"]
     space = {"techniques": list(techniques), "coding": coding, "structured_hi": structured_hi,
              "layers": entries, "baseline_val_accuracy": float(table.baseline), "cap": cap}
-    space["seed_params"] = seed_params(space, seed_layers)
+    warm = []
+    for b in warm_budgets(budget, cap, warm_start):
+        sparsity, bits = table.suggest_sparsity(b), table.suggest_bits(b)
+        params = seed_params(space, {p: {"sparsity": float(sparsity.get(p, 0.0)), "bits": int(bits.get(p) or 8)}
+                                     for p, _ in layers})
+        if params not in warm:
+            warm.append(params)
+    space["seed_params"], space["warm_params"] = warm[0], warm
     return space
+
+
+def warm_budgets(budget: float, cap: float, n: int) -> list[float]:
+    """``n`` budgets (fractions) from ``budget`` to ``cap``, geometric: ``[budget]`` for ``n == 1``."""
+    if n == 1 or cap <= budget:
+        return [budget]
+    lo = max(budget, 1e-4)
+    return [budget] + [lo * (cap / lo) ** (k / (n - 1)) for k in range(1, n)]
 
 
 def _forms(space: dict[str, Any], entry: dict[str, Any]) -> list[str]:
@@ -115,6 +133,26 @@ def _forms(space: dict[str, Any], entry: dict[str, Any]) -> list[str]:
     if "lowrank" in space["techniques"] and entry["dense"] and entry["rank_hi"] >= 1:
         forms.append("lowrank")
     return forms
+
+
+def param_names(space: dict[str, Any]) -> dict[str, str]:
+    """Every Optuna parameter name :func:`suggest_policy` can sample in ``space`` -> its kind (``"coding"``,
+    ``"structured"``, ``"form"``, ``"sparsity"``, ``"rank"``, ``"sbits"``, ``"qbits"``)."""
+    tech = space["techniques"]
+    names = {"coding": "coding"}
+    if "structured" in tech and space["structured_hi"] > 0:
+        names["structured"] = "structured"
+    for e in space["layers"]:
+        p = e["path"]
+        forms = _forms(space, e)
+        if len(forms) > 1:
+            names[f"{p}.form"], names[f"{p}.rank"] = "form", "rank"
+        if "prune" in tech:
+            names[f"{p}.sparsity"] = "sparsity"
+        for c, v in (("share", "sbits"), ("quantize", "qbits")):
+            if c in space["coding"]:
+                names[f"{p}.{v}"] = v
+    return names
 
 
 def seed_params(space: dict[str, Any], seed_layers: dict[str, Any]) -> dict[str, Any]:
@@ -160,14 +198,36 @@ def suggest_policy(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
     return {"structured": float(structured), "coding": coding, "layers": layers}
 
 
+class _Schedules:
+    """Several per-layer :class:`PolynomialDecay` schedules as the single ``pruning=`` hook of ``pfc.fit``."""
+
+    def __init__(self, schedules: list[PolynomialDecay]) -> None:
+        self.schedules = schedules
+
+    def on_step(self, model: Any, step: int) -> None:
+        for s in self.schedules:
+            s.on_step(model, step)
+
+
 def apply_policy(model: Any, policy: dict[str, Any], X: np.ndarray, y: np.ndarray, *, finetune_epochs: int,
-                 seed: int, calibrate: bool, lr: float = 5e-4, batchsize: int = 128) -> Any:
+                 seed: int, calibrate: bool, lr: float = 5e-4, batchsize: int = 128, schedule: str = "oneshot",
+                 prune_epochs: int = 0, share_epochs: int = 1, weight_decay: float = 0.0,
+                 report: Callable[[int, Any], None] | None = None) -> Any:
     """Compress ``model`` as ``policy`` says and fine-tune on ``(X, y)``; returns the new model.
 
     Order: structured pruning (removes units; paths unchanged) -> low-rank factorisation of the layers whose form
     is ``"lowrank"`` -> per-layer magnitude pruning -> fine-tuning with the masks held -> weight sharing (then
-    centroid fine-tuning, one epoch) or quantization (``calibrate``: activation ranges from 256 training samples,
-    which the ONNX export turns into integer kernels).
+    centroid fine-tuning) or quantization (``calibrate``: activation ranges from 256 training samples, which the
+    ONNX export turns into integer kernels).
+
+    ``schedule="oneshot"`` prunes each layer to its sparsity at once, then fine-tunes ``finetune_epochs`` epochs
+    (Adam ``lr``). ``schedule="gradual"`` trains ``prune_epochs`` epochs (Adam ``lr``) while one
+    ``pfc.PolynomialDecay`` per layer raises its sparsity from 0 to the policy's (reached after 5/6 of the
+    steps, ~30 pruning events), then fine-tunes ``finetune_epochs`` epochs at ``lr / 5`` with the masks held.
+    ``weight_decay``: coupled L2 of those optimisers. Weight sharing is followed by ``share_epochs`` epochs of
+    centroid fine-tuning at ``lr / 5`` (when any fine-tuning is asked for). ``report(stage, model)`` is called
+    after the gradual pruning phase (stage 0) and after fine-tuning (stage 1), e.g. to stop a hopeless Optuna
+    trial early; it may raise.
     """
     m = model
     if policy["structured"] > 0:
@@ -181,17 +241,34 @@ def apply_policy(model: Any, policy: dict[str, Any], X: np.ndarray, y: np.ndarra
     before = m
     m = lowrank(m, rank=ranks) if ranks else m.copy()
     targets = paths_after_lowrank(before, m, ranks)  # original path -> the path(s) it became
-    for p, rule in per.items():
-        if rule["form"] == "sparse" and rule["sparsity"] > 0:
-            for q in targets[p]:
-                m = prune(m, rule["sparsity"], include=q)
+    sparsity = {q: rule["sparsity"] for p, rule in per.items() if rule["form"] == "sparse" and rule["sparsity"] > 0
+                for q in targets[p]}
+    fit_kw = {"batchsize": batchsize, "progress": False}
+    finetune_lr = lr
+    gradual = schedule == "gradual" and prune_epochs > 0
+    if gradual and sparsity:
+        steps = prune_epochs * math.ceil(len(X) / batchsize)
+        end = max(1, steps - steps // 6)  # the last sixth trains at the final sparsity
+        every = max(1, end // PRUNING_EVENTS)
+        hook = _Schedules([PolynomialDecay(0.0, s, begin=0, end=end, frequency=every, include=q)
+                           for q, s in sparsity.items()])
+        fit(m, X, y, epochs=prune_epochs, opt=Adam(lr, weight_decay=weight_decay), pruning=hook, seed=seed,
+            **fit_kw)
+        finetune_lr = lr / 5
+        if report is not None:
+            report(0, m)
+    else:
+        for q, s in sparsity.items():
+            m = prune(m, s, include=q)
     if finetune_epochs > 0:
-        fit(m, X, y, epochs=finetune_epochs, batchsize=batchsize, opt=Adam(lr), progress=False, seed=seed)
+        fit(m, X, y, epochs=finetune_epochs, opt=Adam(finetune_lr, weight_decay=weight_decay), seed=seed, **fit_kw)
+        if report is not None:
+            report(1, m)
     bits = {q: rule["bits"] for p, rule in per.items() if rule["bits"] for q in targets[p]}
     if policy["coding"] == "share" and bits:
         m = share_weights(m, bits=bits)
-        if finetune_epochs > 0:
-            fit(m, X, y, epochs=1, batchsize=batchsize, opt=Adam(lr / 5), progress=False, seed=seed + 1)
+        if share_epochs > 0 and (finetune_epochs > 0 or gradual):  # no fine-tuning asked: none here either
+            fit(m, X, y, epochs=share_epochs, opt=Adam(lr / 5), seed=seed + 1, **fit_kw)
     elif policy["coding"] == "quantize" and bits:
         m = quantize(m, bits=bits, scheme="affine", granularity="per_channel",
                      calibration=X[:256] if calibrate else None)
