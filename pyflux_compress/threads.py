@@ -2,6 +2,9 @@
 
 The policy (measured on 2 cores, see benchmarks/RESULTS.md "Threads"):
 
+* **Whole steps on shards** (``train/parallel.py``): ``fit``/``predict`` run a per-sample model's forward and
+  backward on ``threads`` shards of the batch at once, one per thread (via :func:`map_tasks`); the rules
+  below then apply inside each shard with one thread. Other models (BatchNorm in training) use the rules below.
 * **Large GEMMs** (Dense layers on a batch: ``batch x in x out`` multiply-adds of 10^6 and more) run in BLAS
   with ``threads`` BLAS threads, set with threadpoolctl for the duration of ``fit``/``predict``/``distill``.
 * **Small GEMMs** (the convolution kernels' per-sample products, 10^4-10^6 multiply-adds each, which OpenBLAS
@@ -31,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 __all__ = ["ENV_VAR", "available_cores", "other_load", "default_threads", "resolve", "use", "active",
-           "threads_keyword", "map_chunks", "info"]
+           "threads_keyword", "tune_malloc", "serial", "map_tasks", "map_chunks", "info"]
 
 ENV_VAR = "PYFLUX_COMPRESS_THREADS"
 
@@ -42,6 +45,7 @@ LOAD_SAMPLE_SECONDS = 1.0  # how long one sample of the machine's load decides t
 _load_sample: tuple[float, float] | None = None  # (time.monotonic(), other_load()) of the last sample
 _controller: Any = None  # threadpoolctl.ThreadpoolController (building one inspects every loaded library: ~4 ms)
 _controller_modules = -1  # len(sys.modules) when it was built: a new import may have loaded another BLAS
+_malloc_tuned: bool | None = None  # tune_malloc()'s answer (None: not tried yet)
 _cpu_mark: tuple[float, float] | None = None  # (monotonic, process_time) at the previous estimate
 _own_rate = 0.0  # this process's recent CPU use in cores
 
@@ -137,6 +141,36 @@ def _blas_controller() -> Any:
     return _controller
 
 
+# glibc's settings once a freed block of 32 MB has raised its dynamic thresholds (mallopt M_MMAP_THRESHOLD = -3,
+# M_TRIM_THRESHOLD = -1): blocks up to 32 MB come from the heap, and up to 64 MB of freed heap stays mapped.
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 64 << 20
+
+
+def tune_malloc() -> bool:
+    """Fix glibc's allocator thresholds at the values its own dynamic rule ends at (once per process, from
+    :func:`use`); True if applied. Returns False off glibc.
+
+    Why: a training step allocates and frees a few arrays of 1-10 MB (column matrices, activations). glibc
+    serves a block above its *mmap threshold* with a fresh ``mmap`` whose pages are faulted in on every step;
+    the threshold rises only when a larger mapped block is freed, so the same LeNet step cost 12.6 or 21-23 ms
+    of CPU (1 thread) depending on which sizes the process happened to free first (e.g. a 2-thread run's 5 MB
+    shards before a 1-thread run's 10 MB columns). Fixed thresholds make the cost independent of history.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is None:  # one attempt per process
+        _malloc_tuned = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                mallopt = ctypes.CDLL(None).mallopt
+            except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+                return False
+            _malloc_tuned = bool(mallopt(-3, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(-1, MALLOC_TRIM_THRESHOLD))
+    return _malloc_tuned
+
+
 @contextlib.contextmanager
 def use(threads: int | None) -> Iterator[int]:
     """Run the block with ``threads`` cores (None: the default policy); yields the resolved count.
@@ -148,6 +182,8 @@ def use(threads: int | None) -> Iterator[int]:
     if stack is None:
         stack = _state.stack = []
     n = stack[-1] if threads is None and stack else resolve(threads)  # None inside a use() inherits it
+    if _malloc_tuned is None:
+        tune_malloc()
     limiter = _blas_controller().limit(limits=n, user_api="blas")
     stack.append(n)
     try:
@@ -189,34 +225,55 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+@contextlib.contextmanager
+def serial() -> Iterator[None]:
+    """Run the block with one thread in the kernels (BLAS untouched): what a worker of :func:`map_tasks` runs
+    its task under, so a task never splits its own work over threads again."""
+    stack = getattr(_state, "stack", None)
+    if stack is None:
+        stack = _state.stack = []
+    stack.append(1)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def map_tasks(fn: Callable[[int], Any], tasks: int) -> list[Any]:
+    """``[fn(0), ..., fn(tasks - 1)]``, run on ``min(active(), tasks)`` threads; results in task order.
+
+    The caller's thread takes task 0 (and every ``workers``-th after it), pool threads the others, each in
+    :func:`serial` mode with one BLAS thread, so n workers never run n x n threads. With one thread the tasks
+    run in order on the caller's thread. ``fn`` must only write disjoint outputs.
+    """
+    workers = min(active(), tasks)
+    if workers <= 1:
+        return [fn(i) for i in range(tasks)]
+
+    def run(first: int) -> list[Any]:
+        with serial():
+            return [fn(i) for i in range(first, tasks, workers)]
+
+    pool = _executor()
+    # the workers' products are small: one BLAS thread each
+    limiter = _blas_controller().limit(limits=1, user_api="blas")
+    try:
+        futures = [pool.submit(run, w) for w in range(1, workers)]
+        shares = [run(0)] + [fut.result() for fut in futures]
+    finally:
+        limiter.restore_original_limits()
+    return [shares[i % workers][i // workers] for i in range(tasks)]
+
+
 def map_chunks(fn: Callable[[int, int], Any], n: int, chunks: int) -> list[Any]:
     """Call ``fn(lo, hi)`` over ``chunks`` contiguous ranges covering ``range(n)``; returns results in order.
 
-    The ranges run on ``min(active(), chunks)`` threads (the caller's thread takes the first range); with
-    one thread they run in order on the caller's thread. ``fn`` must only write disjoint outputs.
+    The ranges run as :func:`map_tasks` (on ``min(active(), chunks)`` threads, the caller's thread taking
+    the first range); with one thread they run in order on the caller's thread.
     """
     chunks = max(1, min(chunks, n))
     bounds = [(n * i // chunks, n * (i + 1) // chunks) for i in range(chunks)]
-    workers = min(active(), chunks)
-    if workers <= 1:
-        return [fn(lo, hi) for lo, hi in bounds]
-    # one task per worker, each running its share of the ranges in order (keeps per-thread scratch warm)
-    shares = [bounds[w::workers] for w in range(workers)]
-
-    def run(share: list[tuple[int, int]]) -> list[tuple[int, Any]]:
-        return [(lo, fn(lo, hi)) for lo, hi in share]
-
-    pool = _executor()
-    # the workers' products are small: one BLAS thread each, so n workers never run n x n threads
-    limiter = _blas_controller().limit(limits=1, user_api="blas")
-    try:
-        futures = [pool.submit(run, share) for share in shares[1:]]
-        results = run(shares[0])
-        for fut in futures:
-            results += fut.result()
-    finally:
-        limiter.restore_original_limits()
-    return [r for _, r in sorted(results, key=lambda t: t[0])]
+    return map_tasks(lambda i: fn(*bounds[i]), chunks)
 
 
 def info() -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ..model.walk import first_weight, modules
 from ..threads import threads_keyword
 from . import losses as _losses
 from .optimisers import Adam
+from .parallel import infer
 from .step import Step, train_step
 
 __all__ = ["fit", "predict", "accuracy", "History"]
@@ -210,7 +211,8 @@ def fit(model: Any, X: Any, y: Any, *, epochs: int = 1, batchsize: int = 32, opt
             number of steps taken so far (0 for the first); e.g. ``compression.prune.PolynomialDecay``.
         callbacks: callables ``cb(epoch, history)`` run after every epoch (``epoch`` = 1, 2, ...); a callback
             returning ``False`` stops training early.
-        threads: cores to use (BLAS threads and the conv kernels' batch split, see ``pfc.threads``); None
+        threads: cores to use (whole steps on shards of the batch for per-sample conv models, else BLAS
+            threads and the conv kernels' batch split; see docs/threads.md); None
             (default) = the cores other processes leave idle, at least 1. Results are bit-identical for the
             same ``seed`` and the same thread count; pass ``threads=`` for reproducible reruns (the default
             follows the machine's load, and another count sums products in another order, ~1e-8 apart).
@@ -336,13 +338,13 @@ def predict(model: Any, X: Any, batchsize: int = 1024) -> np.ndarray:
     batchsize = check_int("batchsize", batchsize, min=1)
     dtype = _model_dtype(model) if callable(getattr(model, "params", None)) else np.dtype(np.float32)
     X, _ = _check_X("X", X, model, dtype)
-    first = np.asarray(model(X[:batchsize]))
+    first = infer(model, X[:batchsize])  # sharded over threads
     if len(X) <= batchsize:
         return first
     out = np.empty((len(X), *first.shape[1:]), dtype=first.dtype)
     out[:len(first)] = first
     for lo in range(batchsize, len(X), batchsize):
-        out[lo:lo + batchsize] = model(X[lo:lo + batchsize])
+        out[lo:lo + batchsize] = infer(model, X[lo:lo + batchsize])
     return out
 
 

@@ -2,9 +2,10 @@
 
 ``fit`` stays Python on every backend (validation, batching, the pruning hook, masks, History); the array work
 of one step is the kernel ``train_step``. Its numpy implementation is the model's own ``forward``/``backward``
-and the optimiser's ``step``. The julia twin (``backends/julia.py``, ``kernel_train_step`` in
-julia/src/kernels.jl) reads only the plain values a :class:`Step` derives on demand: the model's Flux syntax,
-its ``Flux.state`` arrays by Flux path, the loss name and the optimiser rule.
+(on shards of the batch over threads where the model allows it: train/parallel.py) and the optimiser's
+``step``. The julia twin (``backends/julia.py``, ``kernel_train_step`` in julia/src/kernels.jl) reads only the
+plain values a :class:`Step` derives on demand: the model's Flux syntax, its ``Flux.state`` arrays by Flux
+path, the loss name and the optimiser rule.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..backends import kernel
 from ..model.walk import modules
 from . import losses
 from .optimisers import SGD, Adam
+from .parallel import forward_backward
 
 __all__ = ["Step", "train_step"]
 
@@ -72,9 +74,7 @@ def train_step(step: Step, xb: np.ndarray, yb: np.ndarray, rng: np.random.Genera
     """One optimiser step on the batch ``xb`` (batch-first) with targets ``yb`` (int labels or arrays shaped
     like the output); updates the model's arrays in place. ``rng`` drives stochastic layers (Dropout).
     Returns ``(model outputs (B, ...), mean loss)``. Masks are re-applied by the caller."""
-    out, cache = step.model.forward(xb, train=True, rng=rng)
-    value, dout = step.loss.value_and_grad(out, yb)
-    _, grads = step.model.backward(cache, dout, **step.backward_kw)
+    out, value, grads = forward_backward(step.model, xb, yb, step.loss, rng, step.backward_kw)  # sharded
     params = step.model.params()
     keys = [k for k in params if grads.get(k) is not None]  # a layer may leave a parameter frozen
     step.opt.step([params[k] for k in keys], [grads[k] for k in keys])
