@@ -107,6 +107,10 @@ class Activation:
         return self._fn_raw(x, *self.args)
 
     # ---- function use -------------------------------------------------------------------------------
+    def batch_kind(self, train: bool) -> str:
+        """Elementwise: a batch may be cut into shards through it (train/parallel.py)."""
+        return "plain"
+
     def __call__(self, x: Any, *params: float) -> np.ndarray:
         """Apply to an array of any shape; NNlib's extra argument may follow (``leakyrelu(x, 0.2)``)."""
         if params:

@@ -221,6 +221,9 @@ class Chain(Layer):
             return None, ordered
         return (dy[0] if single else dy), ordered
 
+    def batch_kind(self, train: bool) -> str | None:
+        return self.children_batch_kind(train)
+
     def __repr__(self) -> str:
         if getattr(self, "names", None):
             return "Chain(" + ", ".join(f"{n} = {layer!r}" for n, layer in zip(self.names, self.layers)) + ")"

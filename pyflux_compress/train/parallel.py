@@ -15,9 +15,10 @@ the GIL), each with single-threaded BLAS and no nested batch split:
 Only models with a convolution are sharded (:func:`worth_sharding`): a Dense-only model's step is a few large
 GEMMs that BLAS threads already split, and sharding it measured no faster on the main thread for +50% CPU
 (the article MLP at batch 128). Only models whose every layer treats samples independently and keeps no
-state are sharded (a whitelist by exact type, :func:`shardable`): BatchNorm in training mode needs full-batch statistics and updates its running
-statistics in ``forward``, so such models (and unknown or compressed layer types) keep the sequential path,
-unchanged. Dropout draws its masks from one generator per shard, seeded from ``rng`` once per step (only when
+state are sharded (each layer class declares it for itself: ``batch_mode`` / ``batch_kind``, read by
+:func:`shardable`): BatchNorm in training mode needs full-batch statistics and updates its running statistics
+in ``forward``, so such models (and layers that declare nothing, e.g. compressed ones) keep the sequential
+path, unchanged. Dropout draws its masks from one generator per shard, seeded from ``rng`` once per step (only when
 the model has a Dropout), so its masks are deterministic given ``seed`` and the thread count.
 """
 from __future__ import annotations
@@ -28,76 +29,28 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import threads
-from ..model.activations import Activation
-from ..model.chain import Chain
 from ..model.walk import modules
-from ..model.layers.adaptivepool import AdaptiveMaxPool, AdaptiveMeanPool
-from ..model.layers.alphadropout import AlphaDropout
-from ..model.layers.batchnorm import BatchNorm
-from ..model.layers.conv import Conv, CrossCor
-from ..model.layers.convtranspose import ConvTranspose
-from ..model.layers.dense import Dense
-from ..model.layers.dropout import Dropout
-from ..model.layers.flatten import Flatten
-from ..model.layers.globalmaxpool import GlobalMaxPool
-from ..model.layers.layernorm import LayerNorm
-from ..model.layers.parallel import Parallel
-from ..model.layers.pixelshuffle import PixelShuffle
-from ..model.layers.pool import GlobalMeanPool, MaxPool, MeanPool
-from ..model.layers.scale import Scale
-from ..model.layers.skipconnection import SkipConnection
-from ..model.layers.upsample import Upsample
 
 __all__ = ["MIN_SHARD", "shardable", "worth_sharding", "shards", "forward_backward", "infer"]
 
 #: fewest samples per shard: below this a thread's hand-over (~20-50 µs) outweighs what it saves
 MIN_SHARD = 16
 
-# Layers whose forward and backward treat every sample on its own and mutate nothing (exact types: a subclass,
-# e.g. a compressed layer, may not). Dropout/AlphaDropout draw from an RNG: handled by per-shard generators.
-_PER_SAMPLE = (Dense, Conv, CrossCor, ConvTranspose, MaxPool, MeanPool, GlobalMeanPool, GlobalMaxPool,
-               AdaptiveMaxPool, AdaptiveMeanPool, Flatten, LayerNorm, Scale, Upsample, PixelShuffle)
-_CONTAINERS = (Chain, SkipConnection, Parallel)
-_RANDOM = (Dropout, AlphaDropout)
-_SPATIAL = (Conv, CrossCor, ConvTranspose)
-
-
-def _connection_per_sample(layer: Any) -> bool:
-    """``+`` and ``vcat`` (Flux dim 1, the feature/width axis) never mix samples; other concatenations might."""
-    conn = getattr(layer, "connection", None)
-    return conn is not None and (conn.kind == "+" or (conn.kind == "cat" and conn.dims == 1))
-
-
-def _layer_kind(layer: Any, train: bool) -> str | None:
-    """``"plain"``, ``"random"`` (draws from the RNG when training) or None (must see the whole batch)."""
-    kind = type(layer)
-    if isinstance(layer, Activation) or kind in _PER_SAMPLE:
-        return "plain"
-    if kind in _RANDOM:
-        # a mask broadcast over the batch (``dims``) must stay one mask; ``active=true`` draws in inference too
-        if getattr(layer, "dims", None) is not None or getattr(layer, "active", None) is True:
-            return None
-        return "random" if train else "plain"
-    if kind is BatchNorm and not train and getattr(layer, "active", None) is not True:
-        return "plain"  # inference with running statistics: per sample, and nothing is updated
-    if kind in _CONTAINERS and (kind is Chain or _connection_per_sample(layer)):
-        kinds = [_layer_kind(child, train) for child in layer.children().values()]
-        if None in kinds:
-            return None
-        return "random" if "random" in kinds else "plain"
-    return None
-
 
 def shardable(model: Any, train: bool = True) -> str | None:
     """Whether ``model`` may run on shards of a batch: ``"plain"``, ``"random"`` (has Dropout: needs
-    per-shard generators when training) or None (some layer needs the whole batch or is unknown)."""
-    return _layer_kind(model, train)
+    per-shard generators when training) or None (some layer needs the whole batch or declares nothing).
+    Each layer says so itself (``batch_mode`` / ``batch_kind`` in its own file; containers combine their
+    children's)."""
+    kind = getattr(model, "batch_kind", None)
+    return kind(train) if kind is not None else None
 
 
 def worth_sharding(model: Any) -> bool:
-    """True if ``model`` has a convolution: per-sample spatial work of many mid-sized numpy calls, which is
-    what running whole shards on threads speeds up (LeNet-5); see the module doc for Dense-only models."""
-    return any(isinstance(layer, _SPATIAL) for _, layer in modules(model))
+    """True if ``model`` has a spatial kernel (a layer with a 4-D weight: Conv, CrossCor, ConvTranspose):
+    per-sample work of many mid-sized numpy calls, which is what running whole shards on threads speeds up
+    (LeNet-5); see the module doc for Dense-only models."""
+    return any(getattr(getattr(layer, "weight", None), "ndim", 0) == 4 for _, layer in modules(model))
 
 
 def shards(n: int) -> int:

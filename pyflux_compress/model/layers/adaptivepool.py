@@ -26,6 +26,7 @@ class AdaptiveMaxPool(Pool2d):
     """``AdaptiveMaxPool((ow, oh))``: pool to a fixed output size with Flux's window rule (module docstring)."""
 
     flux_name = "AdaptiveMaxPool"
+    batch_mode = "independent"
     flux_fields = {"out": "out"}
     _mode = "max"
 
@@ -82,4 +83,5 @@ class AdaptiveMeanPool(AdaptiveMaxPool):
     """``AdaptiveMeanPool((ow, oh))``: mean pooling with Flux's adaptive window rule."""
 
     flux_name = "AdaptiveMeanPool"
+    batch_mode = "independent"
     _mode = "mean"

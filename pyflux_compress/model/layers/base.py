@@ -148,6 +148,25 @@ class Layer(abc.ABC):
         ``build(value, path_fragment)`` builds a child (containers only). ValueError if the fields do not fit."""
         raise ValueError(f"{cls.flux_name} cannot be rebuilt from a Flux struct or state")
 
+    # ---- batches (train/parallel.py shards a batch over threads only where every layer allows it) -----------
+    #: how this class treats the samples of a batch, declared by each class for itself (a subclass, e.g. a
+    #: compressed layer, does not inherit it): "independent" (every sample on its own, nothing mutated),
+    #: "inference" (independent at inference only: BatchNorm's batch statistics), None (needs the whole batch)
+    batch_mode: str | None = None
+
+    def batch_kind(self, train: bool) -> str | None:
+        """How a batch may be cut into shards through this layer: ``"plain"``, ``"random"`` (draws from the RNG,
+        so each shard needs its own generator) or None (the layer must see the whole batch)."""
+        mode = type(self).__dict__.get("batch_mode")
+        if mode == "independent" or (mode == "inference" and not train and getattr(self, "active", None) is not True):
+            return "plain"
+        return None
+
+    def children_batch_kind(self, train: bool) -> str | None:
+        """:meth:`batch_kind` of a container whose own combination is per sample: the children's, combined."""
+        kinds = [child.batch_kind(train) for child in self.children().values()]
+        return None if None in kinds else ("random" if "random" in kinds else "plain")
+
     @classmethod
     def yields_in_bare_state(cls, fields: dict[str, Any]) -> bool:
         """Whether a bare ``Flux.state`` tree (no type names) whose ``fields`` another layer also explains should

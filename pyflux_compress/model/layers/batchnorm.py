@@ -115,6 +115,7 @@ class BatchNorm(Norm):
     """
 
     flux_name = "BatchNorm"
+    batch_mode = "inference"          # training normalises by (and updates from) whole-batch statistics
     flux_fields = {"λ": "activation", "β": "beta", "γ": "gamma", "μ": "mu", "σ²": "sigma2", "ϵ": "eps",
                    "momentum": "momentum", "affine": "affine", "track_stats": "track_stats", "active": "active",
                    "chs": "chs"}

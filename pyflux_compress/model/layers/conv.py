@@ -49,6 +49,7 @@ class Conv(Layer):
     """
 
     flux_name = "Conv"
+    batch_mode = "independent"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "dilation": "dilation", "groups": "groups"}
     flux_activation_param = 2
@@ -234,6 +235,7 @@ class CrossCor(Conv):
     """Like :class:`Conv` but a cross-correlation (kernel not flipped), as Flux's ``CrossCor``."""
 
     flux_name = "CrossCor"
+    batch_mode = "independent"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "dilation": "dilation"}
     flux_aliases: tuple[str, ...] = ()

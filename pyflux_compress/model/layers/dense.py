@@ -25,6 +25,7 @@ class Dense(Layer):
     """
 
     flux_name = "Dense"
+    batch_mode = "independent"
     flux_fields = {"weight": "weight", "bias": "bias", "σ": "activation"}
     flux_activation_param = 0
     onnx_ops = ("Gemm", "MatMul")

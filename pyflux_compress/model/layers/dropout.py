@@ -55,6 +55,12 @@ class Dropout(Layer):
     def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
         return (dy if cache is None else dy * cache), {}
 
+    def batch_kind(self, train: bool) -> str | None:
+        # a mask broadcast over the batch (``dims``) must stay one mask; ``active=true`` draws at inference too
+        if getattr(self, "dims", None) is not None or self.active is True:
+            return None
+        return "random" if train else "plain"
+
     def __repr__(self) -> str:
         s = f"{self.flux_name}({self.p!r}"
         if self.dims is not None:

@@ -18,6 +18,7 @@ class Flatten(Layer):
     """
 
     flux_name = "flatten"
+    batch_mode = "independent"
     flux_aliases = ("Flatten",)
     flux_function = True
     onnx_ops = ("Flatten", "Reshape")

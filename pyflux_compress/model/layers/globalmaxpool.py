@@ -20,6 +20,7 @@ class GlobalMaxPool(Pool2d):
     """Max over the spatial axes: ``(N, C, H, W) -> (N, C, 1, 1)``."""
 
     flux_name = "GlobalMaxPool"
+    batch_mode = "independent"
     flux_fields: dict[str, str] = {}
     onnx_ops = ("GlobalMaxPool",)
 

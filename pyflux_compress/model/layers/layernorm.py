@@ -35,6 +35,7 @@ class LayerNorm(Layer):
     """
 
     flux_name = "LayerNorm"
+    batch_mode = "independent"
     flux_fields = {"λ": "activation", "diag": "diag", "ϵ": "eps", "size": "size", "affine": "affine"}
     compressible = ()
     structured = None        # normalises across channels: structured pruning must not cut through it

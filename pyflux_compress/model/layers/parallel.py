@@ -88,6 +88,11 @@ class Parallel(Layer):
                 raise ValueError(f"{frag}: {err}") from None
         return self.connection.output_shape(shapes, f"Parallel connection {self.connection!r}")
 
+    def batch_kind(self, train: bool) -> str | None:
+        # ``+`` and ``vcat`` (Flux dim 1, our last axis) never mix samples; other concatenations might
+        c = self.connection
+        return self.children_batch_kind(train) if c.kind == "+" or (c.kind == "cat" and c.dims == 1) else None
+
     def __repr__(self) -> str:
         conn = self.connection.julia(len(self.layers))
         if self.names:

@@ -21,6 +21,7 @@ class PixelShuffle(Layer):
     """``PixelShuffle(r)``: ``(N, C r², H, W) -> (N, C, H r, W r)`` (NNlib ``pixel_shuffle``)."""
 
     flux_name = "PixelShuffle"
+    batch_mode = "independent"
     flux_fields = {"r": "r"}
     onnx_ops = ("DepthToSpace",)
     structured = None

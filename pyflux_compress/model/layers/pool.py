@@ -106,6 +106,7 @@ class MaxPool(Pool):
     """Max pooling over windows ``k = (kw, kh)``; ``stride`` defaults to ``k``; padding is ignored (-inf)."""
 
     flux_name = "MaxPool"
+    batch_mode = "independent"
     onnx_ops = ("MaxPool",)
     _mode = "max"
 
@@ -115,6 +116,7 @@ class MeanPool(Pool):
     """Mean pooling over windows ``k = (kw, kh)``; ``stride`` defaults to ``k``; divides by ``kw*kh``."""
 
     flux_name = "MeanPool"
+    batch_mode = "independent"
     onnx_ops = ("AveragePool",)
     _mode = "mean"
     _onnx_op = "AveragePool"
@@ -125,6 +127,7 @@ class GlobalMeanPool(Layer):
     """Mean over the spatial axes: ``(N, C, H, W) -> (N, C, 1, 1)`` (Flux keeps the singleton dims)."""
 
     flux_name = "GlobalMeanPool"
+    batch_mode = "independent"
     onnx_ops = ("GlobalAveragePool",)
     structured = "channelwise"
 

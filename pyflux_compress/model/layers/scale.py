@@ -30,6 +30,7 @@ class Scale(Layer):
     """Flux ``Scale(size...; bias=true)``: element-wise ``σ.(scale .* x .+ bias)``, params of Flux shape ``size``."""
 
     flux_name = "Scale"
+    batch_mode = "independent"
     flux_fields = {"scale": "scale", "bias": "bias", "σ": "activation"}
     flux_activation_param = 0
     compressible = ()

@@ -68,6 +68,11 @@ class SkipConnection(Layer):
             raise ValueError(f"layers: {err}") from None
         return self.connection.output_shape([inner, in_shape], f"SkipConnection connection {self.connection!r}")
 
+    def batch_kind(self, train: bool) -> str | None:
+        # ``+`` and ``vcat`` (Flux dim 1, our last axis) never mix samples; other concatenations might
+        c = self.connection
+        return self.children_batch_kind(train) if c.kind == "+" or (c.kind == "cat" and c.dims == 1) else None
+
     def __repr__(self) -> str:
         return f"SkipConnection({self.layers!r}, {self.connection.julia(2)})"
 

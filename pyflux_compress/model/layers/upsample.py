@@ -47,6 +47,7 @@ class Upsample(Layer):
     """``Upsample(mode="nearest", *, scale=None, size=None)``, also ``Upsample(scale, mode)``."""
 
     flux_name = "Upsample"
+    batch_mode = "independent"
     flux_fields = {"scale": "scale", "size": "size"}
     onnx_ops = ("Resize",)
     structured = "channelwise"
