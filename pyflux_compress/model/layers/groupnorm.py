@@ -78,20 +78,30 @@ class PerSampleNorm(Norm):
         x = as_data(x, self.gamma.dtype if self.affine else float_dtype(x), self)
         self.output_shape(x.shape[1:])
         xhat, ncache = group_normalize(x, self._groups(), self.eps)
-        bshape = (1, self.chs) + (1,) * (x.ndim - 2)
-        z = xhat * self.gamma.reshape(bshape) + self.beta.reshape(bshape) if self.affine else xhat
-        y = self.activation._fn(z) if self.activation is not identity else z
-        return y, (xhat, ncache, z, y, bshape)
+        z, y = self._affine_act(xhat)
+        return y, (xhat, ncache, z, y)
 
     def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
-        xhat, ncache, z, y, bshape = cache
+        xhat, ncache, z, y = cache
+        dxhat, grads = self._affine_act_backward(xhat, z, y, dy)
+        return group_normalize_backward(ncache, dxhat), grads
+
+    def _affine_act(self, xhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(z, y)``: ``z = γ x̂ + β`` per channel (or ``x̂``), ``y = λ.(z)``."""
+        bshape = (1, self.chs) + (1,) * (xhat.ndim - 2)
+        z = xhat * self.gamma.reshape(bshape) + self.beta.reshape(bshape) if self.affine else xhat
+        return z, (self.activation._fn(z) if self.activation is not identity else z)
+
+    def _affine_act_backward(self, xhat: np.ndarray, z: np.ndarray, y: np.ndarray,
+                             dy: np.ndarray) -> tuple[np.ndarray, Grads]:
+        """``(dL/dx̂, {"beta", "gamma"} grads)`` of :meth:`_affine_act`."""
         dz = self.activation.grad(z, y, dy) if self.activation is not identity else dy
-        axes = (0,) + tuple(range(2, dz.ndim))
         grads: Grads = {}
         if self.affine:
+            axes = (0,) + tuple(range(2, dz.ndim))
             grads = {"beta": dz.sum(axis=axes), "gamma": (dz * xhat).sum(axis=axes)}
-            dz = dz * self.gamma.reshape(bshape)
-        return group_normalize_backward(ncache, dz), grads
+            dz = dz * self.gamma.reshape((1, self.chs) + (1,) * (dz.ndim - 2))
+        return dz, grads
 
     def _onnx_affine(self, g: Any, y: str, rank: int) -> str:
         if self.affine:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from ..activations import identity
 from ..registry import register_layer
 from .base import Grads, as_data
 from .batchnorm import Norm, f32
@@ -78,9 +77,8 @@ class InstanceNorm(PerSampleNorm):
         bshape = (1, self.chs) + (1,) * (x.ndim - 2)
         inv = (1 / np.sqrt(self.sigma2 + np.asarray(self.eps, self.sigma2.dtype))).reshape(bshape)
         xhat = (x - self.mu.reshape(bshape)) * inv
-        z = xhat * self.gamma.reshape(bshape) + self.beta.reshape(bshape) if self.affine else xhat
-        y = self.activation._fn(z) if self.activation is not identity else z
-        return y, (True, (xhat, inv, z, y, bshape))
+        z, y = self._affine_act(xhat)
+        return y, (True, (xhat, inv, z, y))
 
     def backward(self, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Grads]:
         if not self.track_stats:
@@ -88,14 +86,9 @@ class InstanceNorm(PerSampleNorm):
         running, inner = cache
         if not running:
             return super().backward(inner, dy)
-        xhat, inv, z, y, bshape = inner
-        dz = self.activation.grad(z, y, dy) if self.activation is not identity else dy
-        axes = (0,) + tuple(range(2, dz.ndim))
-        grads: Grads = {}
-        if self.affine:
-            grads = {"beta": dz.sum(axis=axes), "gamma": (dz * xhat).sum(axis=axes)}
-            dz = dz * self.gamma.reshape(bshape)
-        return dz * inv, grads
+        xhat, inv, z, y = inner
+        dxhat, grads = self._affine_act_backward(xhat, z, y, dy)
+        return dxhat * inv, grads
 
     def output_shape(self, in_shape: tuple) -> tuple:
         if len(tuple(in_shape)) < 2:
