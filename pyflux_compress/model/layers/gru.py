@@ -96,16 +96,6 @@ class GRUCell(RecurrentCell):
             grads["bias_hn"] += (dan * r).sum(axis=0)
         return np.concatenate([dar, daz, dan], axis=1), (dh * z + dgh @ self.Wh,)
 
-    @classmethod
-    def from_syntax(cls, call: Any, wrapped: bool = False) -> "GRUCell":
-        n_in, n_out, _, kw = cls.sizes_from_syntax(call, 0, wrapped)
-        return cls(n_in, n_out, **kw)
-
-    @classmethod
-    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "GRUCell":
-        a = cls.arrays_from_flux(fields)
-        return cls(None, Wi=a["Wi"], Wh=a["Wh"], bias=a["bias"])
-
 
 @register_layer
 class GRU(RecurrentLayer):

@@ -66,16 +66,6 @@ class LSTMCell(RecurrentCell):
         grads["Wh"] += dg.T @ h
         return dg, (dg @ self.Wh, dc2 * f)
 
-    @classmethod
-    def from_syntax(cls, call: Any, wrapped: bool = False) -> "LSTMCell":
-        n_in, n_out, _, kw = cls.sizes_from_syntax(call, 0, wrapped)
-        return cls(n_in, n_out, **kw)
-
-    @classmethod
-    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "LSTMCell":
-        a = cls.arrays_from_flux(fields)
-        return cls(None, Wi=a["Wi"], Wh=a["Wh"], bias=a["bias"])
-
 
 @register_layer
 class LSTM(RecurrentLayer):

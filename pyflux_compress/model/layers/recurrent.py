@@ -291,6 +291,17 @@ class RecurrentCell(Layer):
             out[attr] = np.array(v, dtype=np.float32)
         return out
 
+    # the gated cells' forms (LSTMCell, GRUCell): sizes and options only; RNNCell adds its activation
+    @classmethod
+    def from_syntax(cls, call: Any, wrapped: bool = False) -> "RecurrentCell":
+        n_in, n_out, _, kw = cls.sizes_from_syntax(call, 0, wrapped)
+        return cls(n_in, n_out, **kw)
+
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "RecurrentCell":
+        a = cls.arrays_from_flux(fields)
+        return cls(None, Wi=a["Wi"], Wh=a["Wh"], bias=a["bias"])
+
 
 class RecurrentLayer(Layer):
     """A cell scanned over a sequence: ``x (N, len, in)`` -> every hidden state ``(N, len, out)``.
