@@ -474,7 +474,8 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     space = study.user_attrs.get("space")
     if space is None:
         with _threads(threads):
-            space = build_space(model, data[2], data[3], techniques, max_drop, objective, warm_start)
+            space = build_space(model, data[2], data[3], techniques, max_drop, objective, warm_start,
+                                    schedule)
         study.set_user_attr("space", space)
         study.set_user_attr("model", str(model))
         for params in space.get("warm_params", [space["seed_params"]]):

@@ -39,6 +39,8 @@ SENS_BITS = (8, 6, 4, 3, 2)
 SENS_SPARSITIES = (0.5, 0.75, 0.9, 0.95, 0.98)
 STRUCTURED_LEVELS = (0.25, 0.5, 0.75)
 MAX_SPARSITY = 0.995
+# the rungs s_hi climbs: the measured sparsities, then the ceiling
+SPARSITY_LADDER = SENS_SPARSITIES + (MAX_SPARSITY,)
 SCHEDULES = ("oneshot", "gradual")
 PRUNING_EVENTS = 30  # pruning steps of a gradual schedule (Zhu & Gupta prune every ~100 of a few thousand steps)
 
@@ -59,7 +61,8 @@ def sensitivity_cap(max_drop: float) -> float:
 
 
 def build_space(model: Any, Xval: np.ndarray, yval: np.ndarray, techniques: tuple[str, ...],
-                max_drop: float, objective: tuple[str, ...] = ("size",), warm_start: int = 1) -> dict[str, Any]:
+                max_drop: float, objective: tuple[str, ...] = ("size",), warm_start: int = 1,
+                schedule: str = "oneshot") -> dict[str, Any]:
     """Measure per-layer sensitivity on the validation split and derive the bounded search space.
 
     For a latency objective weight sharing is left out: a k-means codebook runs as float weights in onnxruntime
@@ -67,8 +70,12 @@ def build_space(model: Any, Xval: np.ndarray, yval: np.ndarray, techniques: tupl
     (>= 1) distinct first trials read off the sensitivity table at budgets from ``max_drop`` up to the cap
     (geometric steps): the table measures without fine-tuning, so the looser budgets are the policies that
     fine-tuning is expected to bring back within ``max_drop``.
+
+    A layer's sparsity bound ``s_hi`` is one rung of ``SPARSITY_LADDER`` past the highest sparsity it tolerates
+    in one shot (within the cap), two rungs for ``schedule="gradual"``.
     """
     cap = sensitivity_cap(max_drop)
+    past = 2 if schedule == "gradual" else 1
     layers = weighted_layers(model)
     bits = SENS_BITS if {"quantize", "share"} & set(techniques) else ()
     sparsities = SENS_SPARSITIES if "prune" in techniques else ()
@@ -79,9 +86,11 @@ def build_space(model: Any, Xval: np.ndarray, yval: np.ndarray, techniques: tupl
         rows = [r for r in table.rows if r["layer"] == path]
         ok_s = [r["value"] for r in rows if r["kind"] == "sparsity" and r["drop"] <= cap]
         ok_b = [r["value"] for r in rows if r["kind"] == "bits" and r["drop"] <= cap]
-        # one step past the last tolerated sparsity: fine-tuning recovers, let the search find out how much
-        above = [s for s in SENS_SPARSITIES if s > max(ok_s, default=0.0)]
-        s_hi = min(MAX_SPARSITY, above[0] if above else MAX_SPARSITY) if ok_s else SENS_SPARSITIES[0]
+        # past the last tolerated sparsity: fine-tuning recovers, let the search find out how much. One rung for
+        # a one-shot trial; two for a gradual one, where the network re-routes while the weights go (Zhu & Gupta
+        # 2017): LeNet-300-100's first layer tolerates 90% in one shot and 97% gradually (benchmarks/RESULTS.md)
+        rung = SPARSITY_LADDER.index(max(ok_s)) if ok_s else -1
+        s_hi = SPARSITY_LADDER[min(len(SPARSITY_LADDER) - 1, rung + past)]
         # latency: onnxruntime runs every width <= 8 on the same int8 kernels, so fewer bits only cost accuracy
         qbits_lo = 8 if "latency" in objective else min(ok_b, default=8)
         w = layer.weight
