@@ -79,22 +79,12 @@ def singular_values(w: np.ndarray) -> np.ndarray:
 
 
 def _factorisable(layer: Any) -> bool:
-    """Dense, or a layer declaring ``factorise(r)`` (Embedding: a table ``(dim, vocab)`` as two factors)."""
-    return getattr(layer, "flux_name", "") == "Dense" or callable(getattr(layer, "factorise", None))
+    """A layer declaring ``factorise(r, svd)`` (Dense; Embedding: a table ``(dim, vocab)`` as two factors)."""
+    return callable(getattr(layer, "factorise", None))
 
 
 def _factorise(layer: Any, r: int) -> list[Any]:
-    from ..model.layers import Dense
-
-    if getattr(layer, "flux_name", "") != "Dense":
-        return list(layer.factorise(r))
-    w = layer.weight
-    u, s, vt = svd(w)
-    root = np.sqrt(s[:r])
-    first = Dense((root[:, None] * vt[:r]).astype(w.dtype), False)
-    bias = None if layer.bias is None else layer.bias.copy()
-    second = Dense((u[:, :r] * root).astype(w.dtype), False if bias is None else bias, layer.activation)
-    return [first, second]
+    return list(layer.factorise(r, svd=svd))
 
 
 def _rewrite(chain: Any, prefix: str, choose) -> None:

@@ -94,7 +94,7 @@ def build_space(model: Any, Xval: np.ndarray, yval: np.ndarray, techniques: tupl
         # latency: onnxruntime runs every width <= 8 on the same int8 kernels, so fewer bits only cost accuracy
         qbits_lo = 8 if "latency" in objective else min(ok_b, default=8)
         w = layer.weight
-        dense = getattr(layer, "flux_name", "") == "Dense" and w.ndim == 2
+        dense = callable(getattr(layer, "factorise", None)) and w.ndim == 2  # pfc.lowrank can factorise it
         out_f, in_f = (w.shape if dense else (0, 0))
         # a rank r factorisation stores r * (in + out) weights: useful only below in*out / (in+out)
         rank_hi = int(min(out_f, in_f, (out_f * in_f) // max(1, out_f + in_f) - 1)) if dense else 0

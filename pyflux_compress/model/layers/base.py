@@ -16,7 +16,8 @@ from ..activations import Activation, get_activation, identity
 from ..init import glorot_uniform
 from ..walk import map_layers
 
-__all__ = ["Layer", "Grads", "as_data", "float_dtype", "tuple_str", "init_fn", "bias_array", "activation_of"]
+__all__ = ["Layer", "Grads", "as_data", "float_dtype", "tuple_str", "init_fn", "bias_array", "activation_of",
+           "svd_factors"]
 
 Grads = dict[str, np.ndarray]
 
@@ -243,3 +244,18 @@ def bias_array(bias: Any, n: int, dtype: Any, who: str) -> np.ndarray | None:
 def activation_of(v: Any) -> Activation:
     """A Flux field value for σ/λ -> the activation (``()``/None: unknown -> identity)."""
     return v if isinstance(v, Activation) else identity if v in (None, ()) else get_activation(v)
+
+
+def thin_svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.linalg.svd(w, full_matrices=False)`` in float64: ``(u (m, p), s (p,) descending, vt (p, n))``."""
+    return np.linalg.svd(np.asarray(w, dtype=np.float64), full_matrices=False)
+
+
+def svd_factors(w: np.ndarray, r: int, svd: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-``r`` truncated SVD of ``w (m, n)`` split evenly: ``(U_r S_r^½ (m, r), S_r^½ V_r^T (r, n))`` in
+    ``w``'s dtype, so ``left @ right`` is the best rank-``r`` approximation. ``svd``: a thin-SVD function such
+    as ``pfc.lowrank``'s backend kernel (default :func:`thin_svd`). The ``factorise(r)`` of low-rank layers."""
+    u, s, vt = (svd or thin_svd)(w)
+    root = np.sqrt(s[:r])
+    return (np.ascontiguousarray((u[:, :r] * root).astype(w.dtype)),
+            np.ascontiguousarray((root[:, None] * vt[:r]).astype(w.dtype)))

@@ -10,7 +10,7 @@ from ..._validate import check_int, check_rng
 from ..activations import Activation, get_activation, identity
 from ..registry import register_layer
 from ..syntax import Pair, as_int, as_pair
-from .base import Grads, Layer, activation_of, as_data, bias_array, init_fn
+from .base import Grads, Layer, activation_of, as_data, bias_array, init_fn, svd_factors
 
 
 @register_layer
@@ -109,6 +109,14 @@ class Dense(Layer):
             hint = " (add flatten before it?)" if len(in_shape) > 1 else ""
             raise self._err(f"expects {self.in_features} input features, got {got}{hint}")
         return in_shape[:-1] + (self.out_features,)
+
+    def factorise(self, r: int, svd: Callable | None = None) -> list["Dense"]:
+        """Rank-``r`` truncated SVD ``W ≈ (U_r S_r^½)(S_r^½ V_r^T)`` as ``[Dense(in => r; bias=false),
+        Dense(r => out, σ)]`` with the original bias and activation (used by ``pfc.lowrank``, which passes its
+        ``svd`` kernel)."""
+        left, right = svd_factors(self.weight, r, svd)
+        bias = False if self.bias is None else self.bias.copy()
+        return [Dense(right, False), Dense(left, bias, self.activation)]
 
     def __repr__(self) -> str:
         s = f"Dense({self.in_features} => {self.out_features}"

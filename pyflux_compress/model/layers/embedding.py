@@ -24,7 +24,7 @@ from ..._validate import check_int, check_rng
 from .. import registry
 from ..registry import register_layer
 from ..syntax import Pair, as_pair
-from .base import Grads, Layer
+from .base import Grads, Layer, svd_factors
 from .dense import Dense
 from .laststep import LastStep
 
@@ -160,14 +160,12 @@ class Embedding(Layer):
             raise ValueError(f"Embedding weight must be a (dim, vocab) matrix; got {type(w).__name__}")
         return cls(np.zeros(w.shape, np.float32))
 
-    def factorise(self, r: int) -> list:
+    def factorise(self, r: int, svd: Callable | None = None) -> list:
         """Rank-``r`` truncated SVD ``W ≈ (U_r S_r^½)(S_r^½ V_r^T)`` as ``[Embedding(vocab => r), Dense(r => dim;
-        bias=false)]`` (used by ``pfc.lowrank``): ``Dense`` on ``(..., r)`` maps every looked-up row."""
-        u, s, vt = np.linalg.svd(self.weight.astype(np.float64), full_matrices=False)
-        root = np.sqrt(s[:r])
-        dtype = self.weight.dtype
-        return [Embedding(np.ascontiguousarray((root[:, None] * vt[:r]).astype(dtype))),
-                Dense(np.ascontiguousarray((u[:, :r] * root).astype(dtype)), False)]
+        bias=false)]`` (used by ``pfc.lowrank``, which passes its ``svd`` kernel): ``Dense`` on ``(..., r)`` maps
+        every looked-up row."""
+        left, right = svd_factors(self.weight, r, svd)
+        return [Embedding(right), Dense(left, False)]
 
     def to_onnx(self, g: Any, x: str, weight: np.ndarray | None = None) -> str:
         """The graph input is float: ``Cast`` to int64, then ``Gather(weight.T, ids, axis=0)``."""

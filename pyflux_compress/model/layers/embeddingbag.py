@@ -169,13 +169,13 @@ class EmbeddingBag(Embedding):
         return cls(np.zeros(w.shape, np.float32), red)
 
     # ---- compression, ONNX -------------------------------------------------------------------------------------
-    def factorise(self, r: int) -> list:
+    def factorise(self, r: int, svd: Callable | None = None) -> list:
         """Low rank for the linear reductions: ``[EmbeddingBag(vocab => r), Dense(r => dim; bias=false)]``
         (the Dense commutes with ``mean``/``sum``, not with ``maximum``)."""
         if self.reduction == "maximum":
             raise ValueError(f"{self!r}: low rank needs a linear reduction (mean, sum): a Dense after the bag does "
                              "not commute with maximum")
-        emb, dense = super().factorise(r)
+        emb, dense = super().factorise(r, svd)
         return [EmbeddingBag(emb.weight, self.reduction), dense]
 
     def to_onnx(self, g: Any, x: str, weight: np.ndarray | None = None) -> str:
