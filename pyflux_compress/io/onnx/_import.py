@@ -21,9 +21,9 @@ Dropout, Identity                      dropped
 =====================================  ==========================================================
 
 Forks (a tensor read by several nodes) are read up to their join (the first node after which one tensor is live
-again): ``Add``/``Concat`` reading the fork tensor itself -> ``SkipConnection(inner, + or cat)``; ``Sum``/``Add``/
-``Concat`` of branch outputs -> ``Parallel``; otherwise an activation pattern or a layer's ``from_onnx_region``
-hook (LayerNorm, MultiHeadAttention). Branches are read recursively with the same walker.
+again). A join ``Add``/``Sum``/``Concat`` of separable branches goes to the containers' ``from_onnx_join``
+hooks (the fork tensor itself read by the join -> ``SkipConnection(inner, + or cat)``; else ``Parallel``);
+otherwise an activation pattern or a layer's ``from_onnx_region`` hook (LayerNorm, MultiHeadAttention). Branches are read recursively with the same walker.
 
 This covers what ``torch.onnx.export(..., dynamo=False)`` writes for an ``nn.Sequential`` of
 Linear/ReLU/Conv2d/MaxPool2d/Flatten. Anything else raises ``ValueError`` naming the node and the supported ops. Each op is read by the ``from_onnx``
@@ -492,11 +492,9 @@ class _ChainReader:
         return Connection("cat", rank - axis)       # numpy axis a of rank r is Flux dim r - a
 
     def _container(self, region: list) -> Any:
-        """``SkipConnection``/``Parallel`` for a region whose join is ``Add``/``Sum``/``Concat``; None if the
-        branches are not separable (then the region is some layer's own subgraph)."""
-        from ...model.layers.parallel import Parallel
-        from ...model.layers.skipconnection import SkipConnection
-
+        """The container layer for a region whose join is ``Add``/``Sum``/``Concat``: the first registered class
+        whose ``from_onnx_join`` takes it (SkipConnection, then Parallel); None if the branches are not
+        separable (then the region is some layer's own subgraph)."""
         x, join, body = self.current, region[-1], region[:-1]
         ins = list(join.input)
         branches = [self._ancestors(t, body) for t in ins]
@@ -504,14 +502,17 @@ class _ChainReader:
         if len(claimed) != len(set(claimed)) or len(set(claimed)) != len(body):
             return None                                  # shared nodes or nodes outside every branch
         conn = self._connection(join)
-        if x in ins and len(ins) == 2 and ins[1] == x and ins[0] != x and (join.op_type != "Sum"):
-            layer = SkipConnection(self._branch(x, ins[0], branches[0]), conn)
-        elif x in ins and conn.kind == "+" and len(ins) == 2 and join.op_type == "Add":
-            layer = SkipConnection(self._branch(x, ins[1 - ins.index(x)], branches[1 - ins.index(x)]), conn)
-        else:
-            layer = Parallel(conn, *[self._branch(x, t, b) for t, b in zip(ins, branches)])
-        self.current = join.output[0]
-        return layer
+
+        def branch(i: int) -> Any:
+            return self._branch(x, ins[i], branches[i])
+
+        for cls in registry.registered():
+            hook = getattr(cls, "from_onnx_join", None)
+            layer = hook(x, join, conn, branch) if hook is not None else None
+            if layer is not None:
+                self.current = join.output[0]
+                return layer
+        return None
 
     def _ancestors(self, tensor: str, body: list) -> set[int]:
         """Ids of the ``body`` nodes that ``tensor`` depends on."""

@@ -136,3 +136,10 @@ class Parallel(Layer):
         if self.connection.kind == "+":
             return g.node("Sum", ys, prefix="parallel")[0]
         return g.node("Concat", ys, prefix="parallel", axis=self.connection.axis(g.rank(x)))[0]
+
+    @classmethod
+    def from_onnx_join(cls, x: str, join: Any, conn: Any, branch: Callable[[int], Layer]) -> "Parallel":
+        """Any region after fork tensor ``x`` ending in ``join`` (``Add``/``Sum``/``Concat``) of separable
+        branches: ``Parallel(conn, branch(1), ..., branch(n))`` (SkipConnection, registered first, takes the joins
+        that read ``x`` itself)."""
+        return cls(conn, *[branch(i) for i in range(len(join.input))])

@@ -103,3 +103,18 @@ class SkipConnection(Layer):
         if self.connection.kind == "+":
             return g.node("Add", [y, x], prefix="skip")[0]
         return g.node("Concat", [y, x], prefix="skip", axis=self.connection.axis(g.rank(x)))[0]
+
+    @classmethod
+    def from_onnx_join(cls, x: str, join: Any, conn: Connection, branch: Callable[[int], Layer]
+                       ) -> "SkipConnection | None":
+        """The region after fork tensor ``x`` ends in ``join`` (``Add``/``Sum``/``Concat``) that reads ``x``
+        itself: ``connection(layers(x), x)`` as :meth:`to_onnx` writes it (``x`` second), or ``x + layers(x)``
+        (``+`` commutes). ``branch(i)`` reads the branch ending in the join's input ``i``. None otherwise."""
+        ins = list(join.input)
+        if len(ins) != 2 or x not in ins:
+            return None
+        if ins[1] == x and ins[0] != x and join.op_type != "Sum":
+            return cls(branch(0), conn)
+        if conn.kind == "+" and join.op_type == "Add":
+            return cls(branch(1 - ins.index(x)), conn)
+        return None
