@@ -71,13 +71,14 @@ def train(arch: str, Xtr, ytr, epochs: int, seed: int):
 def report_trials(r) -> None:
     from pyflux_compress.search import describe_policy
 
-    print(f"{'trial':>5} {'state':>8} {'val drop':>9} {'archive B':>10} {'latency ms':>10} {'s':>6}  policy")
+    print(f"{'trial':>5} {'state':>8} {'val drop +- se':>14} {'archive B':>10} {'latency ms':>10} {'s':>6}  policy")
     for t in r.trials:
         if t["state"] != "COMPLETE":
             print(f"{t['number']:>5} {t['state']:>8}")
             continue
         lat = f"{t['latency_ms']:.3f}" if t["latency_ms"] else "-"
-        print(f"{t['number']:>5} {t['state']:>8} {t['drop']:>8.2f}p {t['archive_bytes'] or '-':>10} {lat:>10} "
+        se = f"{t['drop_se']:.2f}" if t.get("drop_se") is not None else "-"
+        print(f"{t['number']:>5} {t['state']:>8} {t['drop']:>7.2f} +- {se:>4}p {t['archive_bytes'] or '-':>10} {lat:>10} "
               f"{t['seconds']:>6.0f}  {describe_policy(t['policy'])}")
 
 

@@ -71,8 +71,29 @@ def test_in_process_search_respects_budget_and_reports(digits):
     assert 0.0 < r.test["best"] <= 1.0 and r.test["baseline"] == pfc.accuracy(model, Xte, yte)
     # per-layer policy of every trial, seeded first trial from the sensitivity table
     assert set(r.trials[0]["policy"]["layers"]) == {"layers[1]", "layers[2]"}
-    assert "best: trial" in repr(r) and "policy:" in repr(r)
+    assert "best: trial" in repr(r) and "policy:" in repr(r) and "+-" in repr(r)
     assert model.records == []  # input not modified
+    # every trial's drop comes with its paired standard error, > 0 once the models disagree on an image
+    assert all(t["drop_se"] is not None and t["drop_se"] >= 0 for t in r.trials)
+
+
+def test_paired_drop_se_counts_only_disagreements():
+    from pyflux_compress.search import paired_drop_se
+
+    base = np.ones(6000, bool)
+    same = base.copy()
+    assert paired_drop_se(base, same) == 0.0
+    worse = base.copy()
+    worse[:60] = False  # 60 of 6,000 images lost: a 1-point drop, d = 1 on 60 images, 0 elsewhere
+    d = np.r_[np.ones(60), np.zeros(5940)]
+    assert paired_drop_se(base, worse) == pytest.approx(100 * d.std() / np.sqrt(6000))
+    # 60 lost and 54 gained: the same 0.1-point drop as 6 lost, but far noisier
+    mixed = base.copy()
+    mixed[:60] = False
+    b2 = base.copy()
+    b2[100:154] = False
+    assert paired_drop_se(b2, mixed) > 4 * paired_drop_se(base, np.r_[np.zeros(6, bool), np.ones(5994, bool)])
+    assert paired_drop_se(b2, mixed) == pytest.approx(100 * np.sqrt(114 / 6000 - (6 / 6000) ** 2) / np.sqrt(6000))
 
 
 @pytest.mark.parametrize("kw, match", [
