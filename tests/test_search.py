@@ -130,10 +130,14 @@ def test_gradual_schedule_warm_starts_and_enqueued_trials(digits):
     # the first trials are the sensitivity warm starts, then the enqueued policy, in that order
     assert [t["params"] for t in r.trials[:len(warm)]] == warm
     mine = r.trials[len(warm)]
-    assert mine["params"] == hand and mine["policy"]["layers"]["layers[1]"]["bits"] == 3
+    # an enqueued sparsity is the sampled density 1 - sparsity
+    assert mine["params"] == {"layers[1].density": 1 - 0.8, "layers[2].density": 1 - 0.5, "coding": "share",
+                              "layers[1].sbits": 3, "layers[2].sbits": 4}
+    assert mine["policy"]["layers"]["layers[1]"]["bits"] == 3
+    assert [mine["policy"]["layers"][p]["sparsity"] for p in ("layers[1]", "layers[2]")] == [0.8, 0.5]
     # warm starts are read off the table at growing budgets: sparsity never falls along the ladder
     for a, b in zip(warm, warm[1:]):
-        assert all(b[k] >= a[k] for k in a if k.endswith(".sparsity"))
+        assert all(b[k] <= a[k] for k in a if k.endswith(".density"))
     # the best model holds its policy's sparsity, reached by PolynomialDecay (one schedule per pruned layer)
     pol = r.best["policy"]["layers"]
     for path, layer in pfc.modules(r.best_model):
@@ -152,7 +156,8 @@ def test_enqueued_trial_added_when_a_study_resumes(digits, tmp_path):
     mine = {"coding": "share", "layers[1].sparsity": 0.6, "layers[1].sbits": 4}
     again = pfc.autocompress(model, X, y, trials=2, enqueue=[mine], **kw)
     assert again.study_name == first.study_name and again.trials[0] == first.trials[0]
-    assert again.trials[1]["params"] == {**again.trials[1]["params"], **mine}
+    assert again.trials[1]["params"] == {**again.trials[1]["params"], "coding": "share", "layers[1].density": 1 - 0.6,
+                                         "layers[1].sbits": 4}
     # resuming with the same enqueue adds nothing: the trial exists
     third = pfc.autocompress(model, X, y, trials=2, enqueue=[mine], **kw)
     assert len(third.trials) == 2
@@ -165,7 +170,8 @@ def test_prune_margin_stops_hopeless_trials_early(digits):
     r = pfc.autocompress(model, X, y, trials=2, schedule="gradual", prune_epochs=1, prune_margin=0.0,
                          enqueue=[hopeless], **kw)
     states = [t["state"] for t in r.trials]
-    pruned = [t for t in r.trials if t["params"] == hopeless]
+    pruned = [t for t in r.trials if t["params"] == {"layers[1].density": 1 - 0.99, "layers[2].density": 1 - 0.99,
+                                                     "coding": "float"}]
     assert pruned and pruned[0]["state"] == "PRUNED" and pruned[0]["archive_bytes"] is None
     assert pruned[0]["policy"]["layers"]["layers[1]"]["sparsity"] == 0.99  # recorded before the work
     assert states.count("COMPLETE") == 1 and r.n_complete == 1

@@ -75,7 +75,7 @@ def _check_params(what: str, params: dict[str, Any], names: dict[str, str]) -> N
         if k not in names:
             raise ValueError(f"{what}: unknown parameter {k!r}; this search space has {', '.join(sorted(names))}")
         kind = names[k]
-        ok = {"sparsity": lambda: isinstance(v, (int, float)) and 0.0 <= v <= MAX_SPARSITY,
+        ok = {"density": lambda: isinstance(v, (int, float)) and 1.0 - MAX_SPARSITY <= v <= 1.0,
               "structured": lambda: isinstance(v, (int, float)) and 0.0 <= v < 1.0,
               "sbits": lambda: isinstance(v, int) and 1 <= v <= 8,
               "qbits": lambda: isinstance(v, int) and 1 <= v <= 8,
@@ -84,6 +84,19 @@ def _check_params(what: str, params: dict[str, Any], names: dict[str, str]) -> N
               "coding": lambda: v in ("share", "quantize", "float")}[kind]()
         if not ok:
             raise ValueError(f"{what}: {k}={v!r} is outside the domain of a {kind!r} variable")
+
+
+def _as_density(what: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``<path>.sparsity: s`` (the readable way to enqueue) as the sampled parameter ``<path>.density: 1 - s``."""
+    out = {}
+    for k, v in params.items():
+        if k.endswith(".sparsity"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= MAX_SPARSITY:
+                raise ValueError(f"{what}: {k}={v!r} is outside the domain of a 'sparsity' variable "
+                                 f"[0, {MAX_SPARSITY}]")
+            k, v = k[:-len("sparsity")] + "density", 1.0 - float(v)
+        out[k] = v
+    return out
 
 
 def _check_data(model: Any, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -416,7 +429,8 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
         trial to the end. Single objective only.
     warm_start : number of first trials read off the sensitivity table (budgets ``max_drop`` ... the cap,
         geometric); enqueue : more first trials, as dicts of Optuna parameters (``{"layers[1].sparsity": 0.95,
-        "coding": "share", "layers[1].sbits": 5, ...}``; missing parameters are sampled). Warm starts are added when
+        "coding": "share", "layers[1].sbits": 5, ...}``; a sparsity is stored as the sampled ``<path>.density`` =
+        1 - sparsity; missing parameters are sampled). Warm starts are added when
         the study is created, enqueued trials also when it is resumed (never twice with the same parameters).
 
     Returns
@@ -464,7 +478,8 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     start = time.perf_counter()
     data = validation_split(X, y, validation, seed)
     recipe = {"finetune_epochs": finetune_epochs, "schedule": schedule, "prune_epochs": prune_epochs,
-              "share_epochs": share_epochs, "lr": lr, "weight_decay": weight_decay}
+              "share_epochs": share_epochs, "lr": lr, "weight_decay": weight_decay,
+              "space": 2}  # 2: per-layer density sampled on a log scale (a study of another space is not resumed)
     name = study_name or _study_name(model, objective, techniques, max_drop, seed, recipe)
     client = _client(executor)
     opt_storage = _storage(storage)
@@ -498,6 +513,7 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
         raise ValueError(f"storage {storage!r} holds study {name!r} for another model "
                          f"({study.user_attrs.get('model')}); pass another study_name or storage")
     names = param_names(space)
+    enqueue = [_as_density(f"enqueue[{i}]", params) for i, params in enumerate(enqueue)]
     for i, params in enumerate(enqueue):
         _check_params(f"enqueue[{i}]", params, names)
     for params in enqueue:  # also when resuming; a trial with the same parameters is not added twice

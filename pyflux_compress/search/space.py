@@ -146,7 +146,7 @@ def _forms(space: dict[str, Any], entry: dict[str, Any]) -> list[str]:
 
 def param_names(space: dict[str, Any]) -> dict[str, str]:
     """Every Optuna parameter name :func:`suggest_policy` can sample in ``space`` -> its kind (``"coding"``,
-    ``"structured"``, ``"form"``, ``"sparsity"``, ``"rank"``, ``"sbits"``, ``"qbits"``)."""
+    ``"structured"``, ``"form"``, ``"density"``, ``"rank"``, ``"sbits"``, ``"qbits"``)."""
     tech = space["techniques"]
     names = {"coding": "coding"}
     if "structured" in tech and space["structured_hi"] > 0:
@@ -157,7 +157,7 @@ def param_names(space: dict[str, Any]) -> dict[str, str]:
         if len(forms) > 1:
             names[f"{p}.form"], names[f"{p}.rank"] = "form", "rank"
         if "prune" in tech:
-            names[f"{p}.sparsity"] = "sparsity"
+            names[f"{p}.density"] = "density"
         for c, v in (("share", "sbits"), ("quantize", "qbits")):
             if c in space["coding"]:
                 names[f"{p}.{v}"] = v
@@ -174,7 +174,7 @@ def seed_params(space: dict[str, Any], seed_layers: dict[str, Any]) -> dict[str,
         if len(_forms(space, e)) > 1:
             params[f"{p}.form"] = "sparse"
         if "prune" in space["techniques"]:
-            params[f"{p}.sparsity"] = round(min(e["s_hi"], seed_layers[p]["sparsity"]), 2)
+            params[f"{p}.density"] = 1.0 - min(e["s_hi"], round(seed_layers[p]["sparsity"], 3))
         if params["coding"] == "share":
             params[f"{p}.sbits"] = max(e["sbits_lo"], min(8, seed_layers[p]["bits"]))
         elif params["coding"] == "quantize":
@@ -183,7 +183,8 @@ def seed_params(space: dict[str, Any], seed_layers: dict[str, Any]) -> dict[str,
 
 
 def suggest_policy(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
-    """Sample one policy with an Optuna ``trial`` (parameter names: ``<path>.<variable>``)."""
+    """Sample one policy with an Optuna ``trial`` (parameter names: ``<path>.<variable>``; a layer's sparsity is
+    sampled as ``<path>.density`` = 1 - sparsity, log-uniform in ``[1 - s_hi, 1]``)."""
     tech = space["techniques"]
     coding = trial.suggest_categorical("coding", space["coding"])
     structured = 0.0
@@ -198,7 +199,11 @@ def suggest_policy(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
         if form == "lowrank":
             rank = trial.suggest_int(f"{p}.rank", 1, e["rank_hi"], log=True)
         elif "prune" in tech:
-            sparsity = trial.suggest_float(f"{p}.sparsity", 0.0, e["s_hi"], step=0.005)
+            # the fraction kept, on a log scale: a sparse layer's bytes scale with it, so 90% -> 95% sparse (half
+            # the bytes) is as big a step as 0% -> 50%, and the high sparsities a size search lives in are not
+            # squeezed into the last few percent of a linear range
+            density = trial.suggest_float(f"{p}.density", 1.0 - e["s_hi"], 1.0, log=True)
+            sparsity = round(1.0 - density, 4)
         if coding == "share":
             bits = trial.suggest_int(f"{p}.sbits", e["sbits_lo"], 8)
         elif coding == "quantize":
