@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # 2 shared cores: BLAS threads oversubscribe
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PYFLUX_COMPRESS_THREADS"):
+    # 2 shared cores: BLAS threads oversubscribe; and a fixed engine thread count makes the baseline (whose weights
+    # name the study) the same in every run, whatever the load, so --storage resumes it
+    os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -18,6 +18,8 @@ from .._validate import check_fraction, check_in, check_int, check_positive
 from ..compression.archive import size_report
 from ..deploy.predictor import Predictor
 from ..model.walk import modules
+from ..threads import resolve as resolve_threads
+from ..threads import use as engine_threads
 from ..train.fit import accuracy, predict
 from .space import MAX_SPARSITY, SCHEDULES, TECHNIQUES, apply_policy, build_space, param_names, suggest_policy
 
@@ -171,14 +173,12 @@ class TrialRunner:
         return out
 
     def __call__(self, trial: Any) -> Any:
-        from threadpoolctl import threadpool_limits
-
         start = time.perf_counter()
         policy = suggest_policy(trial, self.space)
         trial.set_user_attr("policy", policy)  # before the work: a pruned trial's record keeps its policy
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("worker", _worker_address())
-        with threadpool_limits(self.config["threads"]):
+        with engine_threads(self.config["engine_threads"]):
             model = self.build(policy, self.reporter(trial))
             m = self.measure(model)
         trial.set_user_attr("seconds", time.perf_counter() - start)
@@ -417,7 +417,9 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     storage : None (in memory), an RDB URL (``"sqlite:///study.db"``) or a journal file path; with a storage an
         interrupted search resumes (same ``study_name``; default derived from the model, objective, techniques,
         budget and seed). With an executor the storage lives on the scheduler (optuna-integration's DaskStorage).
-    threads : BLAS threads per trial and onnxruntime intra-op threads for latency (None: library defaults).
+    threads : engine threads per trial (BLAS and the kernels' batch split, :mod:`pfc.threads`) and onnxruntime
+        intra-op threads for latency. None: the cores idle when the search starts, fixed for the whole search
+        (so the best policy rebuilt at the end is its trial's model bit for bit), and onnxruntime's default.
     test : optional ``(Xtest, ytest)``, touched once after the search for the final report.
     schedule : how a trial reaches its per-layer sparsity: ``"oneshot"`` (prune, then ``finetune_epochs``) or
         ``"gradual"`` (``prune_epochs`` epochs of training while ``pfc.PolynomialDecay`` raises each layer's
@@ -490,9 +492,13 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             opt_storage = DaskStorage(storage=opt_storage, client=client)
     directions = ["minimize"] * len(objective)
-    base_correct = predict(model, data[2]).argmax(-1) == data[3]
+    # one engine thread count for every trial and the final rebuild: the sums of a sharded batch or a threaded
+    # GEMM depend on it in the last bits, and a rebuilt best model must be its trial's model
+    n_threads = resolve_threads(threads)
+    base_correct = predict(model, data[2], threads=n_threads).argmax(-1) == data[3]
     base = {"val_accuracy": float(base_correct.mean())}
     config = {"objective": objective, "max_drop": max_drop, "seed": seed, "threads": threads,
+              "engine_threads": n_threads,
               "batch_size": batch_size, "latency_seconds": latency_seconds, "base_accuracy": base["val_accuracy"],
               "base_correct": base_correct,
               "prune_margin": prune_margin, **recipe}
@@ -502,7 +508,7 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     _fail_stale(study)
     space = study.user_attrs.get("space")
     if space is None:
-        with _threads(threads):
+        with engine_threads(n_threads):
             space = build_space(model, data[2], data[3], techniques, max_drop, objective, warm_start,
                                     schedule)
         study.set_user_attr("space", space)
@@ -538,7 +544,7 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     best = min(feasible, key=lambda r: r["values"][0]) if feasible else None
     best_model = None
     if best is not None:
-        with _threads(threads):
+        with engine_threads(n_threads):
             best_model = runner.build(best["policy"])
     result_test = None
     if test is not None:  # the only use of the test set
@@ -548,12 +554,6 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
                         test=result_test, records=list(getattr(best_model, "records", [])), study_name=name,
                         storage=storage, objective=objective, max_drop=max_drop, space=space,
                         wall_seconds=time.perf_counter() - start)
-
-
-def _threads(threads: int | None) -> Any:
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(threads)
 
 
 def _client(executor: Any) -> Any:
