@@ -71,29 +71,20 @@ class _IntegerProducts:
         return self.owner.product(a, which, lo, hi)
 
 
-class QuantizedRecurrent(WrappedLayer):
-    """A recurrent layer with integer gate matrices (module docstring). ``qweights[name] = (q int8, scale
-    float32 (rows,) or (), zero_point int32)`` for each of the float layer's ``compressible`` matrices."""
+class _SequenceWrapper(WrappedLayer):
+    """What both wrappers share: the float layer is the shadow (its masks, returned by ``to_float``), the
+    quantization settings, no activation of their own; ``requantize`` fills the integer form."""
 
-    def __init__(self, float_layer: Any, bits: int = 8, scheme: str = "symmetric",
-                 granularity: str = "per_channel", weight_clip: str = "minmax", activations: str = "dynamic") -> None:
+    def __init__(self, float_layer: Any, bits: int, scheme: str, granularity: str, weight_clip: str,
+                 activations: str) -> None:
         self.float_layer = float_layer
         self.bits, self.scheme, self.granularity, self.weight_clip = int(bits), scheme, granularity, weight_clip
-        # a calibrated ("static") quantize: the hidden state's range changes every step, so it is taken per call
-        self.activations = "float" if activations == "float" else "dynamic"
+        self.activations = activations
         self.requantize()
-
-    @property
-    def dynamic(self) -> bool:
-        return self.activations == "dynamic"
 
     @property
     def masks(self) -> dict[str, np.ndarray]:
         return self.float_layer.masks
-
-    @property
-    def bias(self) -> np.ndarray | None:
-        return self.float_layer.cell.bias
 
     @property
     def activation(self) -> Any:
@@ -101,6 +92,28 @@ class QuantizedRecurrent(WrappedLayer):
 
     def to_float(self) -> Any:
         return self.float_layer
+
+    def requantize(self) -> None:
+        raise NotImplementedError
+
+
+class QuantizedRecurrent(_SequenceWrapper):
+    """A recurrent layer with integer gate matrices (module docstring). ``qweights[name] = (q int8, scale
+    float32 (rows,) or (), zero_point int32)`` for each of the float layer's ``compressible`` matrices."""
+
+    def __init__(self, float_layer: Any, bits: int = 8, scheme: str = "symmetric",
+                 granularity: str = "per_channel", weight_clip: str = "minmax", activations: str = "dynamic") -> None:
+        # a calibrated ("static") quantize: the hidden state's range changes every step, so it is taken per call
+        super().__init__(float_layer, bits, scheme, granularity, weight_clip,
+                         "float" if activations == "float" else "dynamic")
+
+    @property
+    def dynamic(self) -> bool:
+        return self.activations == "dynamic"
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        return self.float_layer.cell.bias
 
     def requantize(self) -> None:
         """(Re)compute the integer matrices from the float layer's."""
@@ -183,31 +196,18 @@ class QuantizedRecurrent(WrappedLayer):
         return self.float_layer.to_onnx_unrolled(g, x, project=project, rmul=rmul)
 
 
-class QuantizedEmbedding(WrappedLayer):
+class QuantizedEmbedding(_SequenceWrapper):
     """An Embedding with an integer table, quantized per token (module docstring). ``qweight (dim, vocab)``
     int8, ``w_scale`` / ``w_zero_point`` ``(vocab,)`` per channel or ``()``."""
 
     def __init__(self, float_layer: Any, bits: int = 8, scheme: str = "symmetric",
                  granularity: str = "per_channel", weight_clip: str = "minmax", activations: str = "float") -> None:
-        self.float_layer = float_layer
-        self.bits, self.scheme, self.granularity, self.weight_clip = int(bits), scheme, granularity, weight_clip
-        self.activations = "float"   # a lookup has no input activation to quantize
-        self.requantize()
-
-    @property
-    def masks(self) -> dict[str, np.ndarray]:
-        return self.float_layer.masks
+        # a lookup has no input activation to quantize
+        super().__init__(float_layer, bits, scheme, granularity, weight_clip, "float")
 
     @property
     def bias(self) -> None:
         return None
-
-    @property
-    def activation(self) -> Any:
-        return None
-
-    def to_float(self) -> Any:
-        return self.float_layer
 
     def requantize(self) -> None:
         w = self.float_layer.weight
