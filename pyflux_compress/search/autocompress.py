@@ -509,8 +509,7 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     space = study.user_attrs.get("space")
     if space is None:
         with engine_threads(n_threads):
-            space = build_space(model, data[2], data[3], techniques, max_drop, objective, warm_start,
-                                    schedule)
+            space = build_space(model, data[2], data[3], techniques, max_drop, objective, warm_start, schedule)
         study.set_user_attr("space", space)
         study.set_user_attr("model", str(model))
         for params in space.get("warm_params", [space["seed_params"]]):
@@ -568,7 +567,8 @@ def _record(t: Any) -> dict[str, Any]:
     a = t.user_attrs
     return {"number": t.number, "state": t.state.name, "values": list(t.values) if t.values else None,
             "params": dict(t.params), "policy": a.get("policy"), "val_accuracy": a.get("val_accuracy"),
-            "drop": a.get("drop"), "drop_se": a.get("drop_se"), "archive_bytes": a.get("archive_bytes"), "latency_ms": a.get("latency_ms"),
+            "drop": a.get("drop"), "drop_se": a.get("drop_se"), "archive_bytes": a.get("archive_bytes"),
+            "latency_ms": a.get("latency_ms"),
             "worker": a.get("worker"), "pid": a.get("pid"), "seconds": a.get("seconds")}
 
 

@@ -23,7 +23,8 @@ Dropout, Identity                      dropped
 Forks (a tensor read by several nodes) are read up to their join (the first node after which one tensor is live
 again). A join ``Add``/``Sum``/``Concat`` of separable branches goes to the containers' ``from_onnx_join``
 hooks (the fork tensor itself read by the join -> ``SkipConnection(inner, + or cat)``; else ``Parallel``);
-otherwise an activation pattern or a layer's ``from_onnx_region`` hook (LayerNorm, MultiHeadAttention). Branches are read recursively with the same walker.
+otherwise an activation pattern or a layer's ``from_onnx_region`` hook (LayerNorm, MultiHeadAttention).
+Branches are read recursively with the same walker.
 
 This covers what ``torch.onnx.export(..., dynamo=False)`` writes for an ``nn.Sequential`` of
 Linear/ReLU/Conv2d/MaxPool2d/Flatten. Anything else raises ``ValueError`` naming the node and the supported ops. Each op is read by the ``from_onnx``
