@@ -26,7 +26,7 @@ import numpy as np
 from ..._validate import check_bool, check_int
 from ..registry import register_layer
 from ..syntax import Pair, as_int
-from .base import Grads, Layer, as_data
+from .base import FunctionLayer, Grads, Layer, as_data
 from .dense import Dense
 from .dropout import Dropout
 
@@ -377,11 +377,10 @@ class MultiHeadAttention(Layer):
 
 
 @register_layer
-class First(Layer):
+class First(FunctionLayer):
     """Julia's ``first`` as a Chain element: ``(y, α) -> y`` (reads MultiHeadAttention's output)."""
 
     flux_name = "first"
-    flux_function = True
 
     def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[Any, Any]:
         if not isinstance(x, (tuple, list)) or not x:
@@ -396,19 +395,6 @@ class First(Layer):
             raise self._err(f"expects a tuple input (e.g. after MultiHeadAttention); got shape {in_shape}")
         return in_shape[0]
 
-    def __repr__(self) -> str:
-        return "first"
-
-    @classmethod
-    def from_syntax(cls, call: Any) -> "First":
-        if call.args or call.kwargs:
-            raise ValueError("first takes no arguments in a Chain")
-        return first
-
-    @classmethod
-    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "First":
-        return first
-
     def to_onnx(self, g: Any, x: Any) -> str:
         if not isinstance(x, tuple):
             raise ValueError("first: expects a tuple of tensors (after MultiHeadAttention)")
@@ -416,4 +402,4 @@ class First(Layer):
 
 
 #: Julia's ``first``, usable as a Chain element after MultiHeadAttention
-first = First()
+first = First.the()

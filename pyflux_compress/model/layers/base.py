@@ -16,8 +16,8 @@ from ..activations import Activation, get_activation, identity
 from ..init import glorot_uniform
 from ..walk import map_layers
 
-__all__ = ["Layer", "Grads", "as_data", "float_dtype", "tuple_str", "init_fn", "bias_array", "activation_of",
-           "svd_factors"]
+__all__ = ["Layer", "FunctionLayer", "Grads", "as_data", "float_dtype", "tuple_str", "init_fn", "bias_array",
+           "activation_of", "svd_factors"]
 
 Grads = dict[str, np.ndarray]
 
@@ -207,6 +207,33 @@ class Layer(abc.ABC):
 
 # activations implement the same interface; this makes isinstance(relu, Layer) true without a cycle
 Layer.register(Activation)
+
+
+class FunctionLayer(Layer):
+    """A Julia function used as a Chain element (``flatten``, ``laststep``, ``first``): no fields, no arguments,
+    one shared instance (:meth:`the`), printed and parsed as its bare name, ``()`` in ``Flux.state``."""
+
+    flux_function = True
+
+    @classmethod
+    def the(cls) -> "FunctionLayer":
+        """The shared instance (the module-level ``flatten``, ``laststep``, ``first``)."""
+        if "_the" not in cls.__dict__:
+            cls._the = cls()
+        return cls.__dict__["_the"]
+
+    def __repr__(self) -> str:
+        return self.flux_name
+
+    @classmethod
+    def from_syntax(cls, call: Any) -> "Layer":
+        if call.args or call.kwargs:
+            raise ValueError(f"{cls.flux_name} takes no arguments in a Chain")
+        return cls.the()
+
+    @classmethod
+    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "Layer":
+        return cls.the()
 
 
 def as_data(x: Any, dtype: Any, who: Any) -> np.ndarray:

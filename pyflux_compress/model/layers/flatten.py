@@ -1,16 +1,16 @@
 """Flux's ``flatten`` (a function used as a layer; ``Flatten()`` builds one too); ONNX ``Flatten(axis=1)``."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..registry import register_layer
-from .base import Grads, Layer, as_data, float_dtype
+from .base import FunctionLayer, Grads, as_data, float_dtype
 
 
 @register_layer
-class Flatten(Layer):
+class Flatten(FunctionLayer):
     """Flux's ``flatten``: ``(N, ...) -> (N, prod(...))``.
 
     Flux flattens WHCN column-major; on our NCHW arrays (dims reversed) that is exactly the C-order
@@ -20,7 +20,6 @@ class Flatten(Layer):
     flux_name = "flatten"
     batch_mode = "independent"
     flux_aliases = ("Flatten",)
-    flux_function = True
     onnx_ops = ("Flatten", "Reshape")
     structured = "flatten"
 
@@ -36,18 +35,11 @@ class Flatten(Layer):
     def output_shape(self, in_shape: tuple) -> tuple:
         return (int(np.prod(tuple(in_shape), dtype=np.int64)),)
 
-    def __repr__(self) -> str:
-        return "flatten"
-
     @classmethod
     def from_syntax(cls, call: Any) -> "Flatten":
         if call.args or call.kwargs:
             raise ValueError(f"{call.name}() takes no arguments")
-        return cls() if call.name == "Flatten" else flatten
-
-    @classmethod
-    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "Flatten":
-        return flatten
+        return cls() if call.name == "Flatten" else flatten   # Flux's Flatten() is a struct of its own
 
     def to_onnx(self, g: Any, x: str) -> str:
         return g.node("Flatten", [x], axis=1, rank=2)[0]
@@ -64,4 +56,4 @@ class Flatten(Layer):
 
 
 #: Flux's ``flatten`` function, usable directly as a Chain element
-flatten = Flatten()
+flatten = Flatten.the()

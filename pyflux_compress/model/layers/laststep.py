@@ -8,22 +8,21 @@ classifier imports (``Embedding.from_onnx`` hands a ``Gather`` of a non-constant
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..registry import register_layer
-from .base import Grads, Layer
+from .base import FunctionLayer, Grads
 
 __all__ = ["LastStep", "laststep"]
 
 
 @register_layer
-class LastStep(Layer):
+class LastStep(FunctionLayer):
     """``x[:, -1, :]`` of a batch-first sequence ``(N, len, F)`` (Flux's ``x[:, end, :]`` of ``(F, len, N)``)."""
 
     flux_name = "laststep"
-    flux_function = True
     onnx_ops = ()   # ONNX Gather belongs to Embedding, whose from_onnx hands a Gather of a non-constant here
     structured = "channelwise"   # keeps every feature (hidden unit) apart: structured pruning slices through it
 
@@ -44,21 +43,8 @@ class LastStep(Layer):
             raise self._err(f"expects per-sample input (len, features); got {in_shape}")
         return in_shape[1:]
 
-    def __repr__(self) -> str:
-        return "laststep"
-
     def julia(self) -> str:
         return "x -> x[:, end, :]"
-
-    @classmethod
-    def from_syntax(cls, call: Any) -> "LastStep":
-        if call.args or call.kwargs:
-            raise ValueError("laststep takes no arguments in a Chain")
-        return laststep
-
-    @classmethod
-    def from_flux(cls, fields: dict[str, Any], build: Callable) -> "LastStep":
-        return laststep
 
     def to_onnx(self, g: Any, x: str) -> str:
         return g.node("Gather", [x, g.const(g.fresh("laststep_index"), np.array(-1, np.int64))], prefix="laststep",
@@ -73,4 +59,4 @@ class LastStep(Layer):
         return laststep
 
 
-laststep = LastStep()
+laststep = LastStep.the()
