@@ -98,7 +98,8 @@ def size_case(args, arch: str, conv: bool, target: float) -> None:
                          test=(Xte, yte), storage=args.storage, progress=args.progress,
                          techniques=tuple(args.techniques.split(",")), schedule=args.schedule,
                          prune_epochs=args.prune_epochs, share_epochs=args.share_epochs,
-                         weight_decay=args.weight_decay, lr=args.lr, prune_margin=args.prune_margin, warm_start=args.warm_start,
+                         weight_decay=args.weight_decay, lr=args.lr, prune_margin=args.prune_margin,
+                         warm_start=args.warm_start,
                          enqueue=[json.loads(e) for e in args.enqueue])
     print(r)
     report_trials(r)
@@ -186,7 +187,7 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=1e-4, help="size cases: L2 while fine-tuning")
     ap.add_argument("--lr", type=float, default=1e-3,
                     help="size cases: Adam learning rate of the pruning phase (fine-tuning runs at lr / 5)")
-    ap.add_argument("--prune-margin", type=float, default=0.3,
+    ap.add_argument("--prune-margin", type=float, default=1.0,
                     help="size cases: stop a trial whose validation drop after a phase exceeds budget + this")
     ap.add_argument("--warm-start", type=int, default=3, help="size cases: first trials from the sensitivity table")
     ap.add_argument("--progress", action="store_true", help="progress bar of trials")
