@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "OUT.json and OUT.png are written beside it")
     p.add_argument("--max-drop", type=_number(float, lambda v: 0 <= v <= 100, "a number in [0, 100]"), default=0.5,
                    help="validation accuracy budget in percentage points (default 0.5)")
+    p.add_argument("--confidence", type=_number(float, lambda v: 0.5 < v < 1, "a number in (0.5, 1)"), default=None,
+                   help="meet --max-drop with this one-sided confidence (the drop plus z standard errors), e.g. 0.9")
     p.add_argument("--objective", choices=("size", "latency", "size,accuracy", "latency,accuracy"), default="size")
     p.add_argument("--techniques", type=_list_of(str, "technique names"),
                    default=["prune", "structured", "quantize", "share", "lowrank"],
@@ -735,7 +737,8 @@ def cmd_autocompress(args: argparse.Namespace) -> int:
                               techniques=tuple(args.techniques), trials=args.trials, timeout=args.timeout,
                               finetune_epochs=args.finetune_epochs, validation=args.validation, seed=args.seed,
                               executor=args.scheduler, storage=args.storage, threads=args.threads,
-                              batch_size=args.batch_size, test=(_inputs(model, Xte), yte), progress=not args.quiet)
+                              batch_size=args.batch_size, test=(_inputs(model, Xte), yte), progress=not args.quiet,
+                              confidence=args.confidence)
     _say(repr(result))
     _say("\nPareto front (validation):")
     _say(result.front_table())

@@ -77,6 +77,23 @@ def test_in_process_search_respects_budget_and_reports(digits):
     assert all(t["drop_se"] is not None and t["drop_se"] >= 0 for t in r.trials)
 
 
+def test_confidence_budget_counts_the_standard_error(digits):
+    from statistics import NormalDist
+
+    model, X, y, _, _ = digits
+    plain = pfc.autocompress(model, X, y, trials=4, **{**FAST, "max_drop": 3.0})
+    sure = pfc.autocompress(model, X, y, trials=4, confidence=0.9, **{**FAST, "max_drop": 3.0})
+    assert sure.study_name != plain.study_name and sure.confidence == 0.9 and "90% confidence" in repr(sure)
+    z = NormalDist().inv_cdf(0.9)
+    for r in (plain, sure):
+        for t in r.trials:  # the budget the search enforced, as the result reads it
+            bound = t["drop"] + (z * t["drop_se"] if r is sure else 0.0)
+            assert r.feasible(t) == (bound <= 3.0)
+    assert sure.best is None or sure.best["drop"] + z * sure.best["drop_se"] <= 3.0
+    with pytest.raises(ValueError, match="confidence must be in"):
+        pfc.autocompress(model, X, y, confidence=1.0, **FAST)
+
+
 def test_paired_drop_se_counts_only_disagreements():
     from pyflux_compress.search import paired_drop_se
 

@@ -184,10 +184,16 @@ class TrialRunner:
         trial.set_user_attr("seconds", time.perf_counter() - start)
         for k, v in m.items():
             trial.set_user_attr(k, v)
-        # Optuna's constrained TPE / NSGA-II: feasible when <= 0, i.e. the validation drop is within max_drop
-        trial.set_constraint("max_drop", m["drop"] - self.config["max_drop"])
+        # Optuna's constrained TPE / NSGA-II: feasible when <= 0, i.e. the validation drop (plus z standard errors
+        # with a confidence) is within max_drop
+        trial.set_constraint("max_drop", drop_bound(m, self.config["z"]) - self.config["max_drop"])
         values = [_objective_value(name, m) for name in self.config["objective"]]
         return values[0] if len(values) == 1 else tuple(values)
+
+
+def drop_bound(record: dict[str, Any], z: float) -> float:
+    """The drop a budget is checked against: ``drop + z * drop_se`` (points; ``z = 0``: the measured drop)."""
+    return float(record["drop"]) + (z * float(record["drop_se"]) if z and record.get("drop_se") is not None else 0.0)
 
 
 def paired_drop_se(base_correct: np.ndarray, correct: np.ndarray) -> float:
@@ -237,6 +243,10 @@ class SearchResult:
     def __init__(self, **kw: Any) -> None:
         self.__dict__.update(kw)
 
+    def feasible(self, record: dict[str, Any]) -> bool:
+        """Whether a complete trial's record meets the budget: ``drop (+ z drop_se) <= max_drop``."""
+        return record["state"] == "COMPLETE" and drop_bound(record, _z(self.confidence)) <= self.max_drop
+
     @property
     def n_complete(self) -> int:
         return sum(t["state"] == "COMPLETE" for t in self.trials)
@@ -261,8 +271,8 @@ class SearchResult:
         """Write the baseline, best trial, front and every trial record as JSON (atomically)."""
         from .._files import jsonable, write_atomic
 
-        keep = {k: getattr(self, k) for k in ("study_name", "objective", "max_drop", "baseline", "best", "test",
-                                               "front", "trials", "wall_seconds", "space")}
+        keep = {k: getattr(self, k) for k in ("study_name", "objective", "max_drop", "confidence", "baseline", "best",
+                                               "test", "front", "trials", "wall_seconds", "space")}
         write_atomic(path, json.dumps(jsonable(keep), indent=1))
 
     def plot(self, path: str | os.PathLike) -> None:
@@ -278,7 +288,7 @@ class SearchResult:
         done = [t for t in self.trials if t["state"] == "COMPLETE" and t.get(key)]
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         ax.scatter([t[key] for t in done], [t["drop"] for t in done], s=14, c="0.6", label="trials")
-        ok = [t for t in done if t["drop"] <= self.max_drop]
+        ok = [t for t in done if self.feasible(t)]
         ax.scatter([t[key] for t in ok], [t["drop"] for t in ok], s=18, c="tab:blue", label="within budget")
         front = sorted(_pareto([{**t, "values": [t[key], t["drop"]]} for t in ok]), key=lambda t: t[key])
         ax.plot([t[key] for t in front], [t["drop"] for t in front], "o-", c="tab:red", label="Pareto front")
@@ -297,7 +307,8 @@ class SearchResult:
 
     def __repr__(self) -> str:
         states = {s: sum(t["state"] == s for t in self.trials) for s in STATE_KEYS}
-        head = (f"SearchResult(objective={'/'.join(self.objective)}, max_drop={self.max_drop} points, "
+        head = (f"SearchResult(objective={'/'.join(self.objective)}, max_drop={self.max_drop} points"
+                + (f" at {self.confidence:.0%} confidence" if self.confidence else "") + ", "
                 f"{self.n_complete} complete / {len(self.trials)} trials "
                 f"({', '.join(f'{v} {k.lower()}' for k, v in states.items() if v and k != 'COMPLETE') or 'no failures'})"
                 f", {self.wall_seconds:.0f} s, study {self.study_name!r})")
@@ -398,6 +409,7 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
                  latency_seconds: float = 0.5, test: tuple[Any, Any] | None = None, study_name: str | None = None,
                  progress: bool = True, schedule: str = "oneshot", prune_epochs: int = 4, share_epochs: int = 1,
                  lr: float = 5e-4, weight_decay: float = 0.0, prune_margin: float | None = None,
+                 confidence: float | None = None,
                  warm_start: int = 1, enqueue: Sequence[dict[str, Any]] = ()) -> SearchResult:
     """Search per-layer compression policies with Optuna under an accuracy budget.
 
@@ -406,6 +418,11 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     model : trained Chain (not modified). X, y : training inputs ``(N, *input_shape)`` and int labels ``(N,)``;
         a seeded ``validation`` fraction is carved out for tuning, the rest is fine-tuned on.
     max_drop : accuracy budget in percentage points (validation accuracy of the baseline minus the trial's).
+    confidence : None (default: a trial meets the budget when its measured validation drop is within
+        ``max_drop``) or a one-sided confidence level in (0.5, 1), e.g. 0.9: the drop plus ``z`` paired standard
+        errors (``drop_se``; ``z`` = 1.28 at 0.9) must be within ``max_drop``. The best trial is the cheapest one
+        at the edge of the budget, so its drop on unseen data is as likely above as below the measured one; a
+        confidence leaves that margin.
     objective : ``"size"`` (archive bytes), ``"latency"`` (onnxruntime ms at ``batch_size`` with ``threads``),
         or a pair ``("size", "accuracy")`` / ``("latency", "accuracy")`` for a Pareto front (NSGA-II).
     techniques : subset of ``("prune", "structured", "quantize", "share", "lowrank")``.
@@ -465,6 +482,8 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
             raise ValueError(f"prune_margin needs a single objective (Optuna prunes single-objective trials "
                              f"only); got objective={objective!r}")
     warm_start = check_int("warm_start", warm_start, min=1)
+    if confidence is not None:
+        confidence = check_fraction("confidence", confidence, 0.5, 1.0, inclusive=(False, False))
     enqueue = _check_enqueue(enqueue)
     X, y = _check_data(model, X, y)
     if test is not None:
@@ -482,6 +501,8 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     recipe = {"finetune_epochs": finetune_epochs, "schedule": schedule, "prune_epochs": prune_epochs,
               "share_epochs": share_epochs, "lr": lr, "weight_decay": weight_decay,
               "space": 2}  # 2: per-layer density sampled on a log scale (a study of another space is not resumed)
+    if confidence is not None:  # the trials' constraint values depend on it
+        recipe["confidence"] = confidence
     name = study_name or _study_name(model, objective, techniques, max_drop, seed, recipe)
     client = _client(executor)
     opt_storage = _storage(storage)
@@ -498,7 +519,7 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     base_correct = predict(model, data[2], threads=n_threads).argmax(-1) == data[3]
     base = {"val_accuracy": float(base_correct.mean())}
     config = {"objective": objective, "max_drop": max_drop, "seed": seed, "threads": threads,
-              "engine_threads": n_threads,
+              "engine_threads": n_threads, "z": _z(confidence),
               "batch_size": batch_size, "latency_seconds": latency_seconds, "base_accuracy": base["val_accuracy"],
               "base_correct": base_correct,
               "prune_margin": prune_margin, **recipe}
@@ -538,7 +559,7 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     if "latency" in objective:
         base["latency_ms"] = measure_latency(model, batch_size, threads, latency_seconds)
     records = [_record(t) for t in study.trials]
-    feasible = [r for r in records if r["state"] == "COMPLETE" and r["drop"] <= max_drop]
+    feasible = [r for r in records if r["state"] == "COMPLETE" and drop_bound(r, config["z"]) <= max_drop]
     front = _pareto(feasible)
     best = min(feasible, key=lambda r: r["values"][0]) if feasible else None
     best_model = None
@@ -551,8 +572,15 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
                        "best": accuracy(best_model, *test) if best_model is not None else None}
     return SearchResult(best_model=best_model, best=best, front=front, trials=records, baseline=base,
                         test=result_test, records=list(getattr(best_model, "records", [])), study_name=name,
-                        storage=storage, objective=objective, max_drop=max_drop, space=space,
+                        storage=storage, objective=objective, max_drop=max_drop, confidence=confidence, space=space,
                         wall_seconds=time.perf_counter() - start)
+
+
+def _z(confidence: float | None) -> float:
+    """Standard normal quantile of a one-sided ``confidence`` (0 for None)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(confidence) if confidence else 0.0
 
 
 def _client(executor: Any) -> Any:
