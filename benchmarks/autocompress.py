@@ -1,16 +1,19 @@
 """pfc.autocompress found automatically: size on LeNet-300-100 and LeNet-5, latency on the article MLP, and the
 Dask scaling figure (same study on 1 and 2 workers).
 
-    python benchmarks/autocompress.py lenet300  [--trials 40] [--timeout 1800] [--train-subset N]
-    python benchmarks/autocompress.py lenet5    [--trials 8] [--timeout 3600] [--prune-epochs 3 --finetune-epochs 1]
+    python benchmarks/autocompress.py lenet300  --trials 100 --timeout 3000 --epochs 8       # ~35 min on 1 core
+    python benchmarks/autocompress.py lenet5    --trials 60 --timeout 5400 --epochs 6 --prune-epochs 3 \
+                                                --finetune-epochs 1 --share-epochs 1 --warm-start 4  # ~100 min
 
 The size cases search prune + share (Deep Compression's techniques) with a gradual schedule per trial:
 ``--prune-epochs`` epochs of ``pfc.PolynomialDecay`` per layer, ``--finetune-epochs`` with the masks held,
 ``--share-epochs`` of centroid fine-tuning, L2 ``--weight-decay``; trials whose validation drop after a phase
 exceeds the budget by ``--prune-margin`` points are stopped early (Optuna ThresholdPruner); the first
 ``--warm-start`` trials are read off the sensitivity table.
-    python benchmarks/autocompress.py latency   [--trials 30]
+    python benchmarks/autocompress.py latency   --trials 150 --epochs 6 --finetune-epochs 1 [--seed S]  # ~3 min
     python benchmarks/autocompress.py scaling   [--trials 12]
+
+Add ``--storage FILE`` (a journal) to make a run resumable: the same command resumes the study.
 
 Targets (issue 18): LeNet-300-100 on MNIST >= 64x smaller (archive bytes, everything counted, as in
 benchmarks/deep_compression.py: fp32 dense bytes / ``len(save_compressed)``) with test error <= baseline + 0.1
