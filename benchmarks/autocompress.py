@@ -11,7 +11,7 @@ The size cases search prune + share (Deep Compression's techniques) with a gradu
 exceeds the budget by ``--prune-margin`` points are stopped early (Optuna ThresholdPruner); the first
 ``--warm-start`` trials are read off the sensitivity table.
     python benchmarks/autocompress.py latency   --trials 150 --epochs 6 --finetune-epochs 1 [--seed S]  # ~3 min
-    python benchmarks/autocompress.py scaling   [--trials 12]
+    python benchmarks/autocompress.py scaling   --trials 32 --finetune-epochs 30
 
 Add ``--storage FILE`` (a journal) to make a run resumable: the same command resumes the study.
 
@@ -168,13 +168,15 @@ def scaling_case(args) -> None:
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None) as cluster, Client(cluster) as client:
             t = time.perf_counter()
-            r = pfc.autocompress(model, X, y, trials=args.trials, finetune_epochs=3, max_drop=2.0, executor=client,
+            r = pfc.autocompress(model, X, y, trials=args.trials, finetune_epochs=args.finetune_epochs, max_drop=2.0,
+                                 executor=client,
                                  progress=False, study_name=f"scaling-{n}")
             walls[n] = time.perf_counter() - t
             print(f"{n} worker(s): {r.n_complete} trials in {walls[n]:.1f} s "
                   f"(workers used: {sorted({t['worker'] for t in r.trials})})")
     print(f"RESULT scaling: 1 worker {walls[1]:.1f} s, 2 workers {walls[2]:.1f} s, ratio {walls[1] / walls[2]:.2f}x "
-          f"({args.trials} trials, digits MLP, 2-core machine shared with other jobs)")
+          f"({args.trials} trials of {args.finetune_epochs} fine-tuning epochs, digits MLP, 2-core machine; load average "
+          f"{os.getloadavg()[0]:.1f})")
 
 
 def main() -> None:
