@@ -11,7 +11,7 @@ The size cases search prune + share (Deep Compression's techniques) with a gradu
 exceeds the budget by ``--prune-margin`` points are stopped early (Optuna ThresholdPruner); the first
 ``--warm-start`` trials are read off the sensitivity table.
     python benchmarks/autocompress.py latency   --trials 150 --epochs 6 --finetune-epochs 1 [--seed S]  # ~3 min
-    python benchmarks/autocompress.py scaling   --trials 32 --finetune-epochs 30
+    python benchmarks/autocompress.py scaling   --trials 64 --finetune-epochs 30
 
 Add ``--storage FILE`` (a journal) to make a run resumable: the same command resumes the study.
 

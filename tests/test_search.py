@@ -94,6 +94,23 @@ def test_confidence_budget_counts_the_standard_error(digits):
         pfc.autocompress(model, X, y, confidence=1.0, **FAST)
 
 
+def test_gradual_bound_is_one_rung_higher_and_density_is_sampled(digits):
+    from pyflux_compress.search.space import SPARSITY_LADDER, build_space, suggest_policy
+
+    model, X, y, _, _ = digits
+    kw = dict(techniques=("prune", "share"), max_drop=1.0)
+    once = build_space(model, X[:400], y[:400], **kw)
+    grad = build_space(model, X[:400], y[:400], schedule="gradual", **kw)
+    for a, b in zip(once["layers"], grad["layers"]):
+        i = SPARSITY_LADDER.index(a["s_hi"])
+        assert b["s_hi"] == SPARSITY_LADDER[min(i + 1, len(SPARSITY_LADDER) - 1)]
+    # the sampled parameter is the kept fraction: density 0.05 is 95% sparse
+    params = {"coding": "share", "layers[1].density": 0.05, "layers[1].sbits": 4,
+              "layers[2].density": 1.0, "layers[2].sbits": 5}
+    policy = suggest_policy(optuna.trial.FixedTrial(params), grad)
+    assert policy["layers"]["layers[1]"]["sparsity"] == 0.95 and policy["layers"]["layers[2]"]["sparsity"] == 0.0
+
+
 def test_paired_drop_se_counts_only_disagreements():
     from pyflux_compress.search import paired_drop_se
 
