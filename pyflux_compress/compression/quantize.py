@@ -257,11 +257,6 @@ class QuantizedLayer(WrappedLayer):
         self.requantize()
 
     @property
-    def masks(self) -> dict[str, np.ndarray]:
-        """The shadow layer's masks (shared dict): pruned weights stay zero through QAT."""
-        return self.float_layer.masks
-
-    @property
     def calibrated(self) -> bool:
         return self.act_scale is not None
 

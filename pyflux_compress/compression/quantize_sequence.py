@@ -72,7 +72,7 @@ class _IntegerProducts:
 
 
 class _SequenceWrapper(WrappedLayer):
-    """What both wrappers share: the float layer is the shadow (its masks, returned by ``to_float``), the
+    """What both wrappers share: the float layer is the shadow (returned by ``to_float``), the
     quantization settings, no activation of their own; ``requantize`` fills the integer form."""
 
     def __init__(self, float_layer: Any, bits: int, scheme: str, granularity: str, weight_clip: str,
@@ -81,10 +81,6 @@ class _SequenceWrapper(WrappedLayer):
         self.bits, self.scheme, self.granularity, self.weight_clip = int(bits), scheme, granularity, weight_clip
         self.activations = activations
         self.requantize()
-
-    @property
-    def masks(self) -> dict[str, np.ndarray]:
-        return self.float_layer.masks
 
     @property
     def activation(self) -> Any:

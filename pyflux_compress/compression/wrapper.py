@@ -30,6 +30,11 @@ class WrappedLayer(Layer):
         return type(self).__name__
 
     @property
+    def masks(self) -> dict[str, np.ndarray]:
+        """The float layer's masks (the shared dict): pruned weights stay zero through QAT and re-quantization."""
+        return self.float_layer.masks
+
+    @property
     def bias(self) -> np.ndarray | None:
         return self.float_layer.bias
 
