@@ -83,6 +83,13 @@ def test_convtranspose_shapes_samepad_and_errors():
         ConvTranspose((3, 3), (4, 6), groups=3)
     with pytest.raises(ValueError, match="expects 16 input channels, got 3"):
         ct.output_shape((3, 5, 5))
+    # the size checks Conv and ConvTranspose share (SpatialConv) name the layer, the input and the output
+    with pytest.raises(ValueError, match=r"ConvTranspose.*input 1x1 \(HxW\) gives an empty output.*\(output -1x-1\)"):
+        ConvTranspose((3, 3), (1, 1), pad=(2, 2))(np.zeros((1, 1, 1, 1), np.float32))
+    with pytest.raises(ValueError, match=r"Conv.*input 2x2 \(HxW\) is smaller than its \(dilated\) kernel"):
+        pfc.Conv((3, 3), (1, 1))(np.zeros((1, 1, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="pad must be an int, a 2- or 4-tuple"):
+        ConvTranspose((3, 3), (1, 1), pad="valid")
 
 
 @pytest.mark.parametrize("kw", [dict(stride=2, pad=1), dict(groups=2, outpad=1, stride=2), dict(dilation=2)], ids=str)

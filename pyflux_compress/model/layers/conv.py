@@ -32,8 +32,77 @@ def conv_pad(pad: Any, k: tuple[int, int], dilation: tuple[int, int], who: str) 
     return check_tuple(f"{who} pad", pad, 4, min=0)  # type: ignore[return-value]
 
 
+class SpatialConv(Layer):
+    """What :class:`Conv` (and CrossCor) and :class:`ConvTranspose` share: a ``(kw, kh, ·, ·)`` kernel with a
+    bias and σ, the engine's forward/backward around one pair of ``model/_conv.py`` kernels, the per-sample
+    size checks and Flux's ``show``. Not registered: a subclass names its kernels and its output size."""
+
+    batch_mode = "independent"
+    compressible = ("weight",)
+    structured = "units"
+    input_grad_optional = True
+
+    @property
+    def k(self) -> tuple[int, int]:
+        return (int(self.weight.shape[0]), int(self.weight.shape[1]))
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight} if self.bias is None else {"weight": self.weight, "bias": self.bias}
+
+    # ---- what a subclass says ------------------------------------------------------------------------
+    def conv_forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        """``(z, kernel cache)``: the pre-activation output ``(N, cout, Ho, Wo)`` of input ``(N, cin, H, W)``."""
+        raise NotImplementedError
+
+    def conv_backward(self, ccache: Any, dz: np.ndarray, need_dx: bool) -> tuple:
+        """``(dx or None, dweight, dbias or None)`` from the pre-activation gradient ``dz``."""
+        raise NotImplementedError
+
+    def spatial_size(self, h: int, w: int) -> tuple[int, int]:
+        """Output ``(Ho, Wo)`` of an ``h`` x ``w`` input (may be < 1: the caller reports it)."""
+        raise NotImplementedError
+
+    empty_output = "is smaller than its (dilated) kernel"
+
+    # ---- engine --------------------------------------------------------------------------------------
+    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
+        x = as_data(x, self.weight.dtype, self)
+        if x.ndim != 4:
+            raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
+        self.output_shape(x.shape[1:])
+        z, ccache = self.conv_forward(x)
+        y = self.activation._fn(z) if self.activation is not identity else z
+        return y, (ccache, z, y)
+
+    def backward(self, cache: Any, dy: np.ndarray, need_input_grad: bool = True
+                 ) -> tuple[np.ndarray | None, Grads]:
+        """``need_input_grad=False`` skips ``dx`` (returned as None): a model's first layer never needs it."""
+        ccache, z, y = cache
+        dz = self.activation.grad(z, y, dy) if self.activation is not identity else dy
+        dx, dw, db = self.conv_backward(ccache, dz, need_input_grad)
+        grads = {"weight": dw}
+        if db is not None:
+            grads["bias"] = db
+        return dx, grads
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        in_shape = tuple(in_shape)
+        if len(in_shape) != 3:
+            raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
+        c, h, w = in_shape
+        if c != self.in_channels:
+            raise self._err(f"expects {self.in_channels} input channels, got {c}")
+        ho, wo = self.spatial_size(h, w)
+        if ho < 1 or wo < 1:
+            raise self._err(f"input {h}x{w} (HxW) {self.empty_output} (output {ho}x{wo})")
+        return (self.out_channels, ho, wo)
+
+    def __repr__(self) -> str:
+        return conv_repr(self)
+
+
 @register_layer
-class Conv(Layer):
+class Conv(SpatialConv):
     """2-D convolution with Flux's semantics: a *true* convolution (NNlib flips the kernel).
 
     ``Conv((kw, kh), (cin, cout), σ; stride=1, pad=0, dilation=1, bias=True)`` (Python for
@@ -49,17 +118,13 @@ class Conv(Layer):
     """
 
     flux_name = "Conv"
-    batch_mode = "independent"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "dilation": "dilation", "groups": "groups"}
     flux_activation_param = 2
     flux_aliases: tuple[str, ...] = ("DepthwiseConv",)
     onnx_ops = ("Conv",)
-    compressible = ("weight",)
     out_axes = {"weight": 3, "bias": 0}
     in_axes = {"weight": 2}
-    structured = "units"
-    input_grad_optional = True
     flipped = True
 
     def __init__(self, k: Any, ch: Any = None, *rest: Any, stride: Any = 1, pad: Any = 0, dilation: Any = 1,
@@ -120,10 +185,6 @@ class Conv(Layer):
             self.groups = len(keep)
 
     @property
-    def k(self) -> tuple[int, int]:
-        return tuple(int(v) for v in self.weight.shape[:2])  # type: ignore[return-value]
-
-    @property
     def in_channels(self) -> int:
         return int(self.weight.shape[2]) * self.groups
 
@@ -131,46 +192,17 @@ class Conv(Layer):
     def out_channels(self) -> int:
         return int(self.weight.shape[3])
 
-    def params(self) -> dict[str, np.ndarray]:
-        return {"weight": self.weight} if self.bias is None else {"weight": self.weight, "bias": self.bias}
+    def conv_forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        return _conv.conv2d_forward(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
+                                    flip=self.flipped, groups=self.groups)
 
-    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
-        x = as_data(x, self.weight.dtype, self)
-        if x.ndim != 4:
-            raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
-        self.output_shape(x.shape[1:])
-        z, ccache = _conv.conv2d_forward(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
-                                         flip=self.flipped, groups=self.groups)
-        y = self.activation._fn(z) if self.activation is not identity else z
-        return y, (ccache, z, y)
+    def conv_backward(self, ccache: Any, dz: np.ndarray, need_dx: bool) -> tuple:
+        return _conv.conv2d_backward(ccache, dz, need_dx=need_dx)
 
-    def backward(self, cache: Any, dy: np.ndarray, need_input_grad: bool = True
-                 ) -> tuple[np.ndarray | None, Grads]:
-        """``need_input_grad=False`` skips ``dx`` (returned as None): a model's first layer never needs it."""
-        ccache, z, y = cache
-        dz = self.activation.grad(z, y, dy) if self.activation is not identity else dy
-        dx, dw, db = _conv.conv2d_backward(ccache, dz, need_dx=need_input_grad)
-        grads = {"weight": dw}
-        if db is not None:
-            grads["bias"] = db
-        return dx, grads
-
-    def output_shape(self, in_shape: tuple) -> tuple:
-        in_shape = tuple(in_shape)
-        if len(in_shape) != 3:
-            raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
-        c, h, w = in_shape
-        if c != self.in_channels:
-            raise self._err(f"expects {self.in_channels} input channels, got {c}")
+    def spatial_size(self, h: int, w: int) -> tuple[int, int]:
         kw, kh = self.k
-        ho = _conv.out_size(h, kh, self.stride[1], self.pad[2], self.pad[3], self.dilation[1])
-        wo = _conv.out_size(w, kw, self.stride[0], self.pad[0], self.pad[1], self.dilation[0])
-        if ho < 1 or wo < 1:
-            raise self._err(f"input {h}x{w} (HxW) is smaller than its (dilated) kernel")
-        return (self.out_channels, ho, wo)
-
-    def __repr__(self) -> str:
-        return conv_repr(self)
+        return (_conv.out_size(h, kh, self.stride[1], self.pad[2], self.pad[3], self.dilation[1]),
+                _conv.out_size(w, kw, self.stride[0], self.pad[0], self.pad[1], self.dilation[0]))
 
 
     @classmethod
@@ -235,7 +267,6 @@ class CrossCor(Conv):
     """Like :class:`Conv` but a cross-correlation (kernel not flipped), as Flux's ``CrossCor``."""
 
     flux_name = "CrossCor"
-    batch_mode = "independent"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "dilation": "dilation"}
     flux_aliases: tuple[str, ...] = ()
@@ -245,7 +276,8 @@ class CrossCor(Conv):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         if self.groups != 1:                       # Flux's CrossCor struct has no groups field
-            raise ValueError(f"CrossCor has no groups (Flux's CrossCor struct lacks the field); got groups={self.groups}")
+            raise ValueError(f"CrossCor has no groups (Flux's CrossCor struct lacks the field); "
+                             f"got groups={self.groups}")
 
 
 def conv_repr(layer: Any) -> str:

@@ -17,7 +17,8 @@ So with ``stride=s``, ``pad=SamePad()`` the output is ``s`` times the input. Out
 outpad, dilation, groups. Input ``(N, in, H, W)``, output ``(N, out, Ho, Wo)``.
 
 Forward: ``model/_conv.py``'s ``conv_transpose2d_forward`` (NNlib's ``∇conv_data``: the adjoint of Flux's
-true convolution with the same weight; tests check the adjoint identity and PyTorch). ONNX ``ConvTranspose`` is the adjoint of a *cross-correlation*, so the exported
+true convolution with the same weight; tests check the adjoint identity and PyTorch). ONNX ``ConvTranspose`` is
+the adjoint of a *cross-correlation*, so the exported
 kernel is flipped: ``W_onnx = flip(w, (0, 1)).transpose(3, 2, 1, 0)`` = ``(in, out/groups, kh, kw)``.
 """
 from __future__ import annotations
@@ -28,20 +29,15 @@ import numpy as np
 
 from ..._validate import check_int, check_rng, check_tuple
 from .. import _conv
-from ..activations import Activation, get_activation, identity
+from ..activations import Activation, get_activation
 from ..registry import register_layer
 from ..syntax import as_ints, as_pad, as_pair
-from .base import Grads, Layer, activation_of, as_data, bias_array, init_fn
-from .conv import conv_repr
-
-
-def transpose_same_pad(k: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> tuple:
-    """Flux ``SamePad()`` for ConvTranspose: Conv's SamePad of the kernel ``k - stride + 1``."""
-    return _conv.same_pad(tuple(ki - si + 1 for ki, si in zip(k, stride)), dilation)
+from .base import activation_of, bias_array, init_fn
+from .conv import SpatialConv, conv_pad, flux_conv_to_onnx, onnx_conv_to_flux, spatial_attrs, spatial_from_onnx
 
 
 @register_layer
-class ConvTranspose(Layer):
+class ConvTranspose(SpatialConv):
     """Transposed 2-D convolution with Flux's fields and semantics (see the module docstring).
 
     ``ConvTranspose((kw, kh), (cin, cout), σ; stride=1, pad=0, outpad=0, dilation=1, groups=1, bias=True)``
@@ -51,16 +47,13 @@ class ConvTranspose(Layer):
     """
 
     flux_name = "ConvTranspose"
-    batch_mode = "independent"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "outpad": "outpad", "dilation": "dilation", "groups": "groups"}
     flux_activation_param = 2
     onnx_ops = ("ConvTranspose",)
-    compressible = ("weight",)
     out_axes = {"weight": 2, "bias": 0}        # output channels: axis 2 (within a group) of the kernel
     in_axes = {"weight": 3}
-    structured = "units"
-    input_grad_optional = True
+    empty_output = "gives an empty output: padding too large"
 
     def __init__(self, k: Any, ch: Any = None, activation: Any = None, *, stride: Any = 1, pad: Any = 0,
                  outpad: Any = 0, dilation: Any = 1, groups: int = 1, bias: Any = True,
@@ -96,19 +89,10 @@ class ConvTranspose(Layer):
         self.outpad = check_tuple(f"{who} outpad", outpad, 2, min=0)
         if any(o >= st for o, st in zip(self.outpad, self.stride)):   # NNlib's sizes disagree otherwise
             raise ValueError(f"{who}: outpad {self.outpad} must be smaller than stride {self.stride}")
-        if _is_same(pad):
-            self.pad = transpose_same_pad(self.k, self.stride, self.dilation)
-        elif isinstance(pad, (tuple, list)) and len(pad) == 2:
-            pw, ph = check_tuple(f"{who} pad", pad, 2, min=0)
-            self.pad = (pw, pw, ph, ph)
-        else:
-            self.pad = check_tuple(f"{who} pad", pad, 4, min=0)
+        # Flux's calc_padding: SamePad for ConvTranspose is Conv's SamePad of the kernel k - stride + 1
+        self.pad = conv_pad(pad, tuple(ki - si + 1 for ki, si in zip(self.k, self.stride)), self.dilation, who)
 
-    # ---- sizes ---------------------------------------------------------------------------------------
-    @property
-    def k(self) -> tuple[int, int]:
-        return (int(self.weight.shape[0]), int(self.weight.shape[1]))
-
+    # ---- sizes and kernels (model/_conv.py's transposed convolution: NNlib's ∇conv_data) --------------
     @property
     def in_channels(self) -> int:
         return int(self.weight.shape[3])
@@ -117,50 +101,18 @@ class ConvTranspose(Layer):
     def out_channels(self) -> int:
         return int(self.weight.shape[2]) * self.groups
 
-    def params(self) -> dict[str, np.ndarray]:
-        return {"weight": self.weight} if self.bias is None else {"weight": self.weight, "bias": self.bias}
-
-    def _sizes(self, h: int, w: int) -> tuple[int, int]:
+    def spatial_size(self, h: int, w: int) -> tuple[int, int]:
         (kw, kh), (sw, sh), (dw, dh), (ow, oh) = self.k, self.stride, self.dilation, self.outpad
         w_lo, w_hi, h_lo, h_hi = self.pad
         return ((h - 1) * sh + 1 + dh * (kh - 1) - h_lo - h_hi + oh,
                 (w - 1) * sw + 1 + dw * (kw - 1) - w_lo - w_hi + ow)
 
-    def output_shape(self, in_shape: tuple) -> tuple:
-        in_shape = tuple(in_shape)
-        if len(in_shape) != 3:
-            raise self._err(f"expects per-sample input (C, H, W); got {in_shape}")
-        c, h, w = in_shape
-        if c != self.in_channels:
-            raise self._err(f"expects {self.in_channels} input channels, got {c}")
-        ho, wo = self._sizes(h, w)
-        if ho < 1 or wo < 1:
-            raise self._err(f"input {h}x{w} (HxW) gives an empty output ({ho}x{wo}): padding too large")
-        return (self.out_channels, ho, wo)
+    def conv_forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        return _conv.conv_transpose2d_forward(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
+                                              flip=True, groups=self.groups, outpad=self.outpad)
 
-    # ---- engine (model/_conv.py's transposed-convolution kernels: NNlib's ∇conv_data) ----------------------
-    def forward(self, x: Any, train: bool = False, rng: Any = None) -> tuple[np.ndarray, Any]:
-        x = as_data(x, self.weight.dtype, self)
-        if x.ndim != 4:
-            raise self._err(f"expects input of shape (N, C, H, W); got {x.shape}")
-        self.output_shape(x.shape[1:])
-        z, ccache = _conv.conv_transpose2d_forward(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
-                                                   flip=True, groups=self.groups, outpad=self.outpad)
-        y = self.activation._fn(z) if self.activation is not identity else z
-        return y, (ccache, z, y)
-
-    def backward(self, cache: Any, dy: np.ndarray, need_input_grad: bool = True
-                 ) -> tuple[np.ndarray | None, Grads]:
-        ccache, z, y = cache
-        dz = self.activation.grad(z, y, dy) if self.activation is not identity else dy
-        dx, dw, db = _conv.conv_transpose2d_backward(ccache, np.ascontiguousarray(dz), need_dx=need_input_grad)
-        grads = {"weight": dw}
-        if db is not None:
-            grads["bias"] = db
-        return dx, grads
-
-    def __repr__(self) -> str:
-        return conv_repr(self)
+    def conv_backward(self, ccache: Any, dz: np.ndarray, need_dx: bool) -> tuple:
+        return _conv.conv_transpose2d_backward(ccache, np.ascontiguousarray(dz), need_dx=need_dx)
 
     # ---- syntax --------------------------------------------------------------------------------------
     @classmethod
@@ -191,14 +143,11 @@ class ConvTranspose(Layer):
     # ---- ONNX ----------------------------------------------------------------------------------------
     def onnx_kernel(self, weight: np.ndarray | None = None) -> np.ndarray:
         """ONNX ConvTranspose kernel ``(cin, cout/groups, kh, kw)``: flipped (ONNX transposes a correlation)."""
-        w = np.asarray(self.weight if weight is None else weight, dtype=np.float32)
-        return np.ascontiguousarray(w[::-1, ::-1].transpose(3, 2, 1, 0))
+        return flux_conv_to_onnx(np.asarray(self.weight if weight is None else weight, np.float32), flipped=True)
 
     def onnx_attrs(self) -> dict[str, Any]:
-        (kw, kh), (sw, sh), (dw, dh), (ow, oh) = self.k, self.stride, self.dilation, self.outpad
-        w_lo, w_hi, h_lo, h_hi = self.pad
-        return {"kernel_shape": [kh, kw], "strides": [sh, sw], "dilations": [dh, dw],
-                "pads": [h_lo, w_lo, h_hi, w_hi], "output_padding": [oh, ow], "group": self.groups}
+        ow, oh = self.outpad
+        return {**spatial_attrs(self), "output_padding": [int(oh), int(ow)], "group": self.groups}
 
     def to_onnx(self, g: Any, x: str, weight: np.ndarray | None = None) -> str:
         p = g.fresh("convt")
@@ -218,14 +167,7 @@ class ConvTranspose(Layer):
         if w.ndim != 4:
             raise r.error(node, f"only 2-D ConvTranspose imports (weight ndim {w.ndim})")
         bias = r.const(node, 2).astype(np.float32).reshape(-1) if r.has_input(node, 2) else False
-        flux_w = np.ascontiguousarray(np.asarray(w, np.float32).transpose(3, 2, 1, 0)[::-1, ::-1])
-        sh, sw = attrs.get("strides", [1, 1])
-        dh, dw = attrs.get("dilations", [1, 1])
-        h_lo, w_lo, h_hi, w_hi = attrs.get("pads", [0, 0, 0, 0])
         oh, ow = attrs.get("output_padding", [0, 0])
-        return cls(flux_w, bias, stride=(int(sw), int(sh)), pad=(int(w_lo), int(w_hi), int(h_lo), int(h_hi)),
-                   outpad=(int(ow), int(oh)), dilation=(int(dw), int(dh)), groups=int(attrs.get("group", 1)))
+        return cls(onnx_conv_to_flux(w, flipped=True), bias, outpad=(int(ow), int(oh)),
+                   groups=int(attrs.get("group", 1)), **spatial_from_onnx(attrs))
 
-
-def _is_same(pad: Any) -> bool:
-    return type(pad).__name__ == "SamePad" or (isinstance(pad, str) and pad.lower() == "same")
