@@ -22,17 +22,16 @@ import numpy as np
 
 from .._validate import check_fraction, check_in
 from ._common import add_record, check_finite, check_model, leaves
+from .structured import CRITERIA, unit_norms
 
 __all__ = ["prune_hidden_units", "validate_prune_hidden_units"]
-
-CRITERIA = ("l1", "l2")
 
 
 def _is_recurrent(layer: Any) -> bool:
     return getattr(layer, "structured", None) == "recurrent"
 
 
-def _unit_norms(layer: Any, criterion: str) -> np.ndarray:
+def _hidden_unit_norms(layer: Any, criterion: str) -> np.ndarray:
     """Norm of each unit's incoming weights: its rows in every gate block of ``Wi`` and ``Wh`` (GRUv3: and
     of ``Wh_h̃``)."""
     cell = layer.cell
@@ -41,7 +40,7 @@ def _unit_norms(layer: Any, criterion: str) -> np.ndarray:
     extra = getattr(cell, "Wh_htilde", None)
     if extra is not None:
         rows = np.concatenate([rows, extra], axis=1)
-    return np.abs(rows).sum(axis=1) if criterion == "l1" else np.sqrt((rows.astype(np.float64) ** 2).sum(axis=1))
+    return unit_norms(rows, 0, criterion)
 
 
 def validate_prune_hidden_units(model: Any, fraction: Any, criterion: Any = "l1") -> tuple[float, str]:
@@ -101,7 +100,7 @@ def prune_hidden_units(model: Any, fraction: float, criterion: str = "l1") -> An
         n_remove = int(np.floor(fraction * h + 0.5))
         if n_remove >= h:
             raise ValueError(f"fraction={fraction} would remove all {h} units of {path} ({layer!r})")
-        order = np.argsort(_unit_norms(layer, criterion), kind="stable")
+        order = np.argsort(_hidden_unit_norms(layer, criterion), kind="stable")
         keep = np.sort(order[n_remove:])
         layer.keep_hidden(keep)
         if _is_recurrent(consumer):

@@ -41,6 +41,14 @@ from .quantize import SUPPORTED_BITS, as_float_layer, quantize, quantized_class
 FLOAT_BYTES = 4
 
 
+def paired_differences(base_ok: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Per-image paired differences (float64) of two models scored on the same images: 1 where only the
+    reference (``base_ok``) is right, -1 where only the other is, 0 where they agree. Their mean is the drop
+    (a fraction) and ``std / sqrt(n)`` its standard error: only the images whose outcome changes add variance.
+    The one form of this difference for ``suggest_bits``' margin and the search's ``paired_drop_se``."""
+    return np.asarray(base_ok).astype(np.float64) - np.asarray(ok).astype(np.float64)
+
+
 class BitPolicy(dict):
     """``{layer path: bits or None}`` for ``pfc.quantize(model, bits=policy)``, with what was measured.
 
@@ -197,7 +205,7 @@ class SensitivityTable:
 
                 ok = np.asarray(predict(quantize(self._model, bits=dict(p), **self.quantize_options), self._X)
                                 ).argmax(1) == self._y
-                evaluated[key] = base_ok.astype(np.float64) - ok
+                evaluated[key] = paired_differences(base_ok, ok)
             return evaluated[key]
 
         def combined(p: dict[str, int | None], part: str = "search") -> tuple[float, float]:

@@ -43,8 +43,9 @@ __all__ = ["prune_structured", "validate_prune_structured"]
 CRITERIA = ("l1", "l2")
 
 
-def _unit_norms(weight: np.ndarray, out_axis: int, criterion: str) -> np.ndarray:
-    """Norm of each unit's incoming weights: every axis of ``weight`` but its output axis (``out_axes``)."""
+def unit_norms(weight: np.ndarray, out_axis: int, criterion: str) -> np.ndarray:
+    """L1/L2 norm (float64) of each unit's incoming weights: every axis of ``weight`` but its output axis
+    (``out_axes``); ``hidden_units`` uses it on a recurrent cell's gate-coupled rows."""
     w = weight.astype(np.float64)
     axes = tuple(a for a in range(w.ndim) if a != out_axis)
     return np.abs(w).sum(axis=axes) if criterion == "l1" else np.sqrt((w * w).sum(axis=axes))
@@ -56,7 +57,7 @@ def select_units(weight: np.ndarray, out_axis: int, n_remove: int, criterion: st
 
     Weakest = lowest L1/L2 norm of the unit's incoming weights; ties: the lower index goes first.
     """
-    order = np.argsort(_unit_norms(weight, out_axis, criterion), kind="stable")
+    order = np.argsort(unit_norms(weight, out_axis, criterion), kind="stable")
     return np.sort(order[n_remove:])
 
 

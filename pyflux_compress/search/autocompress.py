@@ -16,6 +16,7 @@ import numpy as np
 
 from .._validate import check_fraction, check_in, check_int, check_positive
 from ..compression.archive import size_report
+from ..compression.sensitivity import paired_differences
 from ..deploy.predictor import Predictor
 from ..model.walk import modules
 from ..threads import resolve as resolve_threads
@@ -201,7 +202,7 @@ def paired_drop_se(base_correct: np.ndarray, correct: np.ndarray) -> float:
     the mean of the per-image differences ``base_correct - correct`` (each -1, 0 or 1) and its standard error
     is their standard deviation over ``sqrt(n)``. Only the images the two models disagree on count: a 0.1-point
     drop on 6,000 images, with 60 disagreements, is 0.1 +- 0.13 points."""
-    d = base_correct.astype(np.float64) - correct.astype(np.float64)
+    d = paired_differences(base_correct, correct)
     return float(100.0 * d.std() / np.sqrt(len(d)))
 
 
