@@ -2,8 +2,9 @@
 Dask scaling figure (same study on 1 and 2 workers).
 
     python benchmarks/autocompress.py lenet300  --trials 100 --timeout 3000 --epochs 8       # ~35 min on 1 core
-    python benchmarks/autocompress.py lenet5    --trials 60 --timeout 5400 --epochs 6 --prune-epochs 3 \
-                                                --finetune-epochs 1 --share-epochs 1 --warm-start 4  # ~100 min
+    python benchmarks/autocompress.py lenet5    --trials 70 --timeout 6000 --epochs 6 --prune-epochs 3 \
+                                                --finetune-epochs 1 --share-epochs 1 --warm-start 4 \
+                                                --confidence 0.9                     # ~110 min
 
 The size cases search prune + share (Deep Compression's techniques) with a gradual schedule per trial:
 ``--prune-epochs`` epochs of ``pfc.PolynomialDecay`` per layer, ``--finetune-epochs`` with the masks held,
