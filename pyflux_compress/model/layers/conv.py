@@ -35,9 +35,9 @@ def conv_pad(pad: Any, k: tuple[int, int], dilation: tuple[int, int], who: str) 
 class SpatialConv(Layer):
     """What :class:`Conv` (and CrossCor) and :class:`ConvTranspose` share: a ``(kw, kh, ·, ·)`` kernel with a
     bias and σ, the engine's forward/backward around one pair of ``model/_conv.py`` kernels, the per-sample
-    size checks and Flux's ``show``. Not registered: a subclass names its kernels and its output size."""
+    size checks and Flux's ``show``. Not registered: a subclass names its kernels and its output size (and
+    declares its own ``batch_mode``, which by design no subclass inherits)."""
 
-    batch_mode = "independent"
     compressible = ("weight",)
     structured = "units"
     input_grad_optional = True
@@ -118,6 +118,7 @@ class Conv(SpatialConv):
     """
 
     flux_name = "Conv"
+    batch_mode = "independent"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "dilation": "dilation", "groups": "groups"}
     flux_activation_param = 2
@@ -267,6 +268,7 @@ class CrossCor(Conv):
     """Like :class:`Conv` but a cross-correlation (kernel not flipped), as Flux's ``CrossCor``."""
 
     flux_name = "CrossCor"
+    batch_mode = "independent"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "dilation": "dilation"}
     flux_aliases: tuple[str, ...] = ()

@@ -47,6 +47,7 @@ class ConvTranspose(SpatialConv):
     """
 
     flux_name = "ConvTranspose"
+    batch_mode = "independent"
     flux_fields = {"σ": "activation", "weight": "weight", "bias": "bias", "stride": "stride", "pad": "pad",
                    "outpad": "outpad", "dilation": "dilation", "groups": "groups"}
     flux_activation_param = 2
