@@ -197,6 +197,11 @@ def drop_bound(record: dict[str, Any], z: float) -> float:
     return float(record["drop"]) + (z * float(record["drop_se"]) if z and record.get("drop_se") is not None else 0.0)
 
 
+def within_budget(record: dict[str, Any], z: float, max_drop: float) -> bool:
+    """Whether a trial's record is complete and meets the budget: ``drop (+ z drop_se) <= max_drop``."""
+    return record["state"] == "COMPLETE" and drop_bound(record, z) <= max_drop
+
+
 def paired_drop_se(base_correct: np.ndarray, correct: np.ndarray) -> float:
     """Standard error (points) of a validation drop: both models are scored on the same images, so the drop is
     the mean of the per-image differences ``base_correct - correct`` (each -1, 0 or 1) and its standard error
@@ -246,7 +251,7 @@ class SearchResult:
 
     def feasible(self, record: dict[str, Any]) -> bool:
         """Whether a complete trial's record meets the budget: ``drop (+ z drop_se) <= max_drop``."""
-        return record["state"] == "COMPLETE" and drop_bound(record, _z(self.confidence)) <= self.max_drop
+        return within_budget(record, _z(self.confidence), self.max_drop)
 
     @property
     def n_complete(self) -> int:
@@ -560,7 +565,7 @@ def autocompress(model: Any, X: Any, y: Any, *, max_drop: float = 0.5, objective
     if "latency" in objective:
         base["latency_ms"] = measure_latency(model, batch_size, threads, latency_seconds)
     records = [_record(t) for t in study.trials]
-    feasible = [r for r in records if r["state"] == "COMPLETE" and drop_bound(r, config["z"]) <= max_drop]
+    feasible = [r for r in records if within_budget(r, config["z"], max_drop)]
     front = _pareto(feasible)
     best = min(feasible, key=lambda r: r["values"][0]) if feasible else None
     best_model = None
